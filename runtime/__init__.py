@@ -1,0 +1,1 @@
+"""Deployment runtime: engines, inference backends, accuracy checks, benchmarks, media I/O."""

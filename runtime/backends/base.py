@@ -1,0 +1,34 @@
+"""The seam every backend implements: torch (reference), ONNX Runtime, TensorRT + pycuda.
+
+A backend takes two batches of frames as float32 NCHW RGB in [0, 1] (any H, W >= 32; the model pads to 32 and
+crops internally) and returns the middle frames as float32 NCHW, not clamped, so that accuracy checks compare
+raw model outputs. Converting to 8-bit and writing files is the caller's job.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Backend(ABC):
+    #: short name used on the command line (--backend NAME)
+    name: str = ""
+
+    @abstractmethod
+    def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 x2 -> (B, 3, H, W) float32."""
+
+    def describe(self) -> dict:
+        """What ran: precision, device/provider, model identity; goes into reports."""
+        return {"backend": self.name}
+
+    def close(self) -> None:
+        """Release sessions/buffers (idempotent)."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
