@@ -1,0 +1,42 @@
+"""The PyTorch backend: the reference every other backend is compared against."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from sfadacof.checkpoint import LoadedCheckpoint, load_checkpoint
+from sfadacof.errors import UserError
+
+from .base import Backend
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, checkpoint: str | os.PathLike | None = None, *, device: str = "cpu",
+                 variant: str | None = None, loaded: LoadedCheckpoint | None = None) -> None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: this torch build or machine has no CUDA")
+        self.ckpt = loaded if loaded is not None else load_checkpoint(checkpoint, variant=variant)
+        self.device = torch.device(device)
+        self.model = self.ckpt.model.to(self.device).eval()
+
+    def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+        # inference_mode: no autograd bookkeeping, the model's output is all we keep
+        with torch.inference_mode():
+            f0 = torch.from_numpy(np.ascontiguousarray(frame0, dtype=np.float32)).to(self.device)
+            f2 = torch.from_numpy(np.ascontiguousarray(frame2, dtype=np.float32)).to(self.device)
+            return self.model(f0, f2).float().cpu().numpy()
+
+    def describe(self) -> dict:
+        c = self.ckpt
+        return {"backend": self.name, "precision": "fp32", "device": str(self.device),
+                "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "variant": c.variant, "kernel_size": c.kernel_size, "dilation": c.dilation,
+                "checkpoint": str(c.path), "checkpoint_sha256": c.sha256, "epoch": c.epoch}
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]

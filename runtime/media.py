@@ -1,0 +1,198 @@
+"""Image I/O for the runtime: decode any PNG/JPEG a user hands us into float32 RGB, write 8-bit PNGs atomically.
+
+Decoding rules (the same for inputs and ground truth):
+  * 8-bit images -> value / 255; 16-bit PNGs -> value / 65535 (Pillow's 'I;16*' / 'I' modes for grayscale; 16-bit
+    colour PNGs go through PyAV because Pillow silently drops them to 8 bits);
+  * RGBA / LA / palette-with-transparency -> alpha dropped (a note says so), never composited;
+  * grayscale -> replicated to three channels.
+Encoding: clip to [0, 1], x255, round half to even (numpy.rint, the same rule as torch.round), uint8 RGB PNG.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sfadacof.errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+MIN_SIZE = 32  # the model needs five 2x poolings' worth of context; smaller frames are refused
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # float32 (H, W, 3) in [0, 1]
+    path: Path
+    bit_depth: int
+    source_mode: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as Pillow and users say it."""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def is_image_file(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR, or None for non-PNG files."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _decode_png16_colour(path: Path, colour_type: int) -> DecodedImage:
+    # Pillow has no 16-bit RGB mode and keeps only the high byte; FFmpeg's PNG decoder (via PyAV) keeps all 16.
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            frame = next(c.decode(video=0))
+            arr = frame.to_ndarray(format="rgb48le")
+    except Exception as e:  # PyAV raises several error types for corrupt files
+        raise UserError(f"{path}: unreadable 16-bit PNG ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    notes = []
+    if colour_type in (4, 6):
+        notes.append("alpha channel dropped")
+    if colour_type == 4:
+        notes.append("grayscale replicated to RGB")
+    return DecodedImage(arr.astype(np.float32) / 65535.0, path, 16, f"png16/colour-type-{colour_type}", notes)
+
+
+def load_image(path: str | os.PathLike) -> DecodedImage:
+    """Decode `path` to float32 RGB (H, W, 3) in [0, 1]; UserError naming the file when it cannot."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        header = _png_header(path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
+        return _decode_png16_colour(path, header[1])
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            notes: list[str] = []
+            if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+                # 16-bit grayscale PNG/TIFF; Pillow reports 'I' for some 16-bit files, values still 0..65535.
+                arr = np.asarray(im).astype(np.float32) / 65535.0
+                rgb = np.repeat(arr[:, :, None], 3, axis=2)
+                return DecodedImage(rgb, path, 16, mode, ["grayscale replicated to RGB"])
+            if mode == "F":
+                raise UserError(f"{path}: floating-point images (mode F) are not supported; use 8- or 16-bit")
+            if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+                notes.append("alpha channel dropped")
+            if mode in ("L", "LA", "1", "La"):
+                notes.append("grayscale replicated to RGB")
+            rgb8 = np.asarray(im.convert("RGB"))
+    except UserError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: unreadable image ({msg[:160]})") from None
+    return DecodedImage(rgb8.astype(np.float32) / 255.0, path, 8, mode, notes)
+
+
+def check_min_size(img: DecodedImage) -> None:
+    w, h = img.size
+    if w < MIN_SIZE or h < MIN_SIZE:
+        raise UserError(f"{img.path}: frame is {w}x{h}; frames must be at least {MIN_SIZE}x{MIN_SIZE}")
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] (any layout) -> uint8, clipped and rounded (not truncated)."""
+    return np.rint(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def hwc_to_nchw(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def nchw_to_hwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x[0].transpose(1, 2, 0))
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(tmp_path) on a temp file beside `path`, then os.replace: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_png_rgb8(path: str | os.PathLike, rgb8: np.ndarray) -> None:
+    """Write (H, W, 3) uint8 as an RGB PNG, atomically."""
+    if rgb8.dtype != np.uint8 or rgb8.ndim != 3 or rgb8.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8, got {rgb8.shape} {rgb8.dtype}")
+    image = Image.fromarray(rgb8, "RGB")
+    atomic_write_bytes(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+
+
+@dataclass
+class PairSpec:
+    """One unit of work from a pairs folder: two input frames and optionally the true middle frame."""
+
+    name: str  # folder path relative to the pairs root, '/'-separated; the output is OUT_DIR/<name>.png
+    frame0: Path
+    frame2: Path
+    ground_truth: Path | None = None
+
+
+def _image_files(folder: Path) -> list[Path]:
+    try:
+        return sorted((p for p in folder.iterdir() if is_image_file(p)), key=lambda p: p.name)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot list folder ({e.strerror or e})") from None
+
+
+def discover_pairs(root: str | os.PathLike) -> list[PairSpec]:
+    """Every folder under `root` (at any depth, so Vimeo-90k's sequences/00001/0001 works) that holds images.
+
+    Two images = frame0, frame2 (sorted by name); three = frame0, ground truth, frame2. Any other count is an
+    error naming the folder: guessing which files were meant would silently interpolate the wrong frames.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder")
+    pairs: list[PairSpec] = []
+    for folder, dirs, _files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = Path(folder)
+        if here == root:
+            continue  # images directly in root make it a frame sequence, handled by the caller
+        images = _image_files(here)
+        if not images:
+            continue
+        name = here.relative_to(root).as_posix()
+        if len(images) == 2:
+            pairs.append(PairSpec(name, images[0], images[1]))
+        elif len(images) == 3:
+            pairs.append(PairSpec(name, images[0], images[2], images[1]))
+        else:
+            raise UserError(f"{here}: holds {len(images)} images; a pair folder needs 2 (two frames) "
+                            "or 3 (frame, ground truth, frame)")
+    if not pairs:
+        raise UserError(f"{root}: no pair folders found (expected one subfolder per pair with 2 or 3 images)")
+    return pairs
+
+
+def root_images(root: str | os.PathLike) -> list[Path]:
+    """Images directly inside `root` (a folder of sequential frames), sorted by name."""
+    return _image_files(Path(root))
