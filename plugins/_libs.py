@@ -1,0 +1,62 @@
+"""Finding the native libraries built by the top-level CMakeLists.txt (no path needed from the user).
+
+Search order: $SFADACOF_PLUGIN_DIR, then <repo>/build (where `python -m plugins.build` puts them), then this
+package's directory (an installed copy).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+DEFAULT_BUILD_DIR = REPO_ROOT / "build"
+BUILD_COMMAND = "python -m plugins.build"
+
+CPU_LIBRARY = "sfadacof_cpu"
+CUDA_LIBRARY = "sfadacof_cuda"
+PLUGIN_LIBRARY = "sfadacof_trt_plugin"
+
+
+class LibraryNotBuilt(RuntimeError):
+    """A native library of plugins/ was not found; the message says how to build it."""
+
+
+def library_filename(stem: str) -> str:
+    if sys.platform.startswith("win"):
+        return f"{stem}.dll"
+    if sys.platform == "darwin":
+        return f"lib{stem}.dylib"
+    return f"lib{stem}.so"
+
+
+def search_dirs() -> list[Path]:
+    dirs = []
+    env = os.environ.get("SFADACOF_PLUGIN_DIR")
+    if env:
+        dirs.append(Path(env))
+    dirs += [DEFAULT_BUILD_DIR, PACKAGE_DIR]
+    return dirs
+
+
+def find_library(stem: str) -> Path | None:
+    name = library_filename(stem)
+    for d in search_dirs():
+        candidate = d / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_library(stem: str) -> ctypes.CDLL:
+    path = find_library(stem)
+    if path is None:
+        where = ", ".join(str(d) for d in search_dirs())
+        raise LibraryNotBuilt(
+            f"{library_filename(stem)} not found (looked in {where}); build it with `{BUILD_COMMAND}` "
+            "from the repository root, or set SFADACOF_PLUGIN_DIR"
+        )
+    return ctypes.CDLL(str(path))

@@ -1,0 +1,317 @@
+// CUDA kernels of the fused AdaCoF synthesis op. Per-pixel arithmetic: adacof_math.h (shared with the CPU kernel).
+#include "adacof_kernels.h"
+#include "adacof_math.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <limits>
+
+namespace sfadacof
+{
+namespace
+{
+
+__device__ __forceinline__ float to_float(float x)
+{
+    return x;
+}
+__device__ __forceinline__ float to_float(__half x)
+{
+    return __half2float(x);
+}
+template <class T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x)
+{
+    return x;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x)
+{
+    return __float2half_rn(x);
+}
+
+// Optimised kernel: maps and occlusion are read exactly once -> streaming loads (evict-first), so they do not push
+// the frames, which neighbouring threads gather again, out of L1/L2; frames through the read-only data cache.
+struct StreamingLoader
+{
+    template <class T>
+    __device__ __forceinline__ static float map(T const* p)
+    {
+        return to_float(__ldcs(p));
+    }
+    template <class T>
+    __device__ __forceinline__ static float off(T const* p)
+    {
+        return to_float(__ldcs(p));
+    }
+    template <class T>
+    __device__ __forceinline__ static float frame(T const* p)
+    {
+        return to_float(__ldg(p));
+    }
+};
+
+// Original-style kernel: plain loads everywhere, as the AdaCoF repository's CuPy kernel.
+struct PlainLoader
+{
+    template <class T>
+    __device__ __forceinline__ static float map(T const* p)
+    {
+        return to_float(*p);
+    }
+    template <class T>
+    __device__ __forceinline__ static float off(T const* p)
+    {
+        return to_float(*p);
+    }
+    template <class T>
+    __device__ __forceinline__ static float frame(T const* p)
+    {
+        return to_float(*p);
+    }
+};
+
+constexpr int kBlockX = 128;
+
+// grid: x over ceil(W / kBlockX), y over rows (grid-stride), z over B * channel passes (grid-stride).
+template <int KC, class T, class TO>
+__global__ void __launch_bounds__(kBlockX) synthesis_kernel(SynthesisTensors<T, TO> t, SynthesisShape s)
+{
+    int const j = blockIdx.x * kBlockX + threadIdx.x;
+    if (j >= s.W)
+    {
+        return;
+    }
+    int const passes = (s.C + kChannelsPerPass - 1) / kChannelsPerPass;
+    size_t const plane = static_cast<size_t>(s.H) * static_cast<size_t>(s.W);
+    for (int z = blockIdx.z; z < s.B * passes; z += gridDim.z)
+    {
+        int const b = z / passes;
+        int const c0 = (z - b * passes) * kChannelsPerPass;
+        int const nc = min(kChannelsPerPass, s.C - c0);
+        for (int i = blockIdx.y; i < s.H; i += gridDim.y)
+        {
+            float px[kChannelsPerPass];
+            synthesis_pixel<KC, StreamingLoader>(t, s, b, i, j, c0, nc, px);
+            T* out = t.out + (static_cast<size_t>(b) * s.C + c0) * plane + static_cast<size_t>(i) * s.W + j;
+#pragma unroll
+            for (int c = 0; c < kChannelsPerPass; ++c)
+            {
+                if (c < nc)
+                {
+                    __stcs(out + static_cast<size_t>(c) * plane, from_float<T>(px[c]));
+                }
+            }
+        }
+    }
+}
+
+// Original style: one thread per output element (b, c, i, j) of one direction, flat index, runtime K.
+template <class T, class TO>
+__global__ void naive_direction_kernel(T const* frame, T const* weight, TO const* alpha, TO const* beta, T* out,
+    SynthesisShape s)
+{
+    size_t const plane = static_cast<size_t>(s.H) * static_cast<size_t>(s.W);
+    size_t const total = static_cast<size_t>(s.B) * s.C * plane;
+    for (size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; idx < total;
+         idx += static_cast<size_t>(gridDim.x) * blockDim.x)
+    {
+        int const j = static_cast<int>(idx % s.W);
+        int const i = static_cast<int>((idx / s.W) % s.H);
+        int const c = static_cast<int>((idx / plane) % s.C);
+        int const b = static_cast<int>(idx / (plane * s.C));
+        size_t const map_off
+            = static_cast<size_t>(b) * s.kernel_size * s.kernel_size * plane + static_cast<size_t>(i) * s.W + j;
+        float acc[kChannelsPerPass] = {0.0f, 0.0f, 0.0f, 0.0f};
+        accumulate_direction<0, PlainLoader>(frame + static_cast<size_t>(b) * s.C * plane, plane, c, 1, s.H, s.W,
+            weight + map_off, alpha + map_off, beta + map_off, plane, s.kernel_size, s.dilation, i, j, acc);
+        out[idx] = from_float<T>(acc[0]);
+    }
+}
+
+template <class T>
+__global__ void naive_blend_kernel(T const* o1, T const* o2, T const* occlusion, T* out, SynthesisShape s)
+{
+    size_t const plane = static_cast<size_t>(s.H) * static_cast<size_t>(s.W);
+    size_t const total = static_cast<size_t>(s.B) * s.C * plane;
+    for (size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; idx < total;
+         idx += static_cast<size_t>(gridDim.x) * blockDim.x)
+    {
+        size_t const b = idx / (plane * s.C);
+        float const v = to_float(occlusion[b * plane + idx % plane]);
+        out[idx] = from_float<T>(blend(v, to_float(o1[idx]), to_float(o2[idx])));
+    }
+}
+
+int32_t check_launch(SynthesisLaunch const& p)
+{
+    if (!adacof_params_valid(p.kernel_size, p.dilation))
+    {
+        return SFADACOF_CUDA_BAD_PARAMS;
+    }
+    if (p.B < 0 || p.C < 0 || p.H < 0 || p.W < 0
+        || static_cast<int64_t>(p.H) * p.W > std::numeric_limits<int32_t>::max())
+    {
+        return SFADACOF_CUDA_BAD_SHAPE;
+    }
+    bool const type_ok = p.type == TensorType::kFloat32 || p.type == TensorType::kFloat16;
+    bool const off_ok = p.offset_type == p.type || p.offset_type == TensorType::kFloat32;
+    if (!type_ok || !off_ok)
+    {
+        return SFADACOF_CUDA_BAD_TYPE;
+    }
+    return 0;
+}
+
+template <class T, class TO>
+SynthesisTensors<T, TO> tensors_of(SynthesisLaunch const& p)
+{
+    return SynthesisTensors<T, TO>{static_cast<T const*>(p.frame0), static_cast<T const*>(p.frame2),
+        static_cast<T const*>(p.weight1), static_cast<TO const*>(p.alpha1), static_cast<TO const*>(p.beta1),
+        static_cast<T const*>(p.weight2), static_cast<TO const*>(p.alpha2), static_cast<TO const*>(p.beta2),
+        static_cast<T const*>(p.occlusion), static_cast<T*>(p.out)};
+}
+
+constexpr int kMaxGridYZ = 65535;
+
+template <class T, class TO>
+int32_t launch_typed(SynthesisLaunch const& p, cudaStream_t stream)
+{
+    SynthesisShape const s{p.B, p.C, p.H, p.W, p.kernel_size, p.dilation};
+    int const passes = (p.C + kChannelsPerPass - 1) / kChannelsPerPass;
+    dim3 const block(kBlockX);
+    dim3 const grid((p.W + kBlockX - 1) / kBlockX, p.H < kMaxGridYZ ? p.H : kMaxGridYZ,
+        p.B * passes < kMaxGridYZ ? p.B * passes : kMaxGridYZ);
+    SynthesisTensors<T, TO> const t = tensors_of<T, TO>(p);
+    // Compile-time kernel sizes of the released variants (K = 5, and K = 11 of AdaCoF-pytorch); others at run time.
+    switch (p.kernel_size)
+    {
+    case 5: synthesis_kernel<5, T, TO><<<grid, block, 0, stream>>>(t, s); break;
+    case 11: synthesis_kernel<11, T, TO><<<grid, block, 0, stream>>>(t, s); break;
+    default: synthesis_kernel<0, T, TO><<<grid, block, 0, stream>>>(t, s); break;
+    }
+    return static_cast<int32_t>(cudaGetLastError());
+}
+
+template <class T, class TO>
+int32_t launch_naive_typed(SynthesisLaunch const& p, void* o1, void* o2, cudaStream_t stream)
+{
+    SynthesisShape const s{p.B, p.C, p.H, p.W, p.kernel_size, p.dilation};
+    SynthesisTensors<T, TO> const t = tensors_of<T, TO>(p);
+    size_t const total = static_cast<size_t>(p.B) * p.C * p.H * p.W;
+    int const block = 256;
+    size_t const blocks = (total + block - 1) / block;
+    int const grid = static_cast<int>(blocks < (1u << 30) ? blocks : (1u << 30));
+    naive_direction_kernel<T, TO>
+        <<<grid, block, 0, stream>>>(t.frame0, t.weight1, t.alpha1, t.beta1, static_cast<T*>(o1), s);
+    naive_direction_kernel<T, TO>
+        <<<grid, block, 0, stream>>>(t.frame2, t.weight2, t.alpha2, t.beta2, static_cast<T*>(o2), s);
+    naive_blend_kernel<T><<<grid, block, 0, stream>>>(
+        static_cast<T const*>(o1), static_cast<T const*>(o2), t.occlusion, t.out, s);
+    return static_cast<int32_t>(cudaGetLastError());
+}
+
+bool is_empty(SynthesisLaunch const& p)
+{
+    return p.B == 0 || p.C == 0 || p.H == 0 || p.W == 0;
+}
+
+} // namespace
+
+int32_t launch_synthesis(SynthesisLaunch const& p, cudaStream_t stream)
+{
+    int32_t const status = check_launch(p);
+    if (status != 0 || is_empty(p))
+    {
+        return status;
+    }
+    if (p.type == TensorType::kFloat32)
+    {
+        return launch_typed<float, float>(p, stream);
+    }
+    if (p.offset_type == TensorType::kFloat32)
+    {
+        return launch_typed<__half, float>(p, stream);
+    }
+    return launch_typed<__half, __half>(p, stream);
+}
+
+int32_t launch_synthesis_naive(SynthesisLaunch const& p, void* o1, void* o2, cudaStream_t stream)
+{
+    int32_t const status = check_launch(p);
+    if (status != 0 || is_empty(p))
+    {
+        return status;
+    }
+    if (p.type == TensorType::kFloat32)
+    {
+        return launch_naive_typed<float, float>(p, o1, o2, stream);
+    }
+    if (p.offset_type == TensorType::kFloat32)
+    {
+        return launch_naive_typed<__half, float>(p, o1, o2, stream);
+    }
+    return launch_naive_typed<__half, __half>(p, o1, o2, stream);
+}
+
+} // namespace sfadacof
+
+namespace
+{
+sfadacof::SynthesisLaunch make_launch(void const* frame0, void const* frame2, void const* weight1, void const* alpha1,
+    void const* beta1, void const* weight2, void const* alpha2, void const* beta2, void const* occlusion, void* out,
+    int32_t type, int32_t offset_type, int32_t B, int32_t C, int32_t H, int32_t W, int32_t kernel_size,
+    int32_t dilation)
+{
+    return sfadacof::SynthesisLaunch{frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion, out,
+        static_cast<sfadacof::TensorType>(type), static_cast<sfadacof::TensorType>(offset_type), B, C, H, W,
+        kernel_size, dilation};
+}
+} // namespace
+
+extern "C" {
+
+int32_t sfadacof_cuda_abi_version(void)
+{
+    return SFADACOF_CUDA_ABI_VERSION;
+}
+
+char const* sfadacof_cuda_status_string(int32_t status)
+{
+    switch (status)
+    {
+    case SFADACOF_CUDA_BAD_PARAMS:
+        return "invalid kernel_size/dilation: need 1 <= kernel_size <= 64, 1 <= dilation <= 64 and "
+               "(kernel_size - 1) * dilation even";
+    case SFADACOF_CUDA_BAD_TYPE:
+        return "unsupported dtypes: all float32, all float16, or float16 with float32 alpha/beta";
+    case SFADACOF_CUDA_BAD_SHAPE: return "invalid shape: negative size or a plane of 2^31 elements or more";
+    default: return status >= 0 ? cudaGetErrorString(static_cast<cudaError_t>(status)) : "unknown status";
+    }
+}
+
+int32_t sfadacof_cuda_synthesis(void const* frame0, void const* frame2, void const* weight1, void const* alpha1,
+    void const* beta1, void const* weight2, void const* alpha2, void const* beta2, void const* occlusion, void* out,
+    int32_t type, int32_t offset_type, int32_t B, int32_t C, int32_t H, int32_t W, int32_t kernel_size,
+    int32_t dilation, void* stream)
+{
+    return sfadacof::launch_synthesis(make_launch(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2,
+                                          occlusion, out, type, offset_type, B, C, H, W, kernel_size, dilation),
+        static_cast<cudaStream_t>(stream));
+}
+
+int32_t sfadacof_cuda_synthesis_naive(void const* frame0, void const* frame2, void const* weight1, void const* alpha1,
+    void const* beta1, void const* weight2, void const* alpha2, void const* beta2, void const* occlusion, void* out,
+    void* o1, void* o2, int32_t type, int32_t offset_type, int32_t B, int32_t C, int32_t H, int32_t W,
+    int32_t kernel_size, int32_t dilation, void* stream)
+{
+    return sfadacof::launch_synthesis_naive(make_launch(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2,
+                                                beta2, occlusion, out, type, offset_type, B, C, H, W, kernel_size,
+                                                dilation),
+        o1, o2, static_cast<cudaStream_t>(stream));
+}
+
+} // extern "C"
