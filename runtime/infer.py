@@ -92,8 +92,10 @@ def write_json(path: str | Path, obj: dict) -> None:
     atomic_write_bytes(Path(path), lambda tmp: tmp.write_text(text))
 
 
-def run_pairs(backend: Backend, pairs: list[PairSpec], out_dir: Path, *, checker=None) -> dict:
-    """Interpolate every pair; returns the report. `checker` (runtime.accuracy.Checker) adds per-pair accuracy."""
+def run_pairs(backend: Backend, pairs: list[PairSpec], out_dir: Path | None, *, checker=None) -> dict:
+    """Interpolate every pair; returns the report. `checker` (runtime.accuracy.Checker) adds per-pair accuracy.
+
+    out_dir None: write nothing (accuracy runs); the 8-bit frame is still formed for the metrics."""
     inputs = {p.resolve() for s in pairs for p in (s.frame0, s.frame2, s.ground_truth) if p is not None}
     rows = []
     for spec in progress(pairs, total=len(pairs), desc="interpolating"):
@@ -103,11 +105,12 @@ def run_pairs(backend: Backend, pairs: list[PairSpec], out_dir: Path, *, checker
         t0 = time.perf_counter()
         raw = backend.infer(x0, x2)
         seconds = time.perf_counter() - t0
-        out_path = out_dir / f"{spec.name}.png"
-        if out_path.resolve() in inputs:
-            raise UserError(f"{out_path}: output would overwrite an input frame; choose another -o")
         out8 = to_uint8(nchw_to_hwc(raw))
-        save_png_rgb8(out_path, out8)
+        out_path = out_dir / f"{spec.name}.png" if out_dir is not None else None
+        if out_path is not None:
+            if out_path.resolve() in inputs:
+                raise UserError(f"{out_path}: output would overwrite an input frame; choose another -o")
+            save_png_rgb8(out_path, out8)
         notes = sorted({f"{img.path.name}: {n}" for img in (f0, f2, gt) if img is not None for n in img.notes})
         row = {"name": spec.name, "frame0": spec.frame0, "frame2": spec.frame2, "ground_truth": spec.ground_truth,
                "output": out_path, "width": f0.size[0], "height": f0.size[1], "bit_depth": f0.bit_depth,
@@ -208,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if checker is not None:
         print(checker.format_table(report["pairs"]))
         if not report["check"]["passed"]:
-            raise UserError(f"accuracy check failed: {report['check']['reason']}")
+            # exit 1 (not 2): the run itself worked and the frames are written; the backend missed its bound
+            print(f"accuracy check FAILED: {report['check']['reason']}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -1,0 +1,180 @@
+"""Accuracy of a backend against the PyTorch model on the same pairs.
+
+    python -m runtime.accuracy PAIRS_DIR --backend ort|trt|torch [--checkpoint CKPT] [--onnx M] [--engine E]
+                                [--max-abs 1e-3] [--min-psnr 45] [--report R.json] [-o OUT_DIR]
+    python -m runtime.infer PAIRS_DIR -o OUT_DIR --backend ... --check      # the same check while inferring
+
+Per pair: max|Δ| and mean|Δ| of the backend's raw float output against PyTorch's raw float output (both unclamped,
+so a backend that differs only outside [0, 1] still shows), PSNR of the backend against PyTorch on the clipped
+[0, 1] outputs (what is displayed; identical outputs give inf), the largest difference of the 8-bit frames, and for
+triplets PSNR/SSIM of both against ground truth (on the 8-bit outputs, as runtime.infer reports them).
+
+Thresholds (exit 1 when broken): fp32 max|Δ| <= 1e-3; fp16 PSNR vs PyTorch fp32 >= 45 dB; int8 >= 35 dB.
+--max-abs / --min-psnr replace the default for the bound they name (and add it where there was none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sfadacof.errors import UserError, cli_main
+
+from .backends.registry import BACKENDS, BackendOptions, create_backend
+from .backends.torch_backend import TorchBackend
+
+DEFAULT_MAX_ABS = {"fp32": 1e-3}
+DEFAULT_MIN_PSNR = {"fp16": 45.0, "int8": 35.0}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    precision: str
+    max_abs: float | None = None
+    min_psnr: float | None = None
+
+    @classmethod
+    def for_precision(cls, precision: str, max_abs: float | None = None,
+                      min_psnr: float | None = None) -> "Thresholds":
+        p = precision.lower()
+        if p in ("mixed", "fp16+fp32", "half"):
+            p = "fp16"
+        return cls(p, max_abs if max_abs is not None else DEFAULT_MAX_ABS.get(p),
+                   min_psnr if min_psnr is not None else DEFAULT_MIN_PSNR.get(p))
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_abs is not None:
+            parts.append(f"max|Δ| <= {self.max_abs:g}")
+        if self.min_psnr is not None:
+            parts.append(f"PSNR vs torch >= {self.min_psnr:g} dB")
+        return " and ".join(parts) or "none"
+
+
+def compare(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Differences of a backend output against the reference (both float NCHW, unclamped)."""
+    if out.shape != ref.shape:
+        raise UserError(f"backend output shape {out.shape} differs from the PyTorch output {ref.shape}")
+    d = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    clipped = np.clip(out.astype(np.float64), 0, 1) - np.clip(ref.astype(np.float64), 0, 1)
+    mse = float(np.mean(clipped * clipped))
+    with np.errstate(invalid="ignore"):  # NaN outputs: the statistics above are NaN and fail every bound
+        u8 = np.abs(np.rint(np.clip(out, 0, 1) * 255).astype(np.int16)
+                    - np.rint(np.clip(ref, 0, 1) * 255).astype(np.int16))
+    return {"nonfinite": int(np.count_nonzero(~np.isfinite(out))),"max_abs": float(d.max()), "mean_abs": float(d.mean()),
+            "psnr_vs_torch": math.inf if mse == 0 else 10 * math.log10(1.0 / mse),
+            "max_abs_uint8": int(u8.max()), "frac_uint8_differ": float(np.mean(u8 > 0))}
+
+
+def violations(stats: dict[str, float], t: Thresholds) -> list[str]:
+    bad = []
+    if t.max_abs is not None and not stats["max_abs"] <= t.max_abs:  # `not <=` also catches NaN
+        bad.append(f"max|Δ| {stats['max_abs']:.3g} > {t.max_abs:g}")
+    if t.min_psnr is not None and not stats["psnr_vs_torch"] >= t.min_psnr:
+        bad.append(f"PSNR vs torch {stats['psnr_vs_torch']:.2f} dB < {t.min_psnr:g} dB")
+    return bad
+
+
+class Checker:
+    """Runs the PyTorch model beside a backend and judges each output against the thresholds."""
+
+    def __init__(self, thresholds: Thresholds, checkpoint: Path | None = None, variant: str | None = None) -> None:
+        self.thresholds = thresholds
+        self.reference = TorchBackend(checkpoint, variant=variant)
+        self.rows: list[dict] = []
+
+    def check(self, x0: np.ndarray, x2: np.ndarray, out: np.ndarray, out8: np.ndarray | None = None) -> dict:
+        ref = self.reference.infer(x0, x2)
+        stats = compare(out, ref)
+        bad = violations(stats, self.thresholds)
+        stats["passed"] = not bad
+        if bad:
+            stats["violations"] = bad
+        self.rows.append(stats)
+        return stats
+
+    def summary(self) -> dict:
+        failed = [i for i, r in enumerate(self.rows) if not r["passed"]]
+        worst_abs = max((r["max_abs"] for r in self.rows), default=0.0)
+        worst_psnr = min((r["psnr_vs_torch"] for r in self.rows), default=math.inf)
+        out = {"thresholds": {"precision": self.thresholds.precision, "max_abs": self.thresholds.max_abs,
+                              "min_psnr": self.thresholds.min_psnr},
+               "reference": self.reference.describe(), "pairs": len(self.rows), "failed": len(failed),
+               "worst_max_abs": worst_abs, "worst_psnr_vs_torch": worst_psnr, "passed": not failed}
+        if failed:
+            out["reason"] = f"{len(failed)} of {len(self.rows)} pair(s) broke {self.thresholds.describe()} " \
+                            f"(worst max|Δ| {worst_abs:.3g}, worst PSNR {worst_psnr:.2f} dB)"
+        return out
+
+    def format_table(self, report_rows: list[dict]) -> str:
+        head = f"{'pair':<28} {'max|Δ|':>10} {'mean|Δ|':>10} {'PSNR/torch':>11} {'Δ8bit':>6} {'PSNR/GT':>8} {'SSIM/GT':>8}  ok"
+        lines = [head, "-" * len(head)]
+        for r in report_rows:
+            c = r["check"]
+            ps = "inf" if math.isinf(c["psnr_vs_torch"]) else f"{c['psnr_vs_torch']:.2f}"
+            gt = (f"{r['psnr']:8.2f} {r['ssim']:8.4f}") if "psnr" in r else f"{'-':>8} {'-':>8}"
+            lines.append(f"{r['name'][-28:]:<28} {c['max_abs']:10.3g} {c['mean_abs']:10.3g} {ps:>11} "
+                         f"{c['max_abs_uint8']:6d} {gt}  {'yes' if c['passed'] else 'NO'}")
+        lines.append(f"thresholds ({self.thresholds.precision}): {self.thresholds.describe()}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.reference.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.accuracy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("pairs", type=Path, help="pairs folder (as for runtime.infer)")
+    p.add_argument("--backend", choices=BACKENDS, required=True)
+    p.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the shipped weights)")
+    p.add_argument("--variant", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--onnx", type=Path, default=None)
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="ort: graph precision")
+    p.add_argument("--engine", type=Path, default=None)
+    p.add_argument("--plugin", type=Path, default=None)
+    p.add_argument("--skip-engine-check", action="store_true")
+    p.add_argument("--max-abs", type=float, default=None)
+    p.add_argument("--min-psnr", type=float, default=None)
+    p.add_argument("--report", type=Path, default=None)
+    p.add_argument("-o", "--output", type=Path, default=None, help="also write the backend's frames here")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    from .infer import run_pairs, write_json
+    from .media import discover_pairs
+
+    args = build_parser().parse_args(argv)
+    pairs = discover_pairs(args.pairs)
+    options = BackendOptions(checkpoint=args.checkpoint, variant=args.variant, device=args.device, onnx=args.onnx,
+                             engine=args.engine, plugin=args.plugin, precision=args.precision,
+                             skip_engine_check=args.skip_engine_check)
+    with create_backend(args.backend, options) as backend:
+        t = Thresholds.for_precision(backend.describe().get("precision", "fp32"), args.max_abs, args.min_psnr)
+        checker = Checker(t, args.checkpoint, args.variant)
+        try:
+            report = run_pairs(backend, pairs, args.output, checker=checker)
+        finally:
+            checker.close()
+    if args.report:
+        write_json(args.report, report)
+    print(checker.format_table(report["pairs"]))
+    s = report["check"]
+    if not s["passed"]:
+        print(f"FAILED: {s['reason']}", file=sys.stderr)
+        return 1
+    print(f"passed: {s['pairs']} pair(s), worst max|Δ| {s['worst_max_abs']:.3g}, "
+          f"worst PSNR vs torch {s['worst_psnr_vs_torch']:.2f} dB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

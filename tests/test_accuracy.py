@@ -1,0 +1,88 @@
+"""Accuracy report against PyTorch: the statistics on real model outputs, thresholds, and both commands' exit codes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from runtime.accuracy import Thresholds, compare, violations
+from runtime.accuracy import main as accuracy_main
+from runtime.infer import main as infer_main
+from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint, seeded_model
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")
+
+
+@pytest.fixture(scope="module")
+def real_output() -> np.ndarray:
+    f0, _, f2 = (crop(f, w=96, h=64) for f in bikes_frames())
+    t = [torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255 for a in (f0, f2)]
+    with torch.no_grad():
+        return seeded_model()(*t).numpy()
+
+
+def test_compare_statistics_against_hand_computed(real_output):
+    ref = real_output
+    rng = np.random.default_rng(3)
+    delta = rng.choice([-1.0, 1.0], size=ref.shape) * rng.uniform(0, 2e-3, size=ref.shape)
+    delta.flat[17] = 2.5e-3
+    out = (ref.astype(np.float64) + delta).astype(np.float32)
+    s = compare(out, ref)
+    d = out.astype(np.float64) - ref.astype(np.float64)
+    assert s["max_abs"] == pytest.approx(np.abs(d).max(), rel=1e-12)
+    assert s["max_abs"] == pytest.approx(2.5e-3, rel=1e-4)
+    assert s["mean_abs"] == pytest.approx(np.abs(d).mean(), rel=1e-12)
+    mse = np.mean((np.clip(out, 0, 1).astype(np.float64) - np.clip(ref, 0, 1)) ** 2)
+    assert s["psnr_vs_torch"] == pytest.approx(10 * math.log10(1 / mse), rel=1e-9)
+    assert 50 < s["psnr_vs_torch"] < 70
+    # fp32 bound broken (2.5e-3 > 1e-3); the same output passes the fp16 bound of 45 dB
+    assert violations(s, Thresholds.for_precision("fp32")) == ["max|Δ| 0.0025 > 0.001"]
+    assert violations(s, Thresholds.for_precision("fp16")) == []
+    assert violations(s, Thresholds.for_precision("fp16", min_psnr=80.0))[0].startswith("PSNR vs torch")
+    assert compare(ref, ref)["psnr_vs_torch"] == math.inf and compare(ref, ref)["max_abs"] == 0.0
+    nan = ref.copy()
+    nan.flat[0] = np.nan
+    assert violations(compare(nan, ref), Thresholds.for_precision("fp32"))  # NaN never passes
+
+
+def test_default_thresholds():
+    assert Thresholds.for_precision("fp32") == Thresholds("fp32", 1e-3, None)
+    assert Thresholds.for_precision("fp16") == Thresholds("fp16", None, 45.0)
+    assert Thresholds.for_precision("fp32", min_psnr=60) == Thresholds("fp32", 1e-3, 60.0)
+
+
+def _pairs(tmp_path):
+    f0, f1, f2 = (crop(f, w=96, h=64) for f in bikes_frames())
+    d = tmp_path / "pairs" / "t"
+    d.mkdir(parents=True)
+    for n, a in zip(("im1.png", "im2.png", "im3.png"), (f0, f1, f2)):
+        Image.fromarray(a).save(d / n)
+    return tmp_path / "pairs"
+
+
+def test_infer_check_torch_backend(tmp_path, ckpt, capsys):
+    rep = tmp_path / "r.json"
+    assert infer_main([str(_pairs(tmp_path)), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt),
+                       "--check", "--report", str(rep)]) == 0
+    r = json.loads(rep.read_text())
+    c = r["pairs"][0]["check"]
+    assert c["max_abs"] <= 1e-6 and c["passed"] and r["check"]["passed"]
+    assert "psnr" in r["pairs"][0] and "PSNR/torch" in capsys.readouterr().out
+
+
+def test_accuracy_cli_exit_codes(tmp_path, ckpt, capsys):
+    pairs = _pairs(tmp_path)
+    assert accuracy_main([str(pairs), "--backend", "torch", "--checkpoint", str(ckpt)]) == 0
+    assert "passed: 1 pair(s)" in capsys.readouterr().out
+    # a bound that any output breaks: the command must say so and exit 1
+    assert accuracy_main([str(pairs), "--backend", "torch", "--checkpoint", str(ckpt), "--max-abs", "-1"]) == 1
+    assert "FAILED: 1 of 1 pair(s)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # accuracy without -o writes no frames
