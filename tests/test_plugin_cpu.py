@@ -9,7 +9,6 @@ temporary directory is made here (a few seconds), so the tests never silently sk
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
@@ -24,17 +23,11 @@ REL_TOL = 1e-6
 
 @pytest.fixture(scope="session")
 def cpu_op(tmp_path_factory):
-    from plugins import cpu_op as mod
+    from plugins import build, cpu_op as mod
 
-    if _libs.find_library(_libs.CPU_LIBRARY) is None:
-        if shutil.which("cmake") is None:
-            pytest.fail("libsfadacof_cpu is not built and cmake is not on PATH: run `python -m plugins.build`")
-        from plugins import build
-
-        build_dir = tmp_path_factory.mktemp("sfadacof-build")
-        assert build.main(["--no-cuda", "--build-dir", str(build_dir), "--jobs", "2"]) == 0
-        os.environ["SFADACOF_PLUGIN_DIR"] = str(build_dir)
-        mod._lib.cache_clear()
+    if _libs.find_library(_libs.CPU_LIBRARY) is None and shutil.which("cmake") is None:
+        pytest.fail("libsfadacof_cpu is not built and cmake is not on PATH: run `python -m plugins.build`")
+    build.ensure_built([_libs.CPU_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"))
     mod.library_path()  # loads it, checks the ABI version
     return mod
 

@@ -1,0 +1,156 @@
+"""The CUDA kernels of the fused AdaCoF synthesis op (libsfadacof_cuda, the kernels the TensorRT plugin launches)
+against the PyTorch reference op (sfadacof.synthesis) on the same GPU, and against the C++ CPU kernel.
+
+Bounds (max |kernel - reference| / max(1, max |reference|)):
+  * float32: <= 1e-5 (observed differences come from FMA contraction on the GPU);
+  * float16 tensors (with float16 or float32 offsets): <= 1e-3 against the float32 reference evaluated on the
+    same float16-rounded inputs -- the output's own float16 rounding is 2^-11 ~ 4.9e-4 of its magnitude; the
+    arithmetic inside stays float32.
+Skipped (conftest) without a CUDA GPU; the libraries are built for this GPU's architecture if none is found.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from plugins import _libs
+
+pytestmark = pytest.mark.gpu
+
+FP32_BOUND = 1e-5
+FP16_BOUND = 1e-3
+
+
+@pytest.fixture(scope="session")
+def cuda_op(tmp_path_factory):
+    import torch
+
+    from plugins import build, cuda_op as mod
+
+    if _libs.find_library(_libs.CUDA_LIBRARY) is None and (shutil.which("cmake") is None or shutil.which("nvcc") is None):
+        pytest.fail("libsfadacof_cuda is not built and cmake/nvcc are not on PATH: run `python -m plugins.build`")
+    major, minor = torch.cuda.get_device_capability()
+    build.ensure_built([_libs.CPU_LIBRARY, _libs.CUDA_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"),
+                       cuda_archs=f"{major}{minor}")
+    mod.library_path()
+    return mod
+
+
+def make_inputs(seed, b, c, h, w, k, offset_scale, device="cuda"):
+    import torch
+
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    frames = [torch.rand((b, c, h, w), generator=g) for _ in range(2)]
+    maps = []
+    for _ in range(2):
+        wgt = torch.softmax(torch.randn((b, k * k, h, w), generator=g), dim=1)
+        alpha = (torch.rand((b, k * k, h, w), generator=g) * 2 - 1) * offset_scale
+        beta = (torch.rand((b, k * k, h, w), generator=g) * 2 - 1) * offset_scale
+        maps += [wgt, alpha, beta]
+    occ = torch.rand((b, 1, h, w), generator=g)
+    return [t.to(device) for t in (frames[0], frames[1], *maps, occ)]
+
+
+def reference(inputs, k, d):
+    """Spec 'Whole model' steps 4-5 with the PyTorch reference op, in float32 on the inputs' device."""
+    import torch
+
+    from sfadacof.synthesis import adacof_synthesis
+
+    t = [x.float() for x in inputs]
+    pad = torch.nn.ReplicationPad2d(((k - 1) * d) // 2)
+    with torch.no_grad():
+        o1 = adacof_synthesis(pad(t[0]), t[2], t[3], t[4], d)
+        o2 = adacof_synthesis(pad(t[1]), t[5], t[6], t[7], d)
+        return t[8] * o1 + (1 - t[8]) * o2
+
+
+def rel_err(out, ref) -> float:
+    out, ref = out.double(), ref.double()
+    return float((out - ref).abs().max() / max(1.0, float(ref.abs().max())))
+
+
+SHAPES = [
+    pytest.param(2, 3, 67, 93, 5, 1, 12.0, id="K5d1-b2-67x93"),
+    pytest.param(2, 3, 41, 39, 3, 2, 8.0, id="K3d2-b2-41x39"),
+    pytest.param(1, 3, 64, 96, 11, 1, 20.0, id="K11d1-64x96"),
+    pytest.param(1, 5, 33, 130, 5, 1, 6.0, id="K5-C5-two-channel-passes"),
+    pytest.param(1, 3, 32, 257, 7, 1, 9.0, id="K7-generic-path"),
+]
+
+
+@pytest.mark.parametrize("b,c,h,w,k,d,scale", SHAPES)
+def test_cuda_fp32_matches_pytorch_reference(cuda_op, b, c, h, w, k, d, scale):
+    inputs = make_inputs(k * 100 + h, b, c, h, w, k, scale)
+    out = cuda_op.adacof_synthesis_cuda(*inputs, kernel_size=k, dilation=d)
+    ref = reference(inputs, k, d)
+    err = rel_err(out, ref)
+    print(f"fp32 K={k} d={d} {b}x{c}x{h}x{w}: max rel error {err:.3g}")
+    assert err <= FP32_BOUND
+
+
+@pytest.mark.parametrize("b,c,h,w,k,d,scale", SHAPES[:3])
+@pytest.mark.parametrize("offset_dtype", ["float16", "float32"])
+def test_cuda_fp16_matches_reference_on_rounded_inputs(cuda_op, b, c, h, w, k, d, scale, offset_dtype):
+    import torch
+
+    inputs = make_inputs(k * 100 + h + 1, b, c, h, w, k, scale)
+    half = [x.half() for x in inputs]
+    if offset_dtype == "float32":
+        for i in (3, 4, 6, 7):
+            half[i] = inputs[i]
+    out = cuda_op.adacof_synthesis_cuda(*half, kernel_size=k, dilation=d)
+    assert out.dtype == torch.float16
+    err = rel_err(out, reference(half, k, d))
+    print(f"fp16 (offsets {offset_dtype}) K={k} d={d}: max rel error vs fp32 reference on the same inputs {err:.3g}")
+    assert err <= FP16_BOUND
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_naive_kernel_agrees_with_fused_kernel(cuda_op, dtype):
+    import torch
+
+    inputs = [x.to(getattr(torch, dtype)) for x in make_inputs(5, 2, 3, 45, 77, 5, 10.0)]
+    fused = cuda_op.adacof_synthesis_cuda(*inputs, kernel_size=5, dilation=1)
+    naive = cuda_op.adacof_synthesis_cuda(*inputs, kernel_size=5, dilation=1, naive=True)
+    # float16: the naive path rounds o1 and o2 to float16 before the blend, as the original's separate tensors did.
+    assert rel_err(naive, fused) <= (FP32_BOUND if dtype == "float32" else 2 * FP16_BOUND)
+
+
+def test_cuda_matches_cpu_kernel_on_special_offsets(cuda_op):
+    import torch
+
+    from plugins import cpu_op
+
+    inputs = make_inputs(9, 2, 3, 19, 23, 5, 4.0)
+    special = torch.tensor([0.0, 1.0, -1.0, 2.999999, -2.999999, 0.5, -0.5, 3e4, -3e4, 1e9, -1e9, 3e38, -3e38])
+    g = torch.Generator().manual_seed(0)
+    for i in (3, 4, 6, 7):
+        idx = torch.randint(0, len(special), inputs[i].shape, generator=g)
+        inputs[i] = special[idx].cuda()
+    inputs[3][0, 7, 4, 5] = float("nan")
+    out = cuda_op.adacof_synthesis_cuda(*inputs, kernel_size=5, dilation=1).cpu().numpy()
+    ref = cpu_op.adacof_synthesis_cpu(*[x.cpu().numpy() for x in inputs], kernel_size=5, dilation=1)
+    assert np.array_equal(np.isnan(out), np.isnan(ref)) and np.all(np.isnan(out[0, :, 4, 5]))
+    finite = ~np.isnan(ref)
+    assert np.max(np.abs(out[finite] - ref[finite])) <= FP32_BOUND * max(1.0, np.max(np.abs(ref[finite])))
+
+
+def test_cuda_runs_on_the_current_stream_and_rejects_bad_input(cuda_op):
+    import torch
+
+    inputs = make_inputs(3, 1, 3, 40, 40, 5, 5.0)
+    ref = cuda_op.adacof_synthesis_cuda(*inputs, kernel_size=5, dilation=1)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        out = cuda_op.adacof_synthesis_cuda(*inputs, kernel_size=5, dilation=1)
+    side.synchronize()
+    assert torch.equal(out, ref)
+    with pytest.raises(ValueError, match="must be even"):
+        cuda_op.adacof_synthesis_cuda(*inputs, kernel_size=4, dilation=1)
+    with pytest.raises(TypeError):
+        cuda_op.adacof_synthesis_cuda(inputs[0].half(), *inputs[1:], kernel_size=5, dilation=1)
