@@ -71,10 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def ensure_built(stems, scratch_dir: Path, cuda_archs: str | None = None) -> None:
-    """Make the libraries `stems` (_libs.CPU_LIBRARY, ...) findable: if one is missing, build into scratch_dir
-    (CUDA only when a CUDA library is asked for) and point SFADACOF_PLUGIN_DIR there. For tests."""
-    if all(_libs.find_library(s) is not None for s in stems):
+def built_cuda_archs(library: Path) -> list[str] | None:
+    """CMAKE_CUDA_ARCHITECTURES of the build directory holding `library` (None if unknown)."""
+    cache = library.parent / "CMakeCache.txt"
+    if not cache.is_file():
+        return None
+    for line in cache.read_text(errors="replace").splitlines():
+        if line.startswith("CMAKE_CUDA_ARCHITECTURES:"):
+            return [a.split("-")[0] for a in line.split("=", 1)[1].split(";") if a]
+    return None
+
+
+def ensure_built(stems, scratch_dir: Path, cuda_archs: str | None = None, force: bool = False) -> None:
+    """Make the libraries `stems` (_libs.CPU_LIBRARY, ...) findable: if one is missing (or force), build into
+    scratch_dir (CUDA only when a CUDA library is asked for) and point SFADACOF_PLUGIN_DIR there. For tests."""
+    if not force and all(_libs.find_library(s) is not None for s in stems):
         return
     args = ["--build-dir", str(scratch_dir), "--jobs", str(os.cpu_count() or 1)]
     if _libs.CUDA_LIBRARY not in stems and _libs.PLUGIN_LIBRARY not in stems:

@@ -33,8 +33,14 @@ def cuda_op(tmp_path_factory):
     if _libs.find_library(_libs.CUDA_LIBRARY) is None and (shutil.which("cmake") is None or shutil.which("nvcc") is None):
         pytest.fail("libsfadacof_cuda is not built and cmake/nvcc are not on PATH: run `python -m plugins.build`")
     major, minor = torch.cuda.get_device_capability()
+    arch = f"{major}{minor}"
+    found = _libs.find_library(_libs.CUDA_LIBRARY)
+    archs = build.built_cuda_archs(found) if found else None
+    # A library compiled for other architectures (e.g. CI's single arch) has no code for this GPU: rebuild.
+    force = archs is not None and arch not in archs
     build.ensure_built([_libs.CPU_LIBRARY, _libs.CUDA_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"),
-                       cuda_archs=f"{major}{minor}")
+                       cuda_archs=arch, force=force)
+    mod._lib.cache_clear()
     mod.library_path()
     return mod
 
