@@ -1,0 +1,200 @@
+"""TensorRT engine metadata that needs no TensorRT: shape profiles and the sidecar JSON beside every engine.
+
+A serialized engine only runs on the TensorRT version that built it and on GPUs of the compute capability it was
+built for; a mismatch fails deep inside deserialisation with a message that does not say why. The sidecar
+(ENGINE.json) records what the engine was built from and for, so the runtime can refuse it up front with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sfadacof.errors import UserError
+
+Shape = tuple[int, int, int, int]  # N, C, H, W
+
+# Defaults from the runtime issue: 256x256 ... 1920x1088 ... 3840x2176, batch 1-4 (opt at batch 1, 1080p padded to 32).
+DEFAULT_MIN: Shape = (1, 3, 256, 256)
+DEFAULT_OPT: Shape = (1, 3, 1088, 1920)
+DEFAULT_MAX: Shape = (4, 3, 2176, 3840)
+MIN_SIDE = 32
+SIDECAR_SUFFIX = ".json"
+SIDECAR_SCHEMA = 1
+
+
+def parse_shape(text: str, flag: str = "shape") -> Shape:
+    """'1x3x1088x1920' (also ',' or ' ' separated) -> (1, 3, 1088, 1920), validated for a frame input."""
+    parts = [p for p in re.split(r"[x,\s]+", text.strip().lower()) if p]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected NxCxHxW, e.g. 1x3x1088x1920") from None
+    if len(dims) != 4:
+        raise UserError(f"{flag} {text!r}: expected 4 dimensions NxCxHxW, got {len(dims)}")
+    n, c, h, w = dims
+    if n < 1:
+        raise UserError(f"{flag} {text!r}: batch must be >= 1")
+    if c != 3:
+        raise UserError(f"{flag} {text!r}: frames have 3 channels (RGB), got C={c}")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise UserError(f"{flag} {text!r}: H and W must be at least {MIN_SIDE}")
+    return dims  # type: ignore[return-value]
+
+
+def format_shape(s: Shape | list[int]) -> str:
+    return "x".join(str(int(d)) for d in s)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One TensorRT optimisation profile, applied to every frame input of the network."""
+
+    min: Shape = DEFAULT_MIN
+    opt: Shape = DEFAULT_OPT
+    max: Shape = DEFAULT_MAX
+
+    def __post_init__(self) -> None:
+        for i, name in enumerate("NCHW"):
+            lo, mid, hi = self.min[i], self.opt[i], self.max[i]
+            if not lo <= mid <= hi:
+                raise UserError(f"profile: {name} must satisfy min <= opt <= max, got {lo}, {mid}, {hi} "
+                                f"(--min {format_shape(self.min)} --opt {format_shape(self.opt)} "
+                                f"--max {format_shape(self.max)})")
+
+    @classmethod
+    def from_args(cls, min_s: str | None, opt_s: str | None, max_s: str | None) -> "Profile":
+        """Unset bounds take the defaults, widened where needed so that a single given shape is always valid."""
+        mn = parse_shape(min_s, "--min") if min_s else None
+        op = parse_shape(opt_s, "--opt") if opt_s else None
+        mx = parse_shape(max_s, "--max") if max_s else None
+        given = [s for s in (mn, op, mx) if s is not None]
+        def lo(*xs): return tuple(min(v) for v in zip(*xs))  # noqa: E704
+        def hi(*xs): return tuple(max(v) for v in zip(*xs))  # noqa: E704
+        mn = mn or lo(DEFAULT_MIN, *given)
+        mx = mx or hi(DEFAULT_MAX, *given)
+        if op is None:
+            op = hi(lo(DEFAULT_OPT, mx), mn)  # the default opt, clamped into [min, max]
+        return cls(mn, op, mx)  # type: ignore[arg-type]
+
+    def contains(self, shape: tuple[int, ...]) -> str | None:
+        """None if `shape` (NCHW) fits the profile, else the reason."""
+        if len(shape) != 4:
+            return f"input has {len(shape)} dimensions, the engine takes NCHW"
+        for i, name in enumerate("NCHW"):
+            if not self.min[i] <= shape[i] <= self.max[i]:
+                return (f"input {format_shape(shape)} is outside the engine's profile {format_shape(self.min)} .. "
+                        f"{format_shape(self.max)} ({name}={shape[i]}); rebuild with --min/--max covering it")
+        return None
+
+    def to_json(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Profile":
+        return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))  # type: ignore[arg-type]
+
+
+@dataclass
+class EngineMeta:
+    """The sidecar's content."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "9.0"
+    precision: str  # fp32 / fp16 / int8
+    profile: dict
+    onnx_path: str
+    onnx_sha256: str
+    engine_sha256: str = ""
+    plugin_path: str | None = None
+    plugin_sha256: str | None = None
+    plugin_serialized: bool = False
+    strongly_typed: bool = False
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    build_seconds: float | None = None
+    workspace_mb: int | None = None
+    schema: int = SIDECAR_SCHEMA
+
+
+def sidecar_path(engine: str | os.PathLike) -> Path:
+    return Path(str(engine) + SIDECAR_SUFFIX)
+
+
+def write_sidecar(engine: str | os.PathLike, meta: EngineMeta) -> Path:
+    from .media import atomic_write_bytes
+
+    p = sidecar_path(engine)
+    text = json.dumps(asdict(meta), indent=2) + "\n"
+    atomic_write_bytes(p, lambda tmp: tmp.write_text(text))
+    return p
+
+
+def read_sidecar(engine: str | os.PathLike) -> EngineMeta:
+    p = sidecar_path(engine)
+    if not p.is_file():
+        raise UserError(f"{p}: engine sidecar missing (engines built by runtime.build_engine have one; "
+                        "pass --skip-engine-check to run anyway)")
+    try:
+        d = json.loads(p.read_text())
+        known = set(EngineMeta.__dataclass_fields__)
+        return EngineMeta(**{k: v for k, v in d.items() if k in known})
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{p}: unreadable engine sidecar ({e})") from None
+
+
+def mismatches(meta: EngineMeta, *, tensorrt_version: str, compute_capability: str, engine_sha256: str | None = None,
+               plugin_sha256: str | None = None) -> list[str]:
+    """Why an engine must not run here (empty list: it may). GPU *name* differences are not refused: an engine runs
+    on any GPU of the same compute capability, only its tactic choices may be slower there."""
+    bad = []
+    if meta.tensorrt_version != tensorrt_version:
+        bad.append(f"built with TensorRT {meta.tensorrt_version}, this machine has {tensorrt_version}")
+    if meta.compute_capability != compute_capability:
+        bad.append(f"built for compute capability {meta.compute_capability} ({meta.gpu_name}), "
+                   f"this GPU is {compute_capability}")
+    if engine_sha256 is not None and meta.engine_sha256 and meta.engine_sha256 != engine_sha256:
+        bad.append("the engine file's sha256 differs from the one recorded in the sidecar (rebuilt or replaced)")
+    if not meta.plugin_serialized and meta.plugin_sha256 and plugin_sha256 is not None \
+            and meta.plugin_sha256 != plugin_sha256:
+        bad.append(f"plugin library differs from the one the engine was built with (sha256 {plugin_sha256[:12]} "
+                   f"!= {meta.plugin_sha256[:12]})")
+    return bad
+
+
+def gpu_info() -> tuple[str, str]:
+    """(name, 'major.minor') of GPU 0 via pycuda, else torch, else nvidia-smi; UserError when there is none."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        dev = cuda.Device(0)
+        major, minor = dev.compute_capability()
+        return dev.name(), f"{major}.{minor}"
+    except Exception:  # pycuda absent or no driver: try the next source
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return torch.cuda.get_device_name(0), f"{major}.{minor}"
+    except Exception:  # torch without CUDA
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=20).stdout.strip().splitlines()
+            if out:
+                name, cc = (x.strip() for x in out[0].rsplit(",", 1))
+                return name, cc
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
+    raise UserError("no NVIDIA GPU found (pycuda, torch.cuda and nvidia-smi all report none)")

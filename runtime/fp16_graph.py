@@ -1,0 +1,233 @@
+"""FP16 ONNX for strongly typed TensorRT (11.x, and 10.x with --strongly-typed): a graph whose types say what runs
+in half precision.
+
+    python -m runtime.fp16_graph MODEL.onnx -o MODEL.fp16.onnx
+
+Tool: ONNX Runtime's maintained converter, `onnxruntime.transformers.float16.convert_float_to_float16` (shipped in
+the onnxruntime wheel, so no extra dependency), with keep_io_types=True (the engine still takes and returns fp32
+frames) and two block lists that stay fp32, the converter inserting Casts at their borders:
+  * the AdaCoFSynthesis node (op type): its sampling coordinates i + k*d + alpha need fp32 -- at 1080p an fp16
+    coordinate near 1900 has a step of 1 pixel, so trunc() and the bilinear fractions would be wrong;
+  * the offset heads (nodes): every node that feeds the synthesis node's alpha/beta inputs and nothing else, found
+    structurally (ancestors of alpha1/beta1/alpha2/beta2 minus ancestors of the weight/occlusion inputs and the
+    frames), so it needs no particular node naming from the exporter. Offsets of several pixels with fp16's
+    ~1e-3 relative step would move taps by up to ~0.01 px and flip trunc() at integer boundaries.
+The shared trunk, the weight and occlusion heads run in fp16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import deque
+from pathlib import Path
+
+import onnx
+
+from sfadacof.errors import UserError, cli_main
+
+SYNTHESIS_OP = "AdaCoFSynthesis"
+# Input positions of the fused node (plugins/onnx_node.py INPUT_NAMES): frame0, frame2, w1, a1, b1, w2, a2, b2, occ
+OFFSET_INPUTS = (3, 4, 6, 7)
+OTHER_INPUTS = (0, 1, 2, 5, 8)
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """The converter's node block list works by node name; exporters may leave names empty or repeated."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+
+
+def _ancestors(model: onnx.ModelProto, tensors: list[str]) -> set[str]:
+    """Names of the nodes that (transitively) produce any of `tensors`."""
+    producer = {out: node for node in model.graph.node for out in node.output if out}
+    found: set[str] = set()
+    todo = deque(tensors)
+    while todo:
+        node = producer.get(todo.popleft())
+        if node is None or node.name in found:
+            continue
+        found.add(node.name)
+        todo.extend(t for t in node.input if t)
+    return found
+
+
+def synthesis_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type == SYNTHESIS_OP]
+
+
+def offset_head_nodes(model: onnx.ModelProto) -> set[str]:
+    """Nodes computing only the alpha/beta offsets (see module docstring). Names nodes first."""
+    _name_nodes(model)
+    syn = synthesis_nodes(model)
+    if not syn:
+        raise UserError(f"graph has no {SYNTHESIS_OP} node: not an SF-AdaCoF export")
+    heads: set[str] = set()
+    for node in syn:
+        if len(node.input) != 9:
+            raise UserError(f"{SYNTHESIS_OP} node {node.name} has {len(node.input)} inputs, expected 9")
+        offsets = _ancestors(model, [node.input[i] for i in OFFSET_INPUTS])
+        shared = _ancestors(model, [node.input[i] for i in OTHER_INPUTS])
+        heads |= offsets - shared
+    return heads
+
+
+def convert_to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    """Return (fp16 model, summary of what stayed fp32)."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    heads = offset_head_nodes(model)
+    # Resize/Upsample run in fp16 in both ORT CPU and TensorRT; the default list would wrap every 2x upsample in
+    # Casts for no accuracy gain here.
+    op_block = [op for op in DEFAULT_OP_BLOCK_LIST if op not in ("Upsample", "Resize")] + [SYNTHESIS_OP]
+    out = convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block, node_block_list=sorted(heads),
+                                   disable_shape_infer=False)
+    folded = fold_round_trip_casts(out)
+    summary = {"round_trip_casts_folded": folded, "tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True,
+               "fp32_nodes": len(heads) + len(synthesis_nodes(out)), "offset_head_nodes": len(heads),
+               "total_nodes": len(model.graph.node)}
+    return out, summary
+
+
+def _known_float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors known to be fp32: graph inputs/initializers/value_info of type FLOAT, outputs of Cast(to=FLOAT)."""
+    f32 = onnx.TensorProto.FLOAT
+    known = {v.name for v in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)
+             if v.type.tensor_type.elem_type == f32}
+    known |= {t.name for t in model.graph.initializer if t.data_type == f32}
+    for n in model.graph.node:
+        if n.op_type == "Cast" and onnx.helper.get_attribute_value(n.attribute[0]) == f32:
+            known.update(n.output)
+    return known
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    if node.op_type != "Cast":
+        return None
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "to"), None)
+
+
+def fold_round_trip_casts(model: onnx.ModelProto) -> int:
+    """Replace Cast(fp32) of Cast(fp16) of an fp32 tensor x by x itself; returns how many were folded.
+
+    The converter wraps fp32 islands (the synthesis node, the offset heads) and keep_io_types graph inputs/outputs in
+    such pairs, so without this the synthesis would sample frames rounded to fp16 and the fp32 output of the
+    synthesis would be rounded to fp16 on its way out (each ~2.4e-4 worst case at 1.0). Dropping a rounding only
+    makes the graph more exact; nothing else changes.
+    """
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    f32_known = _known_float_tensors(model)
+    f16 = onnx.TensorProto.FLOAT16
+    graph_outputs = {o.name for o in g.output}
+    rename: dict[str, str] = {}
+    for n in g.node:
+        if _cast_to(n) != onnx.TensorProto.FLOAT:
+            continue
+        inner = producer.get(n.input[0])
+        if inner is None or _cast_to(inner) != f16 or inner.input[0] not in f32_known:
+            continue
+        rename[n.output[0]] = inner.input[0]
+    folded = 0
+    cast_of = {n.output[0]: n for n in g.node if n.op_type == "Cast"}
+    for old, new in rename.items():
+        if old in graph_outputs:
+            # the graph output name must survive: rename the fp32 producer's output instead
+            src = producer.get(new)
+            if src is None or new in graph_outputs or any(i.name == new for i in g.input):
+                continue
+            g.node.remove(cast_of[old])  # the Cast(fp32) that produced the output; its Cast(fp16) is now dead
+            src.output[list(src.output).index(new)] = old
+            for n in g.node:
+                for i, t in enumerate(n.input):
+                    if t == new:
+                        n.input[i] = old
+            folded += 1
+            continue
+        for n in g.node:
+            for i, t in enumerate(n.input):
+                if t == old:
+                    n.input[i] = new
+        folded += 1
+    _topological_sort(model)  # first: the dead-node sweep walks backwards in topological order
+    _drop_dead_nodes(model)
+    return folded
+
+
+def _drop_dead_nodes(model: onnx.ModelProto) -> None:
+    g = model.graph
+    live = {o.name for o in g.output}
+    keep = []
+    for n in reversed(list(g.node)):
+        if any(o in live for o in n.output):
+            keep.append(n)
+            live.update(t for t in n.input if t)
+    keep.reverse()
+    del g.node[:]
+    g.node.extend(keep)
+
+
+def _topological_sort(model: onnx.ModelProto) -> None:
+    """ONNX requires nodes in topological order; the converter appends its Casts at the end."""
+    g = model.graph
+    ready = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    pending = list(g.node)
+    ordered = []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(t in ready for t in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise UserError(f"graph has a cycle or a dangling input at node {rest[0].name}")
+        pending = rest
+    del g.node[:]
+    g.node.extend(ordered)
+
+
+def is_fp16_graph(model: onnx.ModelProto) -> bool:
+    """True when most float initializers are fp16 (the output of this pass)."""
+    f16 = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
+    f32 = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    return f16 > f32
+
+
+def convert_file(src: Path, dst: Path) -> dict:
+    from .media import atomic_write_bytes
+
+    try:
+        model = onnx.load(str(src))
+    except Exception as e:  # onnx raises DecodeError, OSError, ...
+        raise UserError(f"{src}: not a readable ONNX model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    out, summary = convert_to_fp16(model)
+    data = out.SerializeToString()
+    atomic_write_bytes(dst, lambda tmp: tmp.write_bytes(data))
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.fp16_graph", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("onnx", type=Path)
+    p.add_argument("-o", "--output", type=Path, default=None, help="default: MODEL.fp16.onnx beside the input")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    dst = args.output or args.onnx.with_suffix(".fp16.onnx")
+    s = convert_file(args.onnx, dst)
+    print(f"{dst}: fp16 graph, {s['fp32_nodes']} of {s['total_nodes']} nodes kept fp32 "
+          f"({s['offset_head_nodes']} offset-head nodes + the synthesis node)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

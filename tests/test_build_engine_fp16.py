@@ -1,0 +1,126 @@
+"""runtime.fp16_graph on a real exported SF-AdaCoF graph: which nodes stay fp32, and the fp16 graph run in ONNX
+Runtime on CPU against PyTorch fp32 on real frames.
+
+ONNX Runtime cannot run the AdaCoFSynthesis custom node without the export package's op registration, so the
+graphs are run up to the synthesis node's inputs (the kernel maps, in the types the pass left them) and the
+synthesis itself is the PyTorch reference op in fp32, as the fp16 graph prescribes (the node stays fp32)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from plugins.onnx_node import DOMAIN, DOMAIN_VERSION, INPUT_NAMES, OP_TYPE, make_attributes
+from runtime.fp16_graph import convert_to_fp16, offset_head_nodes, synthesis_nodes
+from sfadacof.metrics import psnr
+from sfadacof.models import KernelMaps, pad_to_multiple
+from tests._runtime_fixtures import bikes_frames, crop, seeded_model
+
+
+class _Estimator(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, f0, f2):
+        return self.m.estimate(f0, f2).as_tuple()
+
+
+def export_with_synthesis(model, path) -> onnx.ModelProto:
+    """Kernel estimator exported by torch + the fused synthesis node (the exporter's node contract) at the end."""
+    x = torch.rand(1, 3, 64, 96)
+    dyn = {0: "n", 2: "h", 3: "w"}
+    torch.onnx.export(_Estimator(model), (x, x), str(path), dynamo=False, opset_version=17,
+                      input_names=["frame0", "frame2"], output_names=list(INPUT_NAMES[2:]),
+                      dynamic_axes={"frame0": dyn, "frame2": dyn})
+    m = onnx.load(str(path))
+    node = oh.make_node(OP_TYPE, list(INPUT_NAMES), ["frame1"], domain=DOMAIN, name="synthesis",
+                        **make_attributes(model.kernel_size, model.dilation))
+    m.graph.node.append(node)
+    del m.graph.output[:]
+    m.graph.output.append(oh.make_tensor_value_info("frame1", onnx.TensorProto.FLOAT, ["n", 3, "h", "w"]))
+    m.opset_import.append(oh.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    return m
+
+
+def run_maps(model: onnx.ModelProto, f0: np.ndarray, f2: np.ndarray) -> list[np.ndarray]:
+    """ORT CPU up to the synthesis node's inputs (2..8): the kernel maps as the synthesis node would receive them."""
+    sub = onnx.ModelProto.FromString(model.SerializeToString())
+    syn = synthesis_nodes(sub)[0]
+    sub.graph.node.remove(syn)
+    del sub.graph.output[:]
+    sub.graph.output.extend(oh.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in syn.input[2:])
+    sess = ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"frame0": f0, "frame2": f2})
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    model = seeded_model()
+    return model, export_with_synthesis(model, tmp_path_factory.mktemp("onnx") / "m.onnx")
+
+
+@pytest.fixture(scope="module")
+def padded_frames():
+    f0, _, f2 = (crop(f) for f in bikes_frames())  # 203x131 -> 224x160 after the model's reflect pad
+    t = [pad_to_multiple(torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255) for a in (f0, f2)]
+    return t[0], t[1]
+
+
+def test_offset_heads_found_structurally(graph):
+    _, m = graph
+    heads = offset_head_nodes(onnx.ModelProto.FromString(m.SerializeToString()))
+    # independent check by the torch exporter's scope names: exactly the alpha/beta head modules
+    by_name = {n.name for n in m.graph.node if re.search(r"module(Alpha|Beta)[12]", n.name)}
+    assert by_name and heads == by_name
+
+
+def test_fp16_graph_types(graph):
+    _, m = graph
+    out, summary = convert_to_fp16(onnx.ModelProto.FromString(m.SerializeToString()))
+    inits = {t.name: t.data_type for t in out.graph.initializer}
+    conv_w = {n.name: n.input[1] for n in out.graph.node if n.op_type == "Conv"}
+    head_convs = [w for name, w in conv_w.items() if re.search(r"module(Alpha|Beta)[12]", name)]
+    trunk_convs = [w for name, w in conv_w.items() if re.search(r"moduleConv1/|moduleDeconv2/|moduleWeight1", name)]
+    assert len(head_convs) == 16 and trunk_convs
+    assert all(inits[w] == onnx.TensorProto.FLOAT for w in head_convs)
+    assert all(inits[w] == onnx.TensorProto.FLOAT16 for w in trunk_convs)
+    assert [i.type.tensor_type.elem_type for i in out.graph.input] == [onnx.TensorProto.FLOAT] * 2
+    assert out.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # every input of the synthesis node is produced in fp32 (Cast to FLOAT, an fp32 head, or a graph input)
+    syn = synthesis_nodes(out)[0]
+    producer = {o: n for n in out.graph.node for o in n.output}
+    for t in syn.input:
+        p = producer.get(t)
+        assert p is None or (p.op_type == "Cast" and oh.get_attribute_value(p.attribute[0]) == onnx.TensorProto.FLOAT) \
+            or re.search(r"module(Alpha|Beta)[12]", p.name), (t, p and p.op_type)
+    assert summary["offset_head_nodes"] == len({n.name for n in m.graph.node if re.search(r"module(Alpha|Beta)", n.name)})
+
+
+def test_fp16_graph_in_ort_cpu_vs_torch_fp32(graph, padded_frames):
+    """Measured on 203x131 bikes frames (seeded random model with offsets of a few px): >= 45 dB vs PyTorch fp32."""
+    model, m = graph
+    f0, f2 = padded_frames
+    fp16, _ = convert_to_fp16(onnx.ModelProto.FromString(m.SerializeToString()))
+    with torch.no_grad():
+        ref = model(f0, f2)  # un-padded input would crop; here inputs are already 32-multiples
+        maps16 = run_maps(fp16, f0.numpy(), f2.numpy())
+        maps32 = run_maps(m, f0.numpy(), f2.numpy())
+        outs = {}
+        for name, maps in (("fp16", maps16), ("fp32", maps32)):
+            km = KernelMaps(*(torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in maps))
+            outs[name] = model.synthesize(f0, f2, km)
+    assert all(a.dtype == np.float32 for a in maps16)
+    p32 = psnr(outs["fp32"].clamp(0, 1), ref.clamp(0, 1))
+    p16 = psnr(outs["fp16"].clamp(0, 1), ref.clamp(0, 1))
+    print(f"ORT CPU fp32 graph vs torch: {p32:.2f} dB, max|d| {(outs['fp32'] - ref).abs().max():.2e}; "
+          f"fp16 graph vs torch fp32: {p16:.2f} dB, max|d| {(outs['fp16'] - ref).abs().max():.2e}")
+    assert (outs["fp32"] - ref).abs().max() < 1e-4
+    assert p16 >= 45.0
