@@ -1,0 +1,251 @@
+"""`python -m calib`: INT8 by calibration on frame pairs, written as an explicit Q/DQ ONNX graph, and its accuracy.
+
+    python -m calib DATA -o MODEL.int8.onnx [--onnx MODEL.onnx | --checkpoint CKPT] [--synthesis onnx|plugin]
+                   [--method minmax|entropy|percentile] [--num 32] [--size 448x256] [--fit cover|crop]
+                   [--quantize unet] [--per-tensor] [--placement tensorrt|ort-cpu]
+                   [--eval EVAL_DATA] [--eval-count 8] [--eval-size WxH] [--no-eval]
+                   [--report report.json] [--sensitivity] [--benchmark [--bench-size 448x256]]
+
+DATA: a video, a folder of sequential frames, or a pairs folder (see calib/sources.py). Calibration pairs are
+spread across it; unless --eval names another source, triplets held aside from DATA (sharing no frame with a
+calibration pair) measure the accuracy: PSNR/SSIM of INT8 and FP32 against the true middle frame, and INT8 against
+FP32. Layer groups (--quantize): enc1..enc5, fd1..fd5, dec5..dec2, heads, or enc / fd / dec / unet / all; the
+default `unet` (encoder + decoder convolutions) keeps the heads, the feature-differencing convs and the synthesis
+in float. The written graph is checked against TensorRT's Q/DQ rules (symmetric int8, zero point 0, per-channel
+weight scales on axis 0, float bias); a violation fails the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+
+from sfadacof.errors import UserError, cli_main
+
+from .evaluate import Runner, benchmark, evaluate, format_sensitivity, format_table, summarise
+from .graph import DEFAULT_GROUPS, GROUPS, check_groups_recognised, conv_nodes, inspect_qdq, parse_groups
+from .quantize import METHODS, PLACEMENTS, calibrate, quantize
+from .sources import calibration_pairs, eval_items, parse_size, split_data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m calib", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", type=Path, help="video, folder of sequential frames, or pairs folder")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the INT8 Q/DQ ONNX to write")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--onnx", type=Path, help="FP32 ONNX graph to quantize")
+    src.add_argument("--checkpoint", type=Path, help="checkpoint to export first (default: the shipped weights)")
+    p.add_argument("--synthesis", choices=("onnx", "plugin"), default="onnx",
+                   help="with --checkpoint: which export form to quantize (default onnx: runs in any ORT)")
+    p.add_argument("--method", choices=tuple(METHODS), default="minmax", help="calibration method (default minmax)")
+    p.add_argument("--percentile", type=float, default=99.999, help="with --method percentile (default 99.999)")
+    p.add_argument("--num", type=int, default=32, help="calibration pairs (default 32)")
+    p.add_argument("--size", default="448x256", help="calibration frame size WxH, multiples of 32 (default 448x256)")
+    p.add_argument("--fit", choices=("cover", "crop"), default="cover",
+                   help="cover: scale to cover --size then centre-crop; crop: centre-crop at native scale")
+    p.add_argument("--quantize", default=DEFAULT_GROUPS, help=f"layer groups to quantize (default {DEFAULT_GROUPS})")
+    p.add_argument("--per-tensor", action="store_true", help="one weight scale per Conv instead of per channel")
+    p.add_argument("--placement", choices=PLACEMENTS, default="tensorrt",
+                   help="tensorrt (default): Q/DQ on Conv inputs, symmetric int8; ort-cpu: QLinearConv-shaped, "
+                        "uint8 activations (ONNX Runtime CPU only, not for TensorRT)")
+    p.add_argument("--eval", type=Path, default=None, help="evaluation triplets from here instead of held aside")
+    p.add_argument("--eval-count", type=int, default=8, help="evaluation triplets (default 8)")
+    p.add_argument("--eval-size", default=None, help="centre-crop evaluation frames to WxH (default: whole frames)")
+    p.add_argument("--no-eval", action="store_true", help="only write the INT8 graph")
+    p.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    p.add_argument("--sensitivity", action="store_true", help="also: cost of quantizing each layer group alone")
+    p.add_argument("--benchmark", action="store_true", help="also: ORT CPU seconds per frame, FP32 vs INT8")
+    p.add_argument("--bench-size", default="448x256", help="benchmark frame size WxH (default 448x256)")
+    p.add_argument("--bench-runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: all cores)")
+    return p
+
+
+def export_checkpoint(ckpt: Path | None, form: str, out: Path) -> dict:
+    """FP32 ONNX of a checkpoint via export.to_onnx's CLI; its in-repo stand-in when that is not installed."""
+    if importlib.util.find_spec("export.to_onnx") is not None:
+        cmd = [sys.executable, "-m", "export.to_onnx"] + ([str(ckpt)] if ckpt else []) + \
+              ["-o", str(out), "--synthesis", form]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise UserError(f"{ckpt or 'default checkpoint'}: export failed: {last}")
+        return {"exporter": "export.to_onnx", "synthesis": form}
+    from sfadacof.checkpoint import load_checkpoint
+
+    from .fallback_export import export_core
+
+    if form != "onnx":
+        raise UserError("--synthesis plugin needs export.to_onnx, which is not installed here")
+    loaded = load_checkpoint(ckpt)
+    export_core(loaded.model, out)
+    return {"exporter": "calib.fallback_export", "synthesis": "onnx", "checkpoint_sha256": loaded.sha256}
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_finite(obj), f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> dict:
+    size = parse_size(args.size, "--size", multiple=32)
+    eval_crop = parse_size(args.eval_size, "--eval-size") if args.eval_size else None
+    bench_size = parse_size(args.bench_size, "--bench-size", multiple=32)
+    groups = parse_groups(args.quantize)
+    if args.num < 1:
+        raise UserError(f"--num must be >= 1, got {args.num}")
+    if args.output.suffix.lower() != ".onnx":
+        raise UserError(f"{args.output}: the output must be an .onnx file")
+    report: dict = {"command": "python -m calib " + " ".join(sys.argv[1:]), "data": str(args.data)}
+    with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
+        if args.onnx is not None:
+            if not args.onnx.is_file():
+                raise UserError(f"{args.onnx}: no such file")
+            fp32_path = args.onnx
+            report["fp32_model"] = {"path": str(args.onnx)}
+        else:
+            fp32_path = Path(tmp) / "fp32.onnx"
+            t = time.perf_counter()
+            info = export_checkpoint(args.checkpoint, args.synthesis, fp32_path)
+            report["fp32_model"] = {"checkpoint": str(args.checkpoint or "default"), **info,
+                                    "export_s": time.perf_counter() - t}
+        try:
+            model = onnx.load(str(fp32_path))
+        except Exception as e:  # protobuf DecodeError and friends
+            raise UserError(f"{fp32_path}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
+        check_groups_recognised(model, str(fp32_path))
+
+        n_eval = 0 if args.no_eval or args.eval is not None else args.eval_count
+        split = split_data(args.data, args.num, n_eval)
+        if split.note:
+            print(f"note: {split.note}", file=sys.stderr)
+        if not split.calibration:
+            raise UserError(f"{args.data}: no calibration pairs found")
+        pairs = calibration_pairs(split.calibration, size, args.fit)
+        t = time.perf_counter()
+        ranges = calibrate(model, pairs, args.method, args.percentile)
+        calib_s = time.perf_counter() - t
+        report["calibration"] = {"method": args.method, "pairs": len(pairs), "size": [size[1], size[0]],
+                                 "fit": args.fit, "names": [it.name for it in split.calibration], "seconds": calib_s,
+                                 **({"percentile": args.percentile} if args.method == "percentile" else {})}
+        per_channel = not args.per_tensor
+        quantized = quantize(fp32_path, args.output, ranges, groups, per_channel, args.placement)
+        q = onnx.load(str(args.output))
+        qdq = inspect_qdq(q)
+        group_counts: dict[str, int] = {}
+        for c in conv_nodes(model):
+            group_counts[c.group or "unrecognised"] = group_counts.get(c.group or "unrecognised", 0) + 1
+        report["quantization"] = {
+            "groups": list(groups), "placement": args.placement, "per_channel_weights": per_channel,
+            "activations": "int8 symmetric" if args.placement == "tensorrt" else "uint8 asymmetric",
+            "convs_quantized": len(quantized), "convs_total": len(conv_nodes(model)), "convs_per_group": group_counts,
+            "q_nodes": qdq.q_nodes, "dq_nodes": qdq.dq_nodes, "tensorrt_ok": qdq.ok, "tensorrt_problems": qdq.problems,
+            "int8_model": str(args.output)}
+        print(f"wrote {args.output}: {len(quantized)} of {len(conv_nodes(model))} Convs quantized "
+              f"({','.join(groups) or 'none'}), {qdq.q_nodes} Q / {qdq.dq_nodes} DQ nodes, calibrated on "
+              f"{len(pairs)} pairs {size[1]}x{size[0]} ({args.method}, {calib_s:.1f} s)")
+        if args.placement == "tensorrt":
+            if not qdq.ok:
+                raise UserError(f"{args.output}: Q/DQ graph not TensorRT-compatible: {qdq.problems[0]}"
+                                + (f" (+{len(qdq.problems) - 1} more)" if len(qdq.problems) > 1 else ""))
+            print("TensorRT Q/DQ check: ok (int8, zero point 0, per-tensor activations, weights per channel on "
+                  "axis 0, float bias, Q/DQ only on the chosen Convs)")
+
+        items = []
+        if not args.no_eval:
+            items = eval_items(args.eval, args.eval_count) if args.eval is not None else split.evaluation
+            items = [it for it in items if it.truth is not None]
+            if not items:
+                raise UserError(f"{args.eval or args.data}: no triplets with ground truth to evaluate on "
+                                "(pass --eval TRIPLETS or --no-eval)")
+        if items or args.benchmark:
+            fp32_run, int8_run = Runner(fp32_path, args.threads), Runner(args.output, args.threads)
+            try:
+                if items:
+                    fp32_cache: dict = {}
+                    rows = evaluate(fp32_run, int8_run, items, eval_crop, fp32_cache)
+                    summary = summarise(rows)
+                    report["accuracy"] = {"triplets": rows, "summary": summary,
+                                          "held_aside": args.eval is None,
+                                          "eval_crop": [eval_crop[1], eval_crop[0]] if eval_crop else None}
+                    print(format_table(rows, summary))
+                    o = summary["overall"]
+                    print(f"INT8 loses {o['psnr_loss_db']:.3f} dB PSNR vs ground truth relative to FP32 "
+                          f"(mean over {o['triplets']} triplets; worst triplet {o['worst_psnr_loss_db']:.3f} dB); "
+                          f"INT8 vs FP32 {o['psnr_int8_vs_fp32']:.2f} dB")
+                    if args.sensitivity:
+                        report["sensitivity"] = sensitivity(fp32_path, fp32_run, items, ranges, groups, per_channel,
+                                                            eval_crop, fp32_cache, Path(tmp), args)
+                        print(format_sensitivity(report["sensitivity"]))
+                if args.benchmark:
+                    sp = benchmark(fp32_run, int8_run, bench_size, args.bench_runs)
+                    report["speed"] = sp.as_dict()
+                    print(f"ORT CPU ({sp.threads} threads) at {bench_size[1]}x{bench_size[0]}: FP32 "
+                          f"{sp.fp32_s:.3f} s/frame, INT8 {sp.int8_s:.3f} s/frame; INT8/FP32 time ratio "
+                          f"{sp.ratio:.2f} (median of {sp.runs})")
+            finally:
+                fp32_run.close()
+                int8_run.close()
+    if args.report is not None:
+        write_json(args.report, report)
+    return report
+
+
+def sensitivity(fp32_path: Path, fp32_run: Runner, items, ranges, chosen, per_channel, eval_crop, cache, tmp: Path,
+                args) -> list[dict]:
+    """Each layer group quantized alone (same calibration ranges), plus the chosen set; cost = mean FP32 PSNR vs
+    GT minus mean PSNR with only that group in INT8."""
+    model = onnx.load(str(fp32_path))
+    present = [g for g in GROUPS if any(c.group == g for c in conv_nodes(model))]
+    rows = []
+    for label, gs in [(g, (g,)) for g in present] + [(f"chosen: {args.quantize}", chosen), ("all", tuple(present))]:
+        path = tmp / f"sens_{len(rows)}.onnx"
+        nodes = quantize(fp32_path, path, ranges, gs, per_channel, args.placement)
+        r = Runner(path, args.threads)
+        try:
+            s = summarise(evaluate(fp32_run, r, items, eval_crop, cache))["overall"]
+        finally:
+            r.close()
+        path.unlink(missing_ok=True)
+        rows.append({"group": label, "convs": len(nodes), "psnr": s["psnr_int8"], "cost_db": s["psnr_loss_db"],
+                     "psnr_int8_vs_fp32": s["psnr_int8_vs_fp32"]})
+    return rows
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

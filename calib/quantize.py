@@ -1,0 +1,182 @@
+"""Calibration and Q/DQ insertion with ONNX Runtime's static quantizer.
+
+Two steps, so the custom synthesis node never has to run inside the calibrator:
+  1. `calibrate()`: ONNX Runtime's calibrator (MinMax / Entropy / Percentile) runs the *calibration subgraph* (the
+     ancestors of every Conv, see graph.calibration_subgraph) on the calibration pairs and returns tensor ranges.
+  2. `quantize()`: `quantize_static(..., QuantFormat.QDQ)` on the *full* graph with those ranges passed as its
+     calibration cache, so it never runs the graph; only the chosen Conv nodes get Q/DQ.
+
+Settings chosen for TensorRT's explicit quantization (the INT8 graph is meant for `runtime.build_engine --int8`):
+int8 activations and weights, both symmetric (zero point 0); per-output-channel weight scales (axis 0); Q/DQ on the
+Conv inputs only (TensorRT fuses DQ->Conv(->ReLU)->Q itself, a Q/DQ on the Conv output would pin the fusion
+boundary); the bias left float (TensorRT refuses int32 DequantizeLinear and quantizes the bias itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      TensorsData, create_calibrator, quantize_static, save_tensors_data)
+
+from sfadacof.errors import UserError
+
+from .graph import calibration_subgraph, nodes_for_groups
+
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+           "percentile": CalibrationMethod.Percentile}
+
+
+class PairReader(CalibrationDataReader):
+    """Feeds (frame0, frame2) NCHW float32 pairs to the calibrator, one pair per run."""
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], input_names: tuple[str, str]) -> None:
+        self.pairs = pairs
+        self.names = input_names
+        self._it = iter(self.pairs)
+
+    def get_next(self):
+        p = next(self._it, None)
+        return None if p is None else {self.names[0]: p[0], self.names[1]: p[1]}
+
+    def rewind(self) -> None:
+        self._it = iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def input_names(model: onnx.ModelProto) -> tuple[str, str]:
+    inits = {t.name for t in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    if len(names) != 2:
+        raise ValueError(f"expected two graph inputs (frame0, frame2), found {names}")
+    return names[0], names[1]
+
+
+def calibrate(model: onnx.ModelProto, pairs: list[tuple[np.ndarray, np.ndarray]], method: str = "minmax",
+              percentile: float = 99.999) -> TensorsData:
+    """Ranges of every Conv input/output tensor over the calibration pairs."""
+    sub = calibration_subgraph(model)
+    options: dict = {"symmetric": True}  # symmetric ranges: the quantizer makes them symmetric anyway (zp 0)
+    if method == "percentile":
+        options["percentile"] = percentile
+    with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
+        sub_path = Path(tmp) / "calibration_subgraph.onnx"
+        onnx.save(sub, sub_path)
+        calibrator = create_calibrator(sub_path, ["Conv", "Relu"], augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=METHODS[method], extra_options=options)
+        try:
+            calibrator.collect_data(PairReader(pairs, input_names(model)))
+            ranges = calibrator.compute_data()
+        except ValueError as e:
+            if "bins" not in str(e):
+                raise
+            # ORT's histogram calibrators bin |x| between its min and max in float32; a tensor whose values
+            # all lie within a few float32 steps of each other (tiny frames, degenerate weights) cannot be binned.
+            raise UserError(f"--method {method}: ONNX Runtime's histogram could not bin a near-constant tensor "
+                            f"({e}); use --method minmax or a larger --size") from None
+        del calibrator
+    return ranges
+
+
+PLACEMENTS = ("tensorrt", "ort-cpu")
+
+
+def quantize(model_path: Path, out_path: Path, ranges: TensorsData, groups: tuple[str, ...],
+             per_channel: bool = True, placement: str = "tensorrt") -> list[str]:
+    """Write the Q/DQ model (atomically) quantizing the Convs of `groups`; return the quantized Conv names.
+
+    placement "tensorrt" (default): see the module doc. "ort-cpu": for ONNX Runtime's CPU kernels, which only run
+    int8 when a Conv is wrapped DQ->Conv->Q (QLinearConv): Conv outputs and the ReLUs after them are quantized
+    too, activations asymmetric uint8 (the u8s8 VNNI path). Not a TensorRT graph (uint8, zero points)."""
+    model = onnx.load(model_path)
+    nodes = nodes_for_groups(model, groups)
+    convs = list(nodes)
+    if placement == "ort-cpu":
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in model.graph.node:
+            for t in n.input:
+                consumers.setdefault(t, []).append(n)
+        chosen = set(nodes)
+        nodes = nodes + [c.name for n in model.graph.node if n.name in chosen
+                         for c in consumers.get(n.output[0], []) if c.op_type == "Relu"]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_out = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
+            cache = Path(tmp) / "ranges.json"
+            save_tensors_data(ranges, cache)
+            if not nodes:
+                # Nothing chosen: the FP32 graph itself (quantize_static treats an empty list as "all nodes").
+                onnx.save(model, tmp_out)
+            else:
+                _quiet_ort_quantizer()
+                if placement == "ort-cpu":
+                    quantize_static(
+                        model_path, tmp_out, calibration_data_reader=None, calibration_cache_path=cache,
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "Relu"], nodes_to_quantize=nodes,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=ranges.calibration_method, extra_options={"WeightSymmetric": True})
+                    os.replace(tmp_out, out_path)
+                    return convs
+                quantize_static(
+                    model_path, tmp_out, calibration_data_reader=None, calibration_cache_path=cache,
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], nodes_to_quantize=nodes,
+                    per_channel=per_channel, reduce_range=False,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=ranges.calibration_method,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                   "OpTypesToExcludeOutputQuantization": ["Conv"], "QuantizeBias": False},
+                )
+                q = onnx.load(tmp_out)
+                float_consumers_read_float(q, set(nodes))
+                onnx.save(q, tmp_out)
+        os.replace(tmp_out, out_path)
+    except BaseException:
+        Path(tmp_out).unlink(missing_ok=True)
+        raise
+    return convs
+
+
+def float_consumers_read_float(model: onnx.ModelProto, quantized: set[str]) -> int:
+    """Rewire nodes that are not quantized Convs to read the original float tensor instead of a Q->DQ output.
+
+    ORT's quantizer points every consumer of a quantized tensor at its DequantizeLinear, so the skip additions,
+    the feature-difference Sub and the Concats would also see int8-rounded values although only the Convs were
+    chosen. TensorRT accepts either form; this keeps the choice exact: only the chosen Convs read quantized data.
+    Returns the number of inputs rewired."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    source = {}  # DQ output -> float tensor that its Q read
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear":
+            q = producers.get(n.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                source[n.output[0]] = q.input[0]
+    count = 0
+    for n in model.graph.node:
+        if n.op_type == "Conv" and n.name in quantized:
+            continue
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, t in enumerate(n.input):
+            if t in source:
+                n.input[i] = source[t]
+                count += 1
+    graph_outputs = {o.name for o in model.graph.output}
+    if graph_outputs & set(source):
+        raise RuntimeError("a graph output was quantized; only Conv inputs should be")
+    return count
+
+
+def _quiet_ort_quantizer() -> None:
+    # quantize_static warns that the model was not pre-processed; quant_pre_process would run ORT's optimizer,
+    # which renames and fuses nodes (losing the module names the layer groups are keyed on) for no accuracy gain
+    # on a Conv-only quantization, so it is skipped on purpose.
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
