@@ -1,0 +1,342 @@
+"""Train any AdaCoF-family variant with the recipe of ../shared/spec/MODEL.md, resumably.
+
+    python -m sfadacof.train --data clip.mp4 other.mp4*0.5 vimeo/sequences --val held_out.mp4 --out runs/x
+
+Loss 1*Charbonnier + 0.01*g_Spatial + 0.005*g_Occlusion; Adamax(beta=(0.9, 0.999), eps=1e-8); lr halved every
+`--lr-step` epochs; random crops, h/v flips and temporal reversal (p = 0.5 each). An "epoch" is one pass over a
+triplet folder, or `--steps-per-epoch` steps (needed for videos, whose triplets overlap heavily).
+
+Resuming: `OUT/last.pth` is rewritten atomically every `--save-every` steps and at each epoch end, in the authors'
+format ({'epoch', 'state_dict'}, so their code loads it) plus `optimizer`, `scheduler`, `step`, `rng`, `args` keys.
+The batch of step s depends only on (seed, s) (see data.TripletSampler), so a run killed at any point and
+restarted with the same command continues the same loss curve; `OUT/log.jsonl` is cut back to the resumed step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
+from .data import Source, TripletSampler, center_crop, iter_eval_triplets, open_source, to_tensor
+from .errors import UserError, cli_main
+from .metrics import psnr
+from .models import AdaCoFNet, KernelMaps, charbonnier_smoothness, pad_to_multiple
+
+LAMBDA_SPATIAL = 0.01
+LAMBDA_OCCLUSION = 0.005
+
+
+def charbonnier(x: Tensor, y: Tensor) -> Tensor:
+    return torch.mean(torch.sqrt((x - y) ** 2 + 1e-6))
+
+
+def forward_train(model: AdaCoFNet, f0: Tensor, f2: Tensor, amp_dtype: torch.dtype | None = None
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """model.forward_with_regularisers with the kernel-estimation U-Net optionally under autocast.
+
+    The synthesis op and the regularisers always run in fp32: its offsets are pixel positions (fp16 cannot hold
+    a 700-pixel index plus a fraction) and its backward sums K*K products."""
+    if amp_dtype is None:
+        return model.forward_with_regularisers(f0, f2)
+    h, w = f0.shape[2:]
+    p0, p2 = pad_to_multiple(f0), pad_to_multiple(f2)
+    with torch.autocast(device_type=f0.device.type, dtype=amp_dtype):
+        maps = model.estimate(p0, p2)
+    m = KernelMaps(*(t.float() for t in maps.as_tuple()))
+    frame1 = model.synthesize(p0, p2, m)[:, :, :h, :w]
+    g_spatial = sum(charbonnier_smoothness(torch.mean(wt * x, dim=1, keepdim=True))
+                    for wt, x in ((m.weight1, m.alpha1), (m.weight1, m.beta1), (m.weight2, m.alpha2),
+                                  (m.weight2, m.beta2)))
+    return frame1, g_spatial, charbonnier_smoothness(m.occlusion)
+
+
+def init_near_average(model: AdaCoFNet, scale: float = 0.1, center_logit: float = 5.0) -> None:
+    """Start close to frame averaging: zero-bias, shrunken offset heads (offsets ~0), weight heads biased toward
+    the centre tap, occlusion ~0.5. The output is then a slightly blurred (f0 + f2) / 2, a strong baseline that
+    training only has to improve on, instead of the random blur of the default init. Last layers are scaled, not
+    zeroed, so gradients still reach the U-Net from the first step."""
+    k = model.kernel_size
+    ge = model.get_kernel
+    with torch.no_grad():
+        for name in ("moduleAlpha1", "moduleBeta1", "moduleAlpha2", "moduleBeta2", "moduleOcclusion"):
+            conv = getattr(ge, name)[7]
+            conv.weight.mul_(scale)
+            conv.bias.zero_()
+        for name in ("moduleWeight1", "moduleWeight2"):
+            conv = getattr(ge, name)[7]
+            conv.weight.mul_(scale)
+            conv.bias.zero_()
+            if k % 2 == 1 and model.dilation >= 1:
+                c = (k - 1) // 2
+                conv.bias[c * k + c] = center_logit
+
+
+def amp_dtype_for(mode: str, device: torch.device) -> torch.dtype | None:
+    if mode == "off" or device.type != "cuda":
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+@torch.no_grad()
+def validate(model: AdaCoFNet, triplets: list[tuple[str, np.ndarray]], device: torch.device) -> dict[str, float]:
+    """Mean PSNR of the model (clamped to [0, 1]) and of frame averaging over the held-out triplets."""
+    was_training = model.training
+    model.eval()
+    model_psnr, avg_psnr = [], []
+    for _, arr in triplets:
+        t = to_tensor(arr).to(device)  # (3 frames, 3, H, W)
+        f0, f1, f2 = t[0:1], t[1:2], t[2:3]
+        out = model(f0, f2).clamp(0, 1)
+        model_psnr.append(psnr(out, f1))
+        avg_psnr.append(psnr((f0 + f2) / 2, f1))
+    model.train(was_training)
+    return {"val_psnr": float(np.mean(model_psnr)), "val_avg_psnr": float(np.mean(avg_psnr)),
+            "val_n": len(triplets)}
+
+
+def collect_val(sources: list[Source], per_source: int, crop: tuple[int, int] | None
+                ) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for s in sources:
+        for i, tri in iter_eval_triplets(s, per_source):
+            out.append((f"{s.name}#{i}", np.stack(center_crop(tri, crop))))
+    return out
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rewrite_log(path: Path, keep_until_step: int) -> None:
+    """Drop log records after `keep_until_step` (they belong to the part of the run that was lost), atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the kill
+        if rec.get("step", 0) <= keep_until_step:
+            kept.append(line)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None or text.lower() == "full":
+        return None
+    try:
+        if "x" in text.lower():
+            h, w = text.lower().split("x")
+            return int(h), int(w)
+        return int(text), int(text)
+    except ValueError:
+        raise UserError(f"bad size {text!r}: want N, HxW or 'full'") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sfadacof.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", nargs="+", required=True,
+                   help="training sources: video files (PATH, PATH@START:END frame span, PATH*0.5 downscaled), "
+                        "Vimeo-style triplet folders, or folders of sequential frames")
+    p.add_argument("--val", nargs="*", default=[], help="held-out sources for validation PSNR each epoch")
+    p.add_argument("--out", required=True, help="output folder (last.pth, best.pth, log.jsonl)")
+    p.add_argument("--variant", default="sf_adacof")
+    p.add_argument("--kernel-size", type=int, default=5)
+    p.add_argument("--dilation", type=int, default=1)
+    p.add_argument("--gaps", default="1,2,3", help="frame gaps for video/sequence triplets (t, t+g, t+2g)")
+    p.add_argument("--crop", default="256", help="training crop, N or HxW (spec: 256)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="define an epoch as N steps (default: triplets / batch)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-step", type=int, default=20, help="halve the lr every N epochs")
+    p.add_argument("--lr-gamma", type=float, default=0.5)
+    p.add_argument("--init", choices=("default", "average"), default="default",
+                   help="'average': start near frame averaging (see init_near_average)")
+    p.add_argument("--init-from", default=None, help="start from these weights (fine-tune; not a resume)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                   help="mixed precision for the U-Net on CUDA (the synthesis op stays fp32)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--val-per-source", type=int, default=8, help="evenly spaced triplets per validation source")
+    p.add_argument("--val-crop", default="256x448", help="centre crop for validation, HxW or 'full'")
+    p.add_argument("--save-every", type=int, default=100, help="also write last.pth every N steps")
+    p.add_argument("--log-every", type=int, default=10, help="print a line every N steps when not on a terminal")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this global step (for tests)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pth exists")
+    p.add_argument("--resume", default=None, help="resume from this checkpoint (default: OUT/last.pth if present)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def export_half(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Write the weights of a training checkpoint as an fp16 authors'-format file (what ships as the default)."""
+    ck = load_checkpoint(src)
+    save_checkpoint(dst, ck.model, epoch=ck.epoch or 0, half=True)
+
+
+def train(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        gaps = tuple(int(g) for g in args.gaps.split(","))
+    except ValueError:
+        raise UserError(f"bad --gaps {args.gaps!r}: want e.g. 1,2,3") from None
+    crop = parse_size(args.crop)
+    if crop is None or min(crop) < 32 or crop[0] % 32 or crop[1] % 32:
+        raise UserError(f"--crop must be a multiple of 32 (got {args.crop})")
+    if args.batch < 1 or args.epochs < 1:
+        raise UserError("--batch and --epochs must be >= 1")
+    device = torch.device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    sources = [open_source(s, gaps) for s in args.data]
+    for s in sources:
+        h, w = s.frame_size()
+        if h < crop[0] or w < crop[1]:
+            raise UserError(f"{s.name}: frames {h}x{w} are smaller than the crop {crop[0]}x{crop[1]}")
+    val_sources = [open_source(s, (1,)) for s in args.val]
+    val_set = collect_val(val_sources, args.val_per_source, parse_size(args.val_crop))
+    n_triplets = sum(len(s) for s in sources)
+    steps_per_epoch = args.steps_per_epoch or max(1, n_triplets // args.batch)
+    total_steps = steps_per_epoch * args.epochs
+    if args.max_steps is not None:
+        total_steps = min(total_steps, args.max_steps)
+    sampler = TripletSampler(sources, crop, seed=args.seed)
+
+    torch.manual_seed(args.seed)
+    model = AdaCoFNet(args.variant, args.kernel_size, args.dilation).to(device)
+    if args.init == "average":
+        init_near_average(model)
+    if args.init_from:
+        src = load_checkpoint(args.init_from, args.variant, args.kernel_size, args.dilation)
+        model.load_state_dict(src.model.state_dict())
+    model.train()
+    optimizer = torch.optim.Adamax(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.lr_gamma)
+    amp_dtype = amp_dtype_for(args.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    step, best = 0, -math.inf
+    resume_path = Path(args.resume) if args.resume else out / "last.pth"
+    if args.resume and not resume_path.is_file():
+        raise UserError(f"{resume_path}: checkpoint to resume from not found")
+    if not args.no_resume and resume_path.is_file():
+        try:
+            state = torch.load(resume_path, map_location="cpu", weights_only=False)
+            model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state.get("scaler", {})) if state.get("scaler") else None
+            set_rng_state(state["rng"])
+            step, best = int(state["step"]), float(state.get("best", -math.inf))
+        except (KeyError, RuntimeError, OSError, EOFError) as e:
+            raise UserError(f"{resume_path}: cannot resume from it ({type(e).__name__}: {str(e)[:150]})") from None
+        rewrite_log(out / "log.jsonl", step)
+        if not args.quiet:
+            print(f"resumed from {resume_path} at step {step} (epoch {step // steps_per_epoch})", file=sys.stderr)
+
+    def save(path: Path, epoch: int) -> None:
+        save_checkpoint(path, model, epoch=epoch, extra={
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rng": rng_state(), "step": step,
+            "best": best, "args": vars(args), "variant": model.variant, "kernel_size": model.kernel_size,
+            "dilation": model.dilation})
+
+    from tqdm import tqdm  # local: only the CLI path needs it
+
+    log = open(out / "log.jsonl", "a")
+    bar = tqdm(total=total_steps, initial=step, disable=None if not args.quiet else True, dynamic_ncols=True)
+    last_val: dict[str, float] = {}
+    t_start = time.time()
+    losses: list[float] = []
+    try:
+        while step < total_steps:
+            f0, f1, f2, _ = sampler.sample(step, args.batch)
+            f0, f1, f2 = f0.to(device), f1.to(device), f2.to(device)
+            t0 = time.time()
+            pred, g_spatial, g_occ = forward_train(model, f0, f2, amp_dtype)
+            charb = charbonnier(pred, f1)
+            loss = charb + LAMBDA_SPATIAL * g_spatial + LAMBDA_OCCLUSION * g_occ
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            rec = {"step": step, "epoch": (step - 1) // steps_per_epoch, "loss": loss.item(),
+                   "charb": charb.item(), "g_spatial": float(g_spatial.detach()), "g_occlusion": g_occ.item(),
+                   "lr": optimizer.param_groups[0]["lr"], "sec": round(time.time() - t0, 4)}
+            losses.append(rec["loss"])
+            log.write(json.dumps(rec) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", **({"val": f"{last_val['val_psnr']:.2f}"} if last_val else {}))
+            if bar.disable and not args.quiet and step % args.log_every == 0:
+                print(json.dumps(rec), file=sys.stderr, flush=True)
+            epoch_end = step % steps_per_epoch == 0
+            if epoch_end:
+                epoch = step // steps_per_epoch
+                scheduler.step()
+                if val_set:
+                    last_val = validate(model, val_set, device)
+                    vrec = {"step": step, "epoch": epoch, **last_val}
+                    log.write(json.dumps(vrec) + "\n")
+                    if not args.quiet:
+                        print(json.dumps(vrec), file=sys.stderr, flush=True)
+                    if last_val["val_psnr"] > best:
+                        best = last_val["val_psnr"]
+                        save(out / "best.pth", epoch)
+            if epoch_end or step % args.save_every == 0 or step == total_steps:
+                log.flush()
+                save(out / "last.pth", step // steps_per_epoch)
+    finally:
+        bar.close()
+        log.close()
+    return {"step": step, "losses": losses, "best_val_psnr": best, "last_val": last_val,
+            "wall_s": time.time() - t_start}
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--export"]:
+        if len(argv) != 3:
+            raise UserError("usage: python -m sfadacof.train --export TRAINING_CKPT OUT.pth")
+        export_half(argv[1], argv[2])
+        return
+    train(argv)
+
+
+if __name__ == "__main__":
+    main()
