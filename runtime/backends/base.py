@@ -8,6 +8,7 @@ raw model outputs. Converting to 8-bit and writing files is the caller's job.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -19,6 +20,12 @@ class Backend(ABC):
     @abstractmethod
     def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) float32 x2 -> (B, 3, H, W) float32."""
+
+    def infer_many(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+        """Outputs for a stream of pairs, in order. Backends that can overlap transfers with compute (TensorRT)
+        override this; the default just calls infer."""
+        for frame0, frame2 in pairs:
+            yield self.infer(frame0, frame2)
 
     def describe(self) -> dict:
         """What ran: precision, device/provider, model identity; goes into reports."""
