@@ -116,6 +116,8 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if not args.data.exists():
+        raise UserError(f"{args.data}: no such file or folder")
     size = parse_size(args.size, "--size", multiple=32)
     eval_crop = parse_size(args.eval_size, "--eval-size") if args.eval_size else None
     bench_size = parse_size(args.bench_size, "--bench-size", multiple=32)
