@@ -93,6 +93,10 @@ def build(args) -> Path:
 
     trt = import_tensorrt()
     name, cc = gpu_info()
+    if args.plugin is None:
+        from .backends.tensorrt_backend import default_plugin_library
+
+        args.plugin = default_plugin_library()  # None when not built: the parser error below then says so
     logger = trt.Logger(trt.Logger.VERBOSE if args.verbose else trt.Logger.WARNING)
     _plugin_handle, plugin_sha = load_plugin_library(trt, args.plugin, logger)
     major = trt_major(trt.__version__)
@@ -116,7 +120,7 @@ def build(args) -> Path:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(parse_path)):  # parse_from_file resolves external weight files
         errs = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        hint = "" if args.plugin else " (no --plugin given: the AdaCoFSynthesis node needs libsfadacof_plugin.so)"
+        hint = "" if args.plugin else " (no --plugin given: the AdaCoFSynthesis node needs the plugin library: python -m plugins.build)"
         raise UserError(f"{parse_path}: TensorRT could not parse it: {errs[0] if errs else 'unknown error'}{hint}")
 
     config = builder.create_builder_config()
@@ -174,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     prec.add_argument("--fp32", action="store_true", help="full precision (the default)")
     prec.add_argument("--int8", action="store_true", help="INT8 from a Q/DQ ONNX (calib step)")
     p.add_argument("-o", "--output", type=Path, default=None, help="engine path (default MODEL.<precision>.engine)")
-    p.add_argument("--plugin", type=Path, default=None, help="libsfadacof_plugin.so (AdaCoFSynthesis)")
+    p.add_argument("--plugin", type=Path, default=None,
+                   help="AdaCoFSynthesis plugin library (default: libsfadacof_trt_plugin.so found by plugins/_libs.py)")
     p.add_argument("--serialize-plugin", action="store_true", help="embed the plugin library in the engine")
     p.add_argument("--min", default=None, metavar="NxCxHxW", help="default 1x3x256x256")
     p.add_argument("--opt", default=None, metavar="NxCxHxW", help="default 1x3x1088x1920")
