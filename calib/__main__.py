@@ -32,7 +32,7 @@ import onnx
 
 from sfadacof.errors import UserError, cli_main
 
-from .evaluate import Runner, benchmark, evaluate, format_sensitivity, format_table, summarise
+from .evaluate import Runner, benchmark, benchmark_estimator, evaluate, format_sensitivity, format_table, summarise
 from .graph import DEFAULT_GROUPS, GROUPS, check_groups_recognised, conv_nodes, inspect_qdq, parse_groups
 from .quantize import METHODS, PLACEMENTS, calibrate, quantize
 from .sources import calibration_pairs, eval_items, parse_size, split_data
@@ -41,7 +41,7 @@ from .sources import calibration_pairs, eval_items, parse_size, split_data
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m calib", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", type=Path, help="video, folder of sequential frames, or pairs folder")
+    p.add_argument("data", help="video (PATH[@START:END][*SCALE]), folder of sequential frames, or pairs folder")
     p.add_argument("-o", "--output", type=Path, required=True, help="the INT8 Q/DQ ONNX to write")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--onnx", type=Path, help="FP32 ONNX graph to quantize")
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--placement", choices=PLACEMENTS, default="tensorrt",
                    help="tensorrt (default): Q/DQ on Conv inputs, symmetric int8; ort-cpu: QLinearConv-shaped, "
                         "uint8 activations (ONNX Runtime CPU only, not for TensorRT)")
-    p.add_argument("--eval", type=Path, default=None, help="evaluation triplets from here instead of held aside")
+    p.add_argument("--eval", action="append", default=None, metavar="EVAL_DATA",
+                   help="evaluation triplets from here instead of held aside (repeatable; same forms as DATA)")
     p.add_argument("--eval-count", type=int, default=8, help="evaluation triplets (default 8)")
     p.add_argument("--eval-size", default=None, help="centre-crop evaluation frames to WxH (default: whole frames)")
     p.add_argument("--no-eval", action="store_true", help="only write the INT8 graph")
@@ -116,8 +117,6 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    if not args.data.exists():
-        raise UserError(f"{args.data}: no such file or folder")
     size = parse_size(args.size, "--size", multiple=32)
     eval_crop = parse_size(args.eval_size, "--eval-size") if args.eval_size else None
     bench_size = parse_size(args.bench_size, "--bench-size", multiple=32)
@@ -127,6 +126,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.output.suffix.lower() != ".onnx":
         raise UserError(f"{args.output}: the output must be an .onnx file")
     report: dict = {"command": "python -m calib " + " ".join(sys.argv[1:]), "data": str(args.data)}
+    # Data first: a wrong path should fail before a checkpoint is exported.
+    n_eval = 0 if args.no_eval or args.eval is not None else args.eval_count
+    split = split_data(args.data, args.num, n_eval)
+    if split.note:
+        print(f"note: {split.note}", file=sys.stderr)
+    if not split.calibration:
+        raise UserError(f"{args.data}: no calibration pairs found")
     with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
         if args.onnx is not None:
             if not args.onnx.is_file():
@@ -145,12 +151,6 @@ def run(args: argparse.Namespace) -> dict:
             raise UserError(f"{fp32_path}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
         check_groups_recognised(model, str(fp32_path))
 
-        n_eval = 0 if args.no_eval or args.eval is not None else args.eval_count
-        split = split_data(args.data, args.num, n_eval)
-        if split.note:
-            print(f"note: {split.note}", file=sys.stderr)
-        if not split.calibration:
-            raise UserError(f"{args.data}: no calibration pairs found")
         pairs = calibration_pairs(split.calibration, size, args.fit)
         t = time.perf_counter()
         ranges = calibrate(model, pairs, args.method, args.percentile)
@@ -183,7 +183,8 @@ def run(args: argparse.Namespace) -> dict:
 
         items = []
         if not args.no_eval:
-            items = eval_items(args.eval, args.eval_count) if args.eval is not None else split.evaluation
+            items = ([it for spec in args.eval for it in eval_items(spec, args.eval_count)]
+                     if args.eval is not None else split.evaluation)
             items = [it for it in items if it.truth is not None]
             if not items:
                 raise UserError(f"{args.eval or args.data}: no triplets with ground truth to evaluate on "
@@ -212,7 +213,13 @@ def run(args: argparse.Namespace) -> dict:
                     report["speed"] = sp.as_dict()
                     print(f"ORT CPU ({sp.threads} threads) at {bench_size[1]}x{bench_size[0]}: FP32 "
                           f"{sp.fp32_s:.3f} s/frame, INT8 {sp.int8_s:.3f} s/frame; INT8/FP32 time ratio "
-                          f"{sp.ratio:.2f} (median of {sp.runs})")
+                          f"{sp.ratio:.2f} (median of {sp.runs}; fastest runs: {sp.int8_min_s / sp.fp32_min_s:.2f})")
+                    est = benchmark_estimator(fp32_path, args.output, bench_size, args.bench_runs, Path(tmp),
+                                              args.threads)
+                    report["speed"]["kernel_estimator_only"] = est.as_dict()
+                    print(f"  kernel estimator alone (the quantized part; the synthesis stays float): FP32 "
+                          f"{est.fp32_s:.3f} s, INT8 {est.int8_s:.3f} s; INT8/FP32 time ratio {est.ratio:.2f} "
+                          f"(fastest runs: {est.int8_min_s / est.fp32_min_s:.2f})")
             finally:
                 fp32_run.close()
                 int8_run.close()

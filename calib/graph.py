@@ -134,8 +134,30 @@ def calibration_subgraph(model: onnx.ModelProto) -> onnx.ModelProto:
     contains no Conv and is downstream of all of them, so it is cut off. This is how the plugin graph is calibrated
     without loading the custom op into the calibrator's session, and it keeps the onnx form's calibration cheap.
     The tensor names are the full graph's, so the ranges apply to it unchanged."""
+    return _ancestors_model(model, [n.output[0] for n in model.graph.node if n.op_type == "Conv"],
+                            "calibration_subgraph")
+
+
+def estimator_subgraph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The kernel estimator alone (ancestors of the last Convs, i.e. those no other Conv depends on): where all
+    the quantized work is, so its FP32/INT8 speed shows what quantization buys without the float synthesis."""
     g = model.graph
-    conv_outputs = [n.output[0] for n in g.node if n.op_type == "Conv"]
+    producer = {o: n for n in g.node for o in n.output}
+    upstream_of_conv: set[str] = set()
+    stack = [t for n in g.node if n.op_type == "Conv" for t in n.input]
+    while stack:
+        t = stack.pop()
+        n = producer.get(t)
+        if n is None or n.output[0] in upstream_of_conv:
+            continue
+        upstream_of_conv.add(n.output[0])  # keyed by output: node names may be empty
+        stack.extend(n.input)
+    last = [n.output[0] for n in g.node if n.op_type == "Conv" and n.output[0] not in upstream_of_conv]
+    return _ancestors_model(model, last, "kernel_estimator")
+
+
+def _ancestors_model(model: onnx.ModelProto, conv_outputs: list[str], name: str) -> onnx.ModelProto:
+    g = model.graph
     producer = {o: i for i, n in enumerate(g.node) for o in n.output}
     needed: set[int] = set()
     stack = [producer[t] for t in conv_outputs]
@@ -152,7 +174,7 @@ def calibration_subgraph(model: onnx.ModelProto) -> onnx.ModelProto:
     inputs = [i for i in g.input if i.name not in init_names]
     # Outputs with element type only: shapes are left to the calibrator's own shape inference.
     outputs = [onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in conv_outputs]
-    sub = onnx.helper.make_model(onnx.helper.make_graph(nodes, "calibration_subgraph", inputs, outputs, inits),
+    sub = onnx.helper.make_model(onnx.helper.make_graph(nodes, name, inputs, outputs, inits),
                                  opset_imports=list(model.opset_import))
     sub.ir_version = model.ir_version
     bad = custom_nodes(sub)

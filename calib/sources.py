@@ -64,9 +64,11 @@ def plan_sequence(n_frames: int, n_calib: int, n_eval: int) -> tuple[list[int], 
     return calib_t, eval_t
 
 
-def _frames_from_video(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+def _frames_from_video(path: Path, wanted: set[int], scale: float = 1.0) -> dict[int, np.ndarray]:
     """Decode only what is needed: frames are converted to RGB only at the wanted indices (streamed, not stored)."""
     import av
+
+    from sfadacof.data import resize_frames
 
     out: dict[int, np.ndarray] = {}
     last = max(wanted)
@@ -76,7 +78,8 @@ def _frames_from_video(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
                 raise UserError(f"{path}: no video stream")
             for i, frame in enumerate(c.decode(video=0)):
                 if i in wanted:
-                    out[i] = frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
+                    rgb = resize_frames(frame.to_ndarray(format="rgb24")[None], scale)[0]  # as training does
+                    out[i] = rgb.astype(np.float32) / 255.0
                 if i >= last:
                     break
     except UserError:
@@ -107,10 +110,12 @@ def count_video_frames(path: Path) -> int:
         raise UserError(f"{path}: cannot read video ({msg[:160]})") from None
 
 
-def _sequence_split(name: str, n_frames: int, get, n_calib: int, n_eval: int) -> Split:
+def _sequence_split(name: str, n_frames: int, get, n_calib: int, n_eval: int, start: int = 0) -> Split:
+    """`get(indices)` returns frames by absolute index; the sequence is [start, start + n_frames)."""
     if n_frames < 3:
         raise UserError(f"{name}: {n_frames} frame(s); calibration needs at least 3")
     calib_t, eval_t = plan_sequence(n_frames, n_calib, n_eval)
+    calib_t, eval_t = [t + start for t in calib_t], [t + start for t in eval_t]
     frames = get({t + k for t in calib_t for k in (0, 2)} | {t + k for t in eval_t for k in range(3)})
     stem = Path(name).stem
     calib = [Item(f"{stem}@{t}", frames[t], frames[t + 2]) for t in calib_t]
@@ -121,15 +126,23 @@ def _sequence_split(name: str, n_frames: int, get, n_calib: int, n_eval: int) ->
     return Split(calib, evals, note)
 
 
-def split_data(path: Path, n_calib: int, n_eval: int) -> Split:
-    """Calibration pairs and held-aside evaluation triplets from DATA (see module doc)."""
+def split_data(spec: str | Path, n_calib: int, n_eval: int) -> Split:
+    """Calibration pairs and held-aside evaluation triplets from DATA (see module doc). A video may be given as
+    `PATH@START:END` (a frame span) and/or `PATH*SCALE` (downscaled), as for sfadacof.train."""
+    from sfadacof.data import parse_source_spec
+
+    path, start, end, scale = parse_source_spec(str(spec))
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
+    if (start or end is not None or scale != 1.0) and not path.is_file():
+        raise UserError(f"{spec}: @START:END and *SCALE apply to video files only")
     if path.is_file():
         if path.suffix.lower() not in VIDEO_EXTENSIONS:
             raise UserError(f"{path}: not a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) or a folder")
         n = count_video_frames(path)
-        return _sequence_split(str(path), n, lambda want: _frames_from_video(path, want), n_calib, n_eval)
+        stop = n if end is None else min(end, n)
+        return _sequence_split(str(path), stop - start, lambda want: _frames_from_video(path, want, scale),
+                               n_calib, n_eval, start)
     top = root_images(path)
     if len(top) > 3:
         sizes = {}
@@ -167,12 +180,9 @@ def split_data(path: Path, n_calib: int, n_eval: int) -> Split:
     return Split([item(s, False) for s in calib_specs], [item(s, True) for s in eval_specs], note)
 
 
-def eval_items(path: Path, n_eval: int) -> list[Item]:
-    """Evaluation triplets only (for --eval DATA): every triplet of a pairs folder, or spread over a clip."""
-    if path.is_dir() and len(root_images(path)) <= 3:
-        items = split_data(path, 0, 10 ** 9).evaluation
-        return [items[i] for i in _spread(len(items), n_eval)]
-    return split_data(path, 0, n_eval).evaluation
+def eval_items(spec: str | Path, n_eval: int) -> list[Item]:
+    """Evaluation triplets only (for --eval DATA): triplets of a pairs folder, or spread over a clip."""
+    return split_data(spec, 0, n_eval).evaluation
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -263,3 +263,17 @@ def test_cli_errors_are_one_line(args, needle, bikes, tmp_path):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_estimator_subgraph_ends_at_the_heads(fp32_onnx, int8):
+    from calib.graph import estimator_subgraph
+
+    for p in (fp32_onnx, int8[0]):
+        sub = estimator_subgraph(onnx.load(p))
+        # the seven heads' last convs (Weight/Alpha/Beta 1+2 at index 7, Occlusion at index 7)
+        assert len(sub.graph.output) == 7
+        assert not any(n.op_type in ("GatherElements", "Softmax", "Sigmoid") for n in sub.graph.node)
+        s = ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"])
+        x = np.full((1, 3, 32, 32), 0.5, np.float32)
+        outs = s.run(None, {"frame0": x, "frame2": x})
+        assert sorted(o.shape[1] for o in outs) == [1] + [25] * 6
