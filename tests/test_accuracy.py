@@ -13,7 +13,7 @@ from PIL import Image
 from runtime.accuracy import Thresholds, compare, violations
 from runtime.accuracy import main as accuracy_main
 from runtime.infer import main as infer_main
-from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint, seeded_model
+from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint, seeded_model, single_torch_thread  # noqa: F401 (autouse)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from runtime.benchmark import main, parse_size
 from sfadacof.errors import UserError
-from tests._runtime_fixtures import seeded_checkpoint
+from tests._runtime_fixtures import seeded_checkpoint, single_torch_thread  # noqa: F401 (autouse)
 
 HAVE_ORT_BACKEND = importlib.util.find_spec("runtime.backends.ort_backend") is not None
 

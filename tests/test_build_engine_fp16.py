@@ -21,7 +21,7 @@ from plugins.onnx_node import DOMAIN, DOMAIN_VERSION, INPUT_NAMES, OP_TYPE, make
 from runtime.fp16_graph import convert_to_fp16, offset_head_nodes, synthesis_nodes
 from sfadacof.metrics import psnr
 from sfadacof.models import KernelMaps, pad_to_multiple
-from tests._runtime_fixtures import bikes_frames, crop, seeded_model
+from tests._runtime_fixtures import bikes_frames, crop, seeded_model, single_torch_thread  # noqa: F401 (autouse)
 
 
 class _Estimator(torch.nn.Module):

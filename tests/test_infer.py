@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests._runtime_fixtures import CROP_H, CROP_W, bikes_frames, crop, seeded_checkpoint, seeded_model
+from tests._runtime_fixtures import CROP_H, CROP_W, bikes_frames, crop, seeded_checkpoint, seeded_model, single_torch_thread  # noqa: F401 (autouse)
 from runtime.infer import main
 from sfadacof.metrics import psnr, ssim
 

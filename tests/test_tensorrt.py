@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests._runtime_fixtures import bikes_frames, crop, seeded_model
+from tests._runtime_fixtures import bikes_frames, crop, seeded_model, single_torch_thread  # noqa: F401 (autouse)
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from runtime.infer import main
-from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint, seeded_model
+from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint, seeded_model, single_torch_thread  # noqa: F401 (autouse)
 
 W, H, FPS = 96, 64, 25
 
