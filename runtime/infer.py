@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         from .video import run_video_cli
 
         return run_video_cli(args, options)
-    pairs = discover_pairs(src)
     out_dir: Path = args.output
+    pairs = discover_pairs(src, exclude=out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder")
     with create_backend(args.backend, options) as backend:

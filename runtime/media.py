@@ -162,19 +162,24 @@ def _image_files(folder: Path) -> list[Path]:
         raise UserError(f"{folder}: cannot list folder ({e.strerror or e})") from None
 
 
-def discover_pairs(root: str | os.PathLike) -> list[PairSpec]:
+def discover_pairs(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[PairSpec]:
     """Every folder under `root` (at any depth, so Vimeo-90k's sequences/00001/0001 works) that holds images.
 
     Two images = frame0, frame2 (sorted by name); three = frame0, ground truth, frame2. Any other count is an
     error naming the folder: guessing which files were meant would silently interpolate the wrong frames.
+    `exclude` (the output folder, when it lies inside root) is skipped: its NAME.png results are not a pair.
     """
     root = Path(root)
+    skip = Path(exclude).resolve() if exclude is not None else None
     if not root.is_dir():
         raise UserError(f"{root}: not a folder")
     pairs: list[PairSpec] = []
     for folder, dirs, _files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(folder)
+        if skip is not None and here.resolve() == skip:
+            dirs[:] = []
+            continue
         if here == root:
             continue  # images directly in root make it a frame sequence, handled by the caller
         images = _image_files(here)

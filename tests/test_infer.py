@@ -213,3 +213,14 @@ def test_vimeo_layout_nested(tmp_path, ckpt, frames):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["00001/0001.png", "00001/0002.png"]
     assert not list(out.rglob("*.tmp"))
     assert os.path.getsize(out / "00001" / "0001.png") > 0
+
+
+def test_output_inside_pairs_folder_is_not_a_pair(tmp_path, ckpt, frames):
+    """Re-running with -o inside PAIRS_DIR must not treat the earlier results as a pair."""
+    f0, f1, f2 = (f[:64, :64] for f in frames)
+    pairs = tmp_path / "pairs"
+    write_pair(pairs / "a", f0, f2)
+    write_pair(pairs / "b", f2, f0)
+    for _ in range(2):
+        assert main([str(pairs), "-o", str(pairs / "out"), "--checkpoint", str(ckpt)]) == 0
+    assert sorted(p.name for p in (pairs / "out").iterdir()) == ["a.png", "b.png"]
