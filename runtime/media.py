@@ -124,6 +124,17 @@ def nchw_to_hwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x[0].transpose(1, 2, 0))
 
 
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def default_file_mode() -> int:
+    """What open() would give a new file (0o666 minus the umask); mkstemp's files are 0o600."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: Path, write) -> None:
     """Call write(tmp_path) on a temp file beside `path`, then os.replace: readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +142,7 @@ def atomic_write_bytes(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

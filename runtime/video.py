@@ -32,7 +32,7 @@ from sfadacof.errors import UserError
 
 from .backends.base import Backend
 from .backends.registry import BackendOptions, create_backend
-from .media import MIN_SIZE, atomic_write_bytes, hwc_to_nchw, load_image, nchw_to_hwc, root_images, save_png_rgb8, to_uint8
+from .media import MIN_SIZE, default_file_mode, hwc_to_nchw, load_image, nchw_to_hwc, root_images, save_png_rgb8, to_uint8
 
 VIDEO_OUTPUT_EXTENSIONS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".m4v": "mp4"}
 DEFAULT_FOLDER_FPS = Fraction(25)
@@ -165,6 +165,7 @@ class VideoSink(_Sink):
         for pkt in self.stream.encode():
             self.container.mux(pkt)
         self.container.close()
+        os.chmod(self.tmp, default_file_mode())
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:

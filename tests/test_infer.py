@@ -73,6 +73,9 @@ def test_pair_and_triplet_exact_output_and_report(tmp_path, ckpt, frames):
     # inputs untouched; no temp files left behind
     assert {p: p.read_bytes() for p in pairs.rglob("*.png")} == before
     assert sorted(p.name for p in out.iterdir()) == ["a_triplet.png", "b_pair.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "b_pair.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
     rep = json.loads(report.read_text())
     rows = {r["name"]: r for r in rep["pairs"]}
