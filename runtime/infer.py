@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     options = BackendOptions(checkpoint=args.checkpoint, variant=args.variant, device=args.device, onnx=args.onnx,
                              engine=args.engine, plugin=args.plugin, precision=args.precision,
                              skip_engine_check=args.skip_engine_check)
+    if src.is_dir() and root_images(src) and any(
+            d.is_dir() and not d.name.startswith(".") and root_images(d) for d in src.iterdir()):
+        raise UserError(f"{src}: holds both images and pair folders; a pairs folder has only subfolders, "
+                        "a frame sequence only images")
     if src.is_file() or (src.is_dir() and root_images(src)):
         if src.is_file() and src.suffix.lower() not in VIDEO_EXTENSIONS:
             raise UserError(f"{src}: not a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) or a folder")

@@ -227,3 +227,12 @@ def test_output_inside_pairs_folder_is_not_a_pair(tmp_path, ckpt, frames):
     for _ in range(2):
         assert main([str(pairs), "-o", str(pairs / "out"), "--checkpoint", str(ckpt)]) == 0
     assert sorted(p.name for p in (pairs / "out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_ambiguous_folder_refused(tmp_path, ckpt, frames, capsys):
+    f0, _, f2 = (f[:64, :64] for f in frames)
+    write_pair(tmp_path / "pairs" / "a", f0, f2)
+    Image.fromarray(f0).save(tmp_path / "pairs" / "stray.png")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "pairs"), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt)])
+    assert "both images and pair folders" in capsys.readouterr().err
