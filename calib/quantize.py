@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      TensorsData, create_calibrator, quantize_static, save_tensors_data)
-
-from sfadacof.errors import UserError
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, MinMaxCalibrater, QuantFormat,
+                                      QuantType, TensorsData, quantize_static, save_tensors_data)
+from onnxruntime.quantization.calibrate import EntropyCalibrater, PercentileCalibrater
 
 from .graph import calibration_subgraph, nodes_for_groups
 
@@ -59,30 +58,66 @@ def input_names(model: onnx.ModelProto) -> tuple[str, str]:
     return names[0], names[1]
 
 
+CALIBRATED_OPS = ["Conv", "Relu"]  # Conv inputs (and, for --placement ort-cpu, Conv/ReLU outputs)
+
+
+def _near_constant(lo: float, hi: float, bins: int) -> bool:
+    """True when ORT's histogram of |x| over [min|x|, max|x|] cannot get `bins` distinct float32 edges (numpy
+    raises): values within a few float32 steps of each other, e.g. a head output of an undertrained model."""
+    a_lo = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
+    a_hi = max(abs(lo), abs(hi))
+    return a_hi > 0 and (a_hi - a_lo) < 4 * bins * float(np.spacing(np.float32(a_hi)))
+
+
+def _run_calibrator(calibrator, reader: PairReader, skip: set[str] = frozenset()) -> TensorsData:
+    if skip:
+        select = calibrator.select_tensors_to_calibrate
+
+        def select_without_skipped(model):
+            tensors, value_infos = select(model)
+            return tensors - skip, value_infos
+
+        calibrator.select_tensors_to_calibrate = select_without_skipped
+    calibrator.augment_graph()
+    calibrator.create_inference_session()
+    calibrator.collect_data(reader)
+    return calibrator.compute_data()
+
+
 def calibrate(model: onnx.ModelProto, pairs: list[tuple[np.ndarray, np.ndarray]], method: str = "minmax",
               percentile: float = 99.999) -> TensorsData:
-    """Ranges of every Conv input/output tensor over the calibration pairs."""
+    """Ranges of every Conv input/output (and ReLU output) tensor over the calibration pairs.
+
+    MinMax: ORT's MinMaxCalibrater, symmetric ranges. Entropy / Percentile: ORT's histogram calibrators, after a
+    MinMax pass that finds the near-constant tensors their float32 histogram cannot bin (see _near_constant);
+    those keep their MinMax range (a histogram of a constant has nothing to clip) and the rest get the
+    histogram method's range."""
     sub = calibration_subgraph(model)
-    options: dict = {"symmetric": True}  # symmetric ranges: the quantizer makes them symmetric anyway (zp 0)
-    if method == "percentile":
-        options["percentile"] = percentile
+    reader = PairReader(pairs, input_names(model))
     with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
         sub_path = Path(tmp) / "calibration_subgraph.onnx"
         onnx.save(sub, sub_path)
-        calibrator = create_calibrator(sub_path, ["Conv", "Relu"], augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=METHODS[method], extra_options=options)
-        try:
-            calibrator.collect_data(PairReader(pairs, input_names(model)))
-            ranges = calibrator.compute_data()
-        except ValueError as e:
-            if "bins" not in str(e):
-                raise
-            # ORT's histogram calibrators bin |x| between its min and max in float32; a tensor whose values
-            # all lie within a few float32 steps of each other (tiny frames, degenerate weights) cannot be binned.
-            raise UserError(f"--method {method}: ONNX Runtime's histogram could not bin a near-constant tensor "
-                            f"({e}); use --method minmax or a larger --size") from None
-        del calibrator
-    return ranges
+        # Plain (min, max): the quantizer makes the scale symmetric itself (ActivationSymmetric), and the true
+        # minimum is what tells a near-constant tensor apart.
+        mm = _run_calibrator(MinMaxCalibrater(sub_path, CALIBRATED_OPS, str(Path(tmp) / "aug_minmax.onnx"),
+                                              symmetric=False), reader)
+        if method == "minmax":
+            return mm
+        reader.rewind()
+        if method == "entropy":
+            bins = 128
+            cal = EntropyCalibrater(sub_path, CALIBRATED_OPS, str(Path(tmp) / "aug_hist.onnx"), symmetric=True,
+                                    num_bins=bins, num_quantized_bins=128)
+        else:
+            bins = 2048
+            cal = PercentileCalibrater(sub_path, CALIBRATED_OPS, str(Path(tmp) / "aug_hist.onnx"), symmetric=True,
+                                       num_bins=bins, percentile=percentile)
+        skip = {name for name, td in mm.data.items()
+                if _near_constant(*(float(np.asarray(v).ravel()[0]) for v in td.range_value), bins)}
+        hist = _run_calibrator(cal, reader, skip)
+        data = {name: mm.data[name] for name in skip}
+        data.update(hist.data)
+        return TensorsData(METHODS[method], data)
 
 
 PLACEMENTS = ("tensorrt", "ort-cpu")
