@@ -162,6 +162,11 @@ def run(args: argparse.Namespace) -> dict:
         quantized = quantize(fp32_path, args.output, ranges, groups, per_channel, args.placement)
         q = onnx.load(str(args.output))
         qdq = inspect_qdq(q)
+        try:
+            onnx.checker.check_model(q, full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise UserError(f"{args.output}: onnx.checker rejects the quantized graph: "
+                            f"{str(e).strip().splitlines()[0][:200]}") from None
         group_counts: dict[str, int] = {}
         for c in conv_nodes(model):
             group_counts[c.group or "unrecognised"] = group_counts.get(c.group or "unrecognised", 0) + 1
