@@ -252,12 +252,13 @@ def test_cli_report_numbers_are_the_outputs(bikes, fp32_onnx, tmp_path, capsys):
     (["{bikes}", "--quantize", "encoder"], "unknown layer group"),
     (["{bikes}", "--size", "100x64"], "multiples of 32"),
     (["{bikes}", "--onnx", "{junk}"], "not a readable ONNX model"),
+    (["{bikes}", "--checkpoint", "{junk}"], "not a readable PyTorch checkpoint"),
 ])
 def test_cli_errors_are_one_line(args, needle, bikes, tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not an onnx file")
     argv = [a.format(bikes=bikes, junk=junk) for a in args] + ["-o", str(tmp_path / "x.onnx")]
-    if "--onnx" not in argv:
+    if "--onnx" not in argv and "--checkpoint" not in argv:
         argv += ["--onnx", str(junk)]
     r = subprocess.run([sys.executable, "-m", "calib", *argv], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2
