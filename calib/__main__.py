@@ -32,7 +32,7 @@ import onnx
 
 from sfadacof.errors import UserError, cli_main
 
-from .evaluate import Runner, benchmark, benchmark_estimator, evaluate, format_sensitivity, format_table, summarise
+from .evaluate import Runner, benchmark, benchmark_estimator, estimator_maps_diff, evaluate, format_sensitivity, format_table, summarise
 from .graph import DEFAULT_GROUPS, GROUPS, check_groups_recognised, conv_nodes, inspect_qdq, parse_groups
 from .quantize import METHODS, PLACEMENTS, calibrate, quantize
 from .sources import calibration_pairs, eval_items, parse_size, split_data
@@ -209,6 +209,13 @@ def run(args: argparse.Namespace) -> dict:
                     print(f"INT8 loses {o['psnr_loss_db']:.3f} dB PSNR vs ground truth relative to FP32 "
                           f"(mean over {o['triplets']} triplets; worst triplet {o['worst_psnr_loss_db']:.3f} dB); "
                           f"INT8 vs FP32 {o['psnr_int8_vs_fp32']:.2f} dB")
+                    maps = estimator_maps_diff(fp32_path, args.output, items, eval_crop, Path(tmp), args.threads)
+                    report["accuracy"]["estimator_maps_int8_vs_fp32"] = maps
+                    off = [v for k, v in maps.items() if k.startswith(("alpha", "beta"))]
+                    if off:
+                        print(f"kernel maps, INT8 vs FP32: offsets (alpha/beta) mean |Δ| "
+                              f"{sum(v['mean_abs'] for v in off) / len(off):.3g} px, max |Δ| "
+                              f"{max(v['max_abs'] for v in off):.3g} px")
                     if args.sensitivity:
                         report["sensitivity"] = sensitivity(fp32_path, fp32_run, items, ranges, groups, per_channel,
                                                             eval_crop, fp32_cache, Path(tmp), args)

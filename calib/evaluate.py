@@ -246,3 +246,59 @@ def benchmark_estimator(fp32_path: Path, int8_path: Path, size: tuple[int, int],
     finally:
         a.close()
         b.close()
+
+
+def _head_names(model: onnx.ModelProto) -> dict[str, str]:
+    """Estimator output tensor -> head ('moduleAlpha1', ...), from the Conv that produces it."""
+    from .graph import conv_nodes
+
+    out = {}
+    by_name = {n.name: n for n in model.graph.node}
+    for c in conv_nodes(model):
+        if c.group == "heads":
+            for key in ("Weight1", "Weight2", "Alpha1", "Alpha2", "Beta1", "Beta2", "Occlusion"):
+                if f"module{key}" in c.module:
+                    out[by_name[c.node].output[0]] = key.lower()
+    return out
+
+
+def estimator_maps_diff(fp32_path: Path, int8_path: Path, items: list[Item], crop: tuple[int, int] | None,
+                        tmp: Path, threads: int | None = None) -> dict[str, dict[str, float]]:
+    """How far the INT8 kernel estimator's maps move from FP32's, per head, over the evaluation triplets.
+
+    alpha/beta are the sampling offsets in pixels (the spec's α, β), so their |Δ| is a displacement of the taps;
+    weight/occlusion are the logits before the softmax / sigmoid. A model whose heads barely depend on the
+    features (e.g. early in training) shows tiny frame differences however coarse the features are; these
+    numbers show what quantization does to the estimator itself."""
+    paths = []
+    for p, tag in ((fp32_path, "fp32"), (int8_path, "int8")):
+        out = Path(tmp) / f"maps_{tag}.onnx"
+        onnx.save(estimator_subgraph(onnx.load(str(p))), str(out))
+        paths.append(out)
+    heads = _head_names(onnx.load(str(paths[0]), load_external_data=False))
+    runners = [Runner(p, threads) for p in paths]
+    sums: dict[str, list[float]] = {}
+    try:
+        names = [o.name for o in runners[0].session.get_outputs()]
+        for it in items:
+            f0, f2 = center_crop(it.frame0, crop), center_crop(it.frame2, crop)
+            h, w = f0.shape[:2]
+            ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
+            x0, x2 = nchw(f0), nchw(f2)
+            if ph or pw:
+                pad = ((0, 0), (0, 0), (0, ph), (0, pw))
+                x0, x2 = np.pad(x0, pad, mode="reflect"), np.pad(x2, pad, mode="reflect")
+            a = dict(zip(names, runners[0].session.run(None, {runners[0].inputs[0]: x0, runners[0].inputs[1]: x2})))
+            b = dict(zip(names, runners[1].session.run(names, {runners[1].inputs[0]: x0, runners[1].inputs[1]: x2})))
+            for t, head in heads.items():
+                if t not in a:
+                    continue  # an inner conv of the head; only the head's last conv is an estimator output
+                d = np.abs(a[t][..., :h, :w].astype(np.float64) - b[t][..., :h, :w])
+                acc = sums.setdefault(head, [0.0, 0.0, 0])
+                acc[0] += float(d.sum())
+                acc[1] = max(acc[1], float(d.max()))
+                acc[2] += d.size
+    finally:
+        for r in runners:
+            r.close()
+    return {k: {"mean_abs": v[0] / v[2], "max_abs": v[1]} for k, v in sorted(sums.items())}

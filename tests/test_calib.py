@@ -216,6 +216,9 @@ def test_cli_report_numbers_are_the_outputs(bikes, fp32_onnx, tmp_path, capsys):
     rep = json.loads(rep_path.read_text())
     assert rep["quantization"]["convs_quantized"] == 72 and rep["quantization"]["tensorrt_ok"]
     assert rep["calibration"]["method"] == "entropy" and rep["calibration"]["pairs"] == 1
+    maps = rep["accuracy"]["estimator_maps_int8_vs_fp32"]
+    assert sorted(maps) == ["alpha1", "alpha2", "beta1", "beta2", "occlusion", "weight1", "weight2"]
+    assert all(0 < v["mean_abs"] <= v["max_abs"] for v in maps.values())
     row = rep["accuracy"]["triplets"][0]
     # Recompute this row independently: decode the same triplet with PyAV, centre-crop, run both graphs in ORT,
     # 8-bit round, PSNR with numpy.
