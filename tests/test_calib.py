@@ -297,3 +297,31 @@ def test_near_constant_tensors_are_the_ones_numpy_cannot_bin():
             assert _near_constant(lo, hi, 2048), (lo, hi)
     assert not _near_constant(0.0, 1.0, 2048) and not _near_constant(-2.0, 3.0, 2048)
     assert _near_constant(0.09793412, 0.09793953, 2048)  # the tensor that broke ORT's percentile calibrator
+
+
+def test_pairs_folder_holds_a_triplet_aside():
+    s = split_data(REPO / "examples" / "pairs", 4, 1)
+    assert [it.name for it in s.evaluation] == ["bikes_0100"]
+    assert [it.name for it in s.calibration] == ["carphone_0040"]
+    ev = s.evaluation[0]
+    from PIL import Image
+
+    im2 = np.asarray(Image.open(REPO / "examples" / "pairs" / "bikes_0100" / "im2.png").convert("RGB"))
+    np.testing.assert_array_equal(np.rint(ev.truth * 255).astype(np.uint8), im2)  # im2 is the ground truth
+
+
+def test_frame_sequence_folder(tmp_path, bikes):
+    from PIL import Image
+
+    from tests._runtime_fixtures import bikes_frames
+
+    frames = bikes_frames(8, 40)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"f{i:03d}.png")
+    s = split_data(tmp_path, 2, 1)
+    (ev,) = s.evaluation
+    t = int(ev.name.split("@")[1])
+    np.testing.assert_array_equal(np.rint(ev.truth * 255).astype(np.uint8), frames[t + 1])
+    for c in s.calibration:  # no frame shared with the evaluation triplet
+        tc = int(c.name.split("@")[1])
+        assert not {tc, tc + 1, tc + 2} & {t, t + 1, t + 2}
