@@ -44,16 +44,21 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 
 
 def parse_groups(spec: str) -> tuple[str, ...]:
-    """'unet' / 'enc,dec4' / 'all' -> an ordered tuple of group names (UserError on an unknown name)."""
+    """'unet' / 'enc,dec4' / 'unet,-dec2' (a leading '-' removes) / 'all' -> ordered group names."""
     chosen: list[str] = []
     for part in (p.strip().lower() for p in spec.split(",")):
         if not part:
             continue
-        names = ALIASES.get(part, (part,) if part in GROUPS else None)
+        remove = part.startswith("-")
+        name = part[1:] if remove else part
+        names = ALIASES.get(name, (name,) if name in GROUPS else None)
         if names is None:
-            raise UserError(f"--quantize: unknown layer group {part!r}; choose from "
-                            f"{', '.join(list(ALIASES) + list(GROUPS))}")
-        chosen.extend(n for n in names if n not in chosen)
+            raise UserError(f"--quantize: unknown layer group {name!r}; choose from "
+                            f"{', '.join(list(ALIASES) + list(GROUPS))} (prefix '-' to remove)")
+        if remove:
+            chosen = [n for n in chosen if n not in names]
+        else:
+            chosen.extend(n for n in names if n not in chosen)
     return tuple(g for g in GROUPS if g in chosen)
 
 

@@ -191,6 +191,7 @@ def test_group_names():
     assert group_of_module("get_kernel.moduleOcclusion.7.weight") == "heads"
     assert parse_groups("unet") == ("enc1", "enc2", "enc3", "enc4", "enc5", "dec5", "dec4", "dec3", "dec2")
     assert parse_groups("heads,enc1") == ("enc1", "heads")
+    assert parse_groups("unet,-dec2,-enc1") == ("enc2", "enc3", "enc4", "enc5", "dec5", "dec4", "dec3")
     assert set(parse_groups("all")) == set(GROUPS)
     with pytest.raises(UserError):
         parse_groups("encoder")
