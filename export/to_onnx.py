@@ -1,0 +1,129 @@
+"""Export a checkpoint to ONNX.
+
+    python -m export.to_onnx [CKPT] [-o OUT.onnx] [--synthesis plugin|onnx|both] [--variant V] [--kernel-size K]
+                             [--dilation D] [--opset N] [--exporter auto|dynamo|torchscript] [--verify]
+
+CKPT defaults to the shipped checkpoint (sfadacof/weights/sf_adacof_default.pth). The checkpoint is read by
+sfadacof.checkpoint.load_checkpoint (variant and K detected from the weights, dilation from a config.txt beside it;
+the flags override). OUT defaults to CKPT's name with `.onnx` (`.std.onnx` for the standard-op form) in the current
+directory. `--synthesis both` writes the plugin form to OUT and the standard-op form beside it (`.std.onnx`) from one
+trace. `--verify` runs the exported graph(s) in ONNX Runtime on two frame sizes (one odd, one a multiple of 32) and
+prints the max |difference| to the PyTorch model. Errors (missing/corrupt/mismatching checkpoint, bad flags) are one
+line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sfadacof.errors import UserError, cli_main
+
+from .core import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SYNTHESIS_FORMS, ExportInfo, export_model
+
+
+def standard_form_path(path: Path) -> Path:
+    """Where `--synthesis both` puts the standard-op form next to the plugin form."""
+    name = path.name[:-5] if path.name.endswith(".onnx") else path.name
+    return path.with_name(f"{name}.std.onnx")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", type=Path, default=None,
+                   help="checkpoint (.pth); default: the shipped sfadacof/weights/sf_adacof_default.pth")
+    p.add_argument("-o", "--output", type=Path, default=None, help="ONNX file to write")
+    p.add_argument("--synthesis", choices=SYNTHESIS_FORMS + ("both",), default="plugin",
+                   help="plugin: one custom AdaCoFSynthesis node (TensorRT plugin / ORT custom op, default); "
+                        "onnx: standard ONNX ops only; both: plugin form to OUT and onnx form to OUT .std.onnx")
+    p.add_argument("--variant", default=None, help="override the detected variant")
+    p.add_argument("--kernel-size", type=int, default=None, help="override the detected kernel size")
+    p.add_argument("--dilation", type=int, default=None, help="override the dilation (default: config.txt or 1)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}, "
+                                                                    f"default {DEFAULT_OPSET})")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="torch.onnx exporter (auto: dynamo when torch has torch.onnx.ops.symbolic, else torchscript)")
+    p.add_argument("--verify", action="store_true",
+                   help="run the export(s) in ONNX Runtime at two sizes and print max |diff| to PyTorch")
+    p.add_argument("--json", action="store_true", help="print the export summary as JSON")
+    return p
+
+
+def _default_output(ckpt_path: Path) -> Path:
+    return Path.cwd() / (ckpt_path.stem + ".onnx")
+
+
+def export_checkpoint(checkpoint: Path | None, output: Path | None = None, synthesis: str = "plugin",
+                      variant: str | None = None, kernel_size: int | None = None, dilation: int | None = None,
+                      opset: int = DEFAULT_OPSET, exporter: str = "auto") -> list[ExportInfo]:
+    """Load (UserError on a bad checkpoint) and export; returns one ExportInfo per written file."""
+    from sfadacof.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint, variant=variant, kernel_size=kernel_size, dilation=dilation)
+    out = output or _default_output(loaded.path)
+    if out.exists() and out.is_dir():
+        raise UserError(f"{out}: is a directory; pass a file name with -o")
+    form, also = synthesis, {}
+    if synthesis == "both":
+        form, also = "plugin", {"onnx": standard_form_path(out)}
+    try:
+        return export_model(loaded.model, out, synthesis=form, exporter=exporter, opset=opset,
+                            checkpoint_sha256=loaded.sha256, checkpoint_name=loaded.path.name, epoch=loaded.epoch,
+                            also=also)
+    except ValueError as e:  # option combinations export_model rejects (opset range, exporter availability, K/d)
+        raise UserError(f"{loaded.path}: {e}") from None
+    except OSError as e:
+        raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
+
+
+def verify(info: ExportInfo, checkpoint: Path | None, variant: str | None, kernel_size: int | None,
+           dilation: int | None) -> dict[str, float]:
+    """Max |ORT - PyTorch| on seeded random frames at an odd size and at a multiple of 32, batch 2."""
+    import numpy as np
+    import torch
+
+    from runtime.backends.ort_backend import OrtBackend
+    from sfadacof.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint, variant=variant, kernel_size=kernel_size, dilation=dilation).model
+    rng = np.random.default_rng(0)
+    out = {}
+    with OrtBackend(info.path) as backend:
+        for h, w in ((37, 45), (64, 96)):
+            f0 = rng.random((2, 3, h, w), dtype=np.float32)
+            f2 = np.clip(np.roll(f0, 3, axis=3) + 0.05 * rng.standard_normal(f0.shape).astype(np.float32), 0, 1)
+            with torch.no_grad():
+                ref = model(torch.from_numpy(f0), torch.from_numpy(f2)).numpy()
+            out[f"{w}x{h}"] = float(np.abs(backend.infer(f0, f2) - ref).max())
+    return out
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    infos = export_checkpoint(args.checkpoint, args.output, args.synthesis, args.variant, args.kernel_size,
+                              args.dilation, args.opset, args.exporter)
+    summary = []
+    for info in infos:
+        row = {"path": str(info.path), "synthesis": info.synthesis, "exporter": info.exporter, "opset": info.opset,
+               "seconds": round(info.seconds, 2), "size_mb": round(info.size_bytes / 2**20, 2), "nodes": info.nodes,
+               "variant": info.metadata["variant"], "kernel_size": info.metadata["kernel_size"],
+               "dilation": info.metadata["dilation"], "checkpoint_sha256": info.metadata["checkpoint_sha256"]}
+        if args.verify:
+            row["verify_max_abs_diff"] = verify(info, args.checkpoint, args.variant, args.kernel_size, args.dilation)
+        summary.append(row)
+        if not args.json:
+            extra = f", verify max|diff| {row['verify_max_abs_diff']}" if args.verify else ""
+            print(f"wrote {info.path} ({info.synthesis} synthesis, {info.metadata['variant']} "
+                  f"K={info.metadata['kernel_size']} d={info.metadata['dilation']}, {info.exporter} exporter, opset "
+                  f"{info.opset}, {row['size_mb']} MB, {info.nodes} nodes, {info.seconds:.1f} s){extra}")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""ONNX Runtime backend (`--backend ort`): runs an export of export.to_onnx, either form.
+
+    OrtBackend(onnx_path, providers=None, threads=None, device="cpu", optimization="all", verify_io=True)
+    onnx_for_checkpoint(checkpoint=None, synthesis="plugin", precision="fp32", variant=None, kernel_size=None,
+                        dilation=None, opset=None, exporter="auto", cache_dir=None) -> Path
+
+Plugin-form graphs (the custom `sfadacof::AdaCoFSynthesis` node) get the node from export.ort_custom_op (the C++
+CPU kernel through onnxruntime-extensions); standard-op graphs need nothing extra.
+
+Session options, chosen for the small shared CPU machines this runs on (2 cores here):
+  * intra_op_num_threads = the cores this process may use (sched_getaffinity), inter_op = 1: the graph is one
+    chain of large convolutions, so parallelism inside each op is all there is; a second inter-op pool would only
+    compete with it for the same cores.
+  * execution mode sequential; graph optimisation level ORT_ENABLE_ALL (constant folding, Conv+Relu fusion,
+    layout transforms for the convolutions: measured fastest on this graph);
+  * allow_spinning off: ORT's worker threads otherwise busy-wait between ops, which on a shared 2-core machine
+    steals the cycles the other thread (and other processes) need;
+  * the CPU memory arena and memory-pattern planning stay on (fixed shapes within a run reuse buffers).
+CUDA: device="cuda" (or providers naming CUDAExecutionProvider) needs onnxruntime-gpu; a plugin-form graph on CUDA
+runs the custom node on the CPU (ORT copies its inputs over), so prefer the onnx form or TensorRT there.
+
+onnx_for_checkpoint caches exports under $SFADACOF_CACHE or ~/.cache/sfadacof/onnx, in a file named by a key over
+the checkpoint's sha256, every export option and the versions that shape the graph (sfadacof, torch, onnx); the
+file is written atomically (temp file + rename), so concurrent runs never see a half-written model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sfadacof.errors import UserError
+
+from .base import Backend
+
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)") from None
+    return ort
+
+
+def inspect_graph(model_path: Path) -> tuple[bool, bool]:
+    """(has the custom AdaCoFSynthesis node, is an fp16 graph), read without loading external weights."""
+    import onnx
+
+    from plugins.onnx_node import DOMAIN, OP_TYPE
+
+    from ..fp16_graph import is_fp16_graph
+
+    m = onnx.load(str(model_path), load_external_data=False)
+    return any(n.op_type == OP_TYPE and n.domain == DOMAIN for n in m.graph.node), is_fp16_graph(m)
+
+
+def _resolve_providers(ort, providers: list | None, device: str) -> list:
+    available = ort.get_available_providers()
+    if providers:
+        missing = [p for p in providers if (p[0] if isinstance(p, tuple) else p) not in available]
+        if missing:
+            raise UserError(f"ONNX Runtime providers not available here: {missing} (available: {available})")
+        return list(providers)
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            raise UserError(f"--device {device}: this onnxruntime has no CUDAExecutionProvider "
+                            f"(install onnxruntime-gpu instead of onnxruntime; available: {', '.join(available)})")
+        dev_id = int(device.split(":", 1)[1]) if ":" in device else 0
+        return [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
+    if device != "cpu":
+        raise UserError(f"--device {device}: choose cpu or cuda[:N]")
+    return ["CPUExecutionProvider"]
+
+
+def make_session_options(ort, threads: int | None, optimization: str, custom_op: bool):
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise UserError(f"optimization level {optimization!r}: choose {', '.join(OPTIMIZATION_LEVELS)}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or available_cores()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3  # errors only: ORT's warnings about unused initializers etc. are not the user's concern
+    if custom_op:
+        from export.ort_custom_op import add_to_session_options, set_threads
+
+        set_threads(so.intra_op_num_threads)
+        add_to_session_options(so)
+    return so
+
+
+class OrtBackend(Backend):
+    """An exported SF-AdaCoF graph in an ONNX Runtime session."""
+
+    name = "ort"
+
+    def __init__(self, onnx_path: str | os.PathLike, providers: list | None = None, threads: int | None = None,
+                 device: str = "cpu", optimization: str = "all", verify_io: bool = True) -> None:
+        ort = _import_ort()
+        self.onnx_path = Path(onnx_path)
+        if not self.onnx_path.is_file():
+            raise UserError(f"{self.onnx_path}: ONNX model not found")
+        try:
+            self.custom_op, self.fp16_graph = inspect_graph(self.onnx_path)
+        except Exception as e:  # protobuf DecodeError and friends: not an ONNX file
+            raise UserError(f"{self.onnx_path}: not a readable ONNX model ({_first_line(e)})") from None
+        self.providers = _resolve_providers(ort, providers, device)
+        self.threads = threads or available_cores()
+        self.optimization = optimization
+        so = make_session_options(ort, self.threads, optimization, self.custom_op)
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), so, providers=self.providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+            raise UserError(f"{self.onnx_path}: ONNX Runtime cannot load it ({_first_line(e)})") from None
+        inputs = self.session.get_inputs()
+        self.input_names = [i.name for i in inputs]
+        if verify_io and (len(inputs) != 2 or len(self.session.get_outputs()) != 1):
+            raise UserError(f"{self.onnx_path}: expected 2 inputs (frame0, frame2) and 1 output, found "
+                            f"{len(inputs)} inputs ({', '.join(self.input_names)}) and "
+                            f"{len(self.session.get_outputs())} outputs")
+        self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        self.output_name = self.session.get_outputs()[0].name
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+        if frame0.shape != frame2.shape:
+            raise UserError(f"frames differ in shape: {frame0.shape} vs {frame2.shape}")
+        feed = {self.input_names[0]: np.ascontiguousarray(frame0, dtype=self.input_dtype),
+                self.input_names[1]: np.ascontiguousarray(frame2, dtype=self.input_dtype)}
+        out = self.session.run([self.output_name], feed)[0]
+        return out.astype(np.float32, copy=False)
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        meta = self.metadata
+        d = {"backend": self.name, "onnx": str(self.onnx_path), "onnxruntime": ort.__version__,
+             "providers": [p[0] if isinstance(p, tuple) else p for p in self.session.get_providers()],
+             "threads": self.threads, "optimization": self.optimization,
+             "precision": "fp16" if self.fp16_graph or self.input_dtype == np.float16 else "fp32",
+             "synthesis": meta.get("synthesis", "plugin" if self.custom_op else "onnx"),
+             "custom_op": "C++ CPU kernel via onnxruntime-extensions" if self.custom_op else None}
+        for k in ("variant", "kernel_size", "dilation", "checkpoint_sha256", "exporter", "opset"):
+            if k in meta:
+                d[k] = meta[k]
+        return d
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    return (s.splitlines()[0] if s else type(e).__name__)[:200]
+
+
+# -- cached exports --------------------------------------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    env = os.environ.get("SFADACOF_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "sfadacof") / "onnx"
+
+
+def export_cache_key(checkpoint_sha256: str, options: dict) -> str:
+    """sha256 over the checkpoint's hash, the export options and the versions that determine the graph."""
+    import onnx
+    import torch
+
+    from sfadacof import __version__
+
+    from export.core import __file__ as core_file
+    from export.standard_synthesis import __file__ as std_file
+
+    # The exporter's own source is part of the key: an edited export/ must not serve a stale graph from the cache.
+    src = hashlib.sha256(Path(core_file).read_bytes() + Path(std_file).read_bytes()).hexdigest()[:16]
+    blob = json.dumps({"checkpoint": checkpoint_sha256, "options": options, "sfadacof": __version__,
+                       "torch": torch.__version__, "onnx": onnx.__version__, "export_src": src}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def onnx_for_checkpoint(checkpoint: str | os.PathLike | None = None, synthesis: str = "plugin",
+                        precision: str = "fp32", variant: str | None = None, kernel_size: int | None = None,
+                        dilation: int | None = None, opset: int | None = None, exporter: str = "auto",
+                        cache_dir_override: str | os.PathLike | None = None) -> Path:
+    """Path of an ONNX export of `checkpoint` (None: the shipped default), exported on first use and cached.
+
+    precision "fp16" converts the fp32 export with runtime.fp16_graph (offset heads and the synthesis stay fp32)."""
+    from export.core import DEFAULT_OPSET, SYNTHESIS_FORMS, export_model, resolve_exporter
+    from sfadacof.checkpoint import load_checkpoint
+
+    if synthesis not in SYNTHESIS_FORMS:
+        raise UserError(f"synthesis {synthesis!r}: choose {', '.join(SYNTHESIS_FORMS)}")
+    if precision not in ("fp32", "fp16"):
+        raise UserError(f"precision {precision!r}: choose fp32 or fp16")
+    loaded = load_checkpoint(checkpoint, variant=variant, kernel_size=kernel_size, dilation=dilation)
+    try:
+        exporter = resolve_exporter(exporter)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    options = {"synthesis": synthesis, "precision": precision, "variant": loaded.variant,
+               "kernel_size": loaded.kernel_size, "dilation": loaded.dilation, "opset": opset or DEFAULT_OPSET,
+               "exporter": exporter}
+    key = export_cache_key(loaded.sha256, options)
+    root = Path(cache_dir_override) if cache_dir_override else cache_dir()
+    stem = f"{loaded.variant}_k{loaded.kernel_size}d{loaded.dilation}_{synthesis}_{precision}_{key}"
+    path = root / f"{stem}.onnx"
+    if path.is_file():
+        return path
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{root}: cannot create the export cache ({e.strerror or e}); set SFADACOF_CACHE") from None
+    fp32_path = path if precision == "fp32" else root / f".{stem}.{os.getpid()}.fp32.onnx"
+    # export_model writes atomically; a concurrent export of the same key just replaces the file with an equal one
+    export_model(loaded.model, fp32_path, synthesis=synthesis, exporter=exporter, opset=options["opset"],
+                 checkpoint_sha256=loaded.sha256, checkpoint_name=loaded.path.name, epoch=loaded.epoch)
+    if precision == "fp16":
+        from runtime.fp16_graph import convert_file
+
+        try:
+            convert_file(fp32_path, path)  # writes atomically itself
+        finally:
+            fp32_path.unlink(missing_ok=True)
+    return path
