@@ -18,11 +18,9 @@ weight scales on axis 0, float bias); a violation fails the command.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--onnx", type=Path, help="FP32 ONNX graph to quantize")
     src.add_argument("--checkpoint", type=Path, help="checkpoint to export first (default: the shipped weights)")
-    p.add_argument("--synthesis", choices=("onnx", "plugin"), default="onnx",
-                   help="with --checkpoint: which export form to quantize (default onnx: runs in any ORT)")
+    p.add_argument("--synthesis", choices=("plugin", "onnx"), default="plugin",
+                   help="with --checkpoint: export form to quantize (default plugin: the custom AdaCoFSynthesis "
+                        "node TensorRT maps to its plugin; onnx: standard ops only)")
     p.add_argument("--method", choices=tuple(METHODS), default="minmax", help="calibration method (default minmax)")
     p.add_argument("--percentile", type=float, default=99.999, help="with --method percentile (default 99.999)")
     p.add_argument("--num", type=int, default=32, help="calibration pairs (default 32)")
@@ -74,24 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def export_checkpoint(ckpt: Path | None, form: str, out: Path) -> dict:
-    """FP32 ONNX of a checkpoint via export.to_onnx's CLI; its in-repo stand-in when that is not installed."""
-    if importlib.util.find_spec("export.to_onnx") is not None:
-        cmd = [sys.executable, "-m", "export.to_onnx"] + ([str(ckpt)] if ckpt else []) + \
-              ["-o", str(out), "--synthesis", form]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise UserError(f"{ckpt or 'default checkpoint'}: export failed: {last}")
-        return {"exporter": "export.to_onnx", "synthesis": form}
-    from sfadacof.checkpoint import load_checkpoint
+    """FP32 ONNX of a checkpoint (default: the shipped weights) through export.to_onnx."""
+    from export.to_onnx import export_checkpoint as export
 
-    from .fallback_export import export_core
-
-    if form != "onnx":
-        raise UserError("--synthesis plugin needs export.to_onnx, which is not installed here")
-    loaded = load_checkpoint(ckpt)
-    export_core(loaded.model, out)
-    return {"exporter": "calib.fallback_export", "synthesis": "onnx", "checkpoint_sha256": loaded.sha256}
+    (info,) = export(ckpt, out, synthesis=form)
+    return {"exported_by": "export.to_onnx", **{k: v for k, v in info.as_dict().items() if k not in ("path", "op_counts")}}
 
 
 def _finite(x):
@@ -159,7 +145,10 @@ def run(args: argparse.Namespace) -> dict:
                                  "fit": args.fit, "names": [it.name for it in split.calibration], "seconds": calib_s,
                                  **({"percentile": args.percentile} if args.method == "percentile" else {})}
         per_channel = not args.per_tensor
-        quantized = quantize(fp32_path, args.output, ranges, groups, per_channel, args.placement)
+        meta = {"quantization": f"int8 q/dq ({args.placement}), {args.method} calibration on {len(pairs)} pairs "
+                                f"{size[1]}x{size[0]}", "quantized_groups": ",".join(groups),
+                "weights": "per-channel" if per_channel else "per-tensor"}
+        quantized = quantize(fp32_path, args.output, ranges, groups, per_channel, args.placement, meta)
         q = onnx.load(str(args.output))
         qdq = inspect_qdq(q)
         try:

@@ -124,7 +124,8 @@ PLACEMENTS = ("tensorrt", "ort-cpu")
 
 
 def quantize(model_path: Path, out_path: Path, ranges: TensorsData, groups: tuple[str, ...],
-             per_channel: bool = True, placement: str = "tensorrt") -> list[str]:
+             per_channel: bool = True, placement: str = "tensorrt", metadata: dict[str, str] | None = None
+             ) -> list[str]:
     """Write the Q/DQ model (atomically) quantizing the Convs of `groups`; return the quantized Conv names.
 
     placement "tensorrt" (default): see the module doc. "ort-cpu": for ONNX Runtime's CPU kernels, which only run
@@ -159,6 +160,9 @@ def quantize(model_path: Path, out_path: Path, ranges: TensorsData, groups: tupl
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "Relu"], nodes_to_quantize=nodes,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=ranges.calibration_method, extra_options={"WeightSymmetric": True})
+                    q = onnx.load(tmp_out)
+                    _set_metadata(q, metadata)
+                    onnx.save(q, tmp_out)
                     os.replace(tmp_out, out_path)
                     return convs
                 quantize_static(
@@ -172,6 +176,7 @@ def quantize(model_path: Path, out_path: Path, ranges: TensorsData, groups: tupl
                 )
                 q = onnx.load(tmp_out)
                 float_consumers_read_float(q, set(nodes))
+                _set_metadata(q, metadata)
                 onnx.save(q, tmp_out)
         os.replace(tmp_out, out_path)
     except BaseException:
@@ -208,6 +213,17 @@ def float_consumers_read_float(model: onnx.ModelProto, quantized: set[str]) -> i
     if graph_outputs & set(source):
         raise RuntimeError("a graph output was quantized; only Conv inputs should be")
     return count
+
+
+def _set_metadata(model: onnx.ModelProto, metadata: dict[str, str] | None) -> None:
+    """Add (or replace) metadata_props; the FP32 graph's (variant, checkpoint hash, ...) are kept."""
+    for key, value in (metadata or {}).items():
+        for p in model.metadata_props:
+            if p.key == key:
+                p.value = str(value)
+                break
+        else:
+            model.metadata_props.add(key=key, value=str(value))
 
 
 def _quiet_ort_quantizer() -> None:

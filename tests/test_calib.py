@@ -17,7 +17,7 @@ import pytest
 from onnx import numpy_helper
 
 from calib.__main__ import main
-from calib.fallback_export import export_core
+from export.core import export_model
 from calib.graph import GROUPS, conv_nodes, group_of_module, inspect_qdq, parse_groups
 from calib.quantize import calibrate, quantize
 from calib.sources import calibration_pairs, fit, plan_sequence, split_data
@@ -38,9 +38,13 @@ def bikes() -> Path:
 
 @pytest.fixture(scope="module")
 def fp32_onnx(tmp_path_factory) -> Path:
-    # K = 3 (9 taps instead of 25) keeps the exported synthesis small, so export and session creation are quick;
-    # the layer groups and Q/DQ placement do not depend on K.
-    return export_core(seeded_model(kernel_size=3), tmp_path_factory.mktemp("calib") / "fp32.onnx")
+    """export.to_onnx's standard-op form (runs in a plain ORT session, so the checks below need nothing of the
+    project's runtime). K = 3 (9 taps instead of 25) and the TorchScript exporter keep export and session creation
+    quick; the layer groups and Q/DQ placement do not depend on K. tests/test_calib_plugin.py covers the plugin
+    form."""
+    out = tmp_path_factory.mktemp("calib") / "fp32.onnx"
+    export_model(seeded_model(kernel_size=3), out, synthesis="onnx", exporter="torchscript")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +221,9 @@ def test_cli_report_numbers_are_the_outputs(bikes, fp32_onnx, tmp_path, capsys):
     rep = json.loads(rep_path.read_text())
     assert rep["quantization"]["convs_quantized"] == 72 and rep["quantization"]["tensorrt_ok"]
     assert rep["calibration"]["method"] == "entropy" and rep["calibration"]["pairs"] == 1
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["quantized_groups"] == "enc1,enc2,enc3,enc4,enc5,dec5,dec4,dec3,dec2"
+    assert meta["variant"] == "sf_adacof"  # the FP32 export's metadata is kept
     maps = rep["accuracy"]["estimator_maps_int8_vs_fp32"]
     assert sorted(maps) == ["alpha1", "alpha2", "beta1", "beta2", "occlusion", "weight1", "weight2"]
     assert all(0 < v["mean_abs"] <= v["max_abs"] for v in maps.values())
