@@ -66,7 +66,7 @@ def register() -> None:
             return
         ortx = _require_extensions()
         cpu_library_path()  # fail now, with the build command, rather than inside ORT at the first run
-        from plugins.cpu_op import adacof_synthesis_cpu
+        from plugins import cpu_op
 
         dt = ortx.PyCustomOpDef
 
@@ -75,7 +75,8 @@ def register() -> None:
                              "plugin_version": dt.dt_string, "plugin_namespace": dt.dt_string})
         def _adacof_synthesis(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion,
                               kernel_size=5, dilation=1, plugin_version="1", plugin_namespace=""):
-            out = adacof_synthesis_cpu(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion,
+            # looked up per call (not bound at registration) so a rebuilt/reloaded wrapper is picked up
+            out = cpu_op.adacof_synthesis_cpu(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion,
                                        int(kernel_size), int(dilation), num_threads=_threads)
             return np.ascontiguousarray(out, dtype=np.float32)
 

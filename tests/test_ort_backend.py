@@ -1,0 +1,180 @@
+"""runtime.backends.ort_backend: OrtBackend on both synthesis forms (the plugin form through the C++ CPU kernel),
+session options, one-line errors, and onnx_for_checkpoint's cache (keyed by checkpoint hash, options, versions;
+atomic; reused), including the `--backend ort --checkpoint` path of runtime.backends.registry."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+from export.core import export_model
+from runtime.backends.ort_backend import (OrtBackend, available_cores, export_cache_key, make_session_options,
+                                          onnx_for_checkpoint)
+from runtime.backends.registry import BackendOptions, create_backend
+from sfadacof.checkpoint import file_sha256, save_checkpoint
+from sfadacof.errors import UserError
+
+from ._export_fixtures import large_motion_model, real_pair, torch_forward
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """rwtd (the smallest variant) exported with the TorchScript exporter (fastest), both forms."""
+    d = tmp_path_factory.mktemp("ortb")
+    model = large_motion_model("rwtd", seed=5)
+    ckpt = d / "rwtd.pth"
+    save_checkpoint(ckpt, model, epoch=2)
+    export_model(model, d / "p.onnx", synthesis="plugin", exporter="torchscript", also={"onnx": d / "s.onnx"},
+                 checkpoint_sha256=file_sha256(ckpt), checkpoint_name=ckpt.name)
+    return {"model": model, "ckpt": ckpt, "plugin": d / "p.onnx", "onnx": d / "s.onnx", "dir": d}
+
+
+@pytest.mark.parametrize("form", ["plugin", "onnx"])
+def test_infer_and_describe(graphs, form):
+    f0, f2 = real_pair(101, 70, batch=2)
+    with OrtBackend(graphs[form], threads=1) as b:
+        out = b.infer(f0, f2)
+        desc = b.describe()
+        assert b.session.get_session_options().intra_op_num_threads == 1
+    assert out.shape == f0.shape and out.dtype == np.float32
+    assert float(np.abs(out - torch_forward(graphs["model"], f0, f2)).max()) <= TOL
+    assert desc["backend"] == "ort" and desc["providers"] == ["CPUExecutionProvider"]
+    assert desc["synthesis"] == form and desc["precision"] == "fp32" and desc["threads"] == 1
+    assert desc["variant"] == "rwtd" and desc["checkpoint_sha256"] == file_sha256(graphs["ckpt"])
+    assert (desc["custom_op"] is not None) == (form == "plugin")
+
+
+def test_default_session_options_fit_the_machine():
+    import onnxruntime as ort
+
+    so = make_session_options(ort, None, "all", custom_op=False)
+    assert so.intra_op_num_threads == available_cores() == len(os.sched_getaffinity(0))
+    assert so.inter_op_num_threads == 1
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_plugin_form_op_is_the_cpp_kernel(graphs, monkeypatch):
+    """The custom node is computed by plugins.cpu_op (the C++ kernel): a spy around the real function sees one call
+    per inference with the node's K and dilation, and the output is the C++ result (bit-identity of node and
+    kernel on the op alone is in test_export.py)."""
+    import plugins.cpu_op as cpu_op
+    from export.ort_custom_op import cpu_library_path
+
+    calls = []
+    real = cpu_op.adacof_synthesis_cpu
+
+    def spy(*args, **kwargs):
+        calls.append((args[0].shape, args[9], args[10]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cpu_op, "adacof_synthesis_cpu", spy)
+    assert cpu_library_path().endswith("libsfadacof_cpu.so")
+    f0, f2 = real_pair(45, 37)
+    with OrtBackend(graphs["plugin"]) as b:
+        b.infer(f0, f2)
+    assert calls == [((1, 3, 64, 64), 5, 1)]  # the 32-padded frame, K = 5, d = 1
+
+
+def test_errors_are_one_line_user_errors(graphs, tmp_path):
+    with pytest.raises(UserError, match="ONNX model not found"):
+        OrtBackend(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(UserError) as e:
+        OrtBackend(junk)
+    assert str(junk) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UserError, match="CUDAExecutionProvider"):
+        OrtBackend(graphs["onnx"], device="cuda")
+    with OrtBackend(graphs["onnx"]) as b:
+        f0, _ = real_pair(45, 37)
+        f2, _ = real_pair(45, 38)
+        with pytest.raises(UserError, match="differ in shape"):
+            b.infer(f0, f2)
+
+
+def test_fp16_graph_runs_with_fp32_synthesis(graphs, tmp_path):
+    from runtime.fp16_graph import convert_file
+
+    dst = tmp_path / "p16.onnx"
+    convert_file(graphs["plugin"], dst)
+    m = onnx.load(str(dst))
+    node = next(n for n in m.graph.node if n.op_type == "AdaCoFSynthesis")
+    f0, f2 = real_pair(45, 37, batch=2)
+    with OrtBackend(dst) as b:
+        assert b.describe()["precision"] == "fp16"
+        out = b.infer(f0, f2)
+    assert node.domain == "sfadacof"
+    ref = torch_forward(graphs["model"], f0, f2)
+    err = np.abs(out - ref)
+    # fp16 trunk: PSNR vs fp32 well above the runtime's 45 dB fp16 threshold, not fp32-exact
+    psnr = 10 * np.log10(1.0 / float(np.mean(err.astype(np.float64) ** 2)))
+    assert psnr > 45 and float(err.max()) > 1e-6
+
+
+# -- onnx_for_checkpoint -----------------------------------------------------------------------------------------------
+
+def test_cache_key_covers_checkpoint_options_and_versions():
+    base = {"synthesis": "plugin", "precision": "fp32", "variant": "rwtd", "kernel_size": 5, "dilation": 1,
+            "opset": 18, "exporter": "dynamo"}
+    k = export_cache_key("a" * 64, base)
+    assert k == export_cache_key("a" * 64, dict(base))
+    assert k != export_cache_key("b" * 64, base)
+    for key, value in (("synthesis", "onnx"), ("precision", "fp16"), ("opset", 17), ("exporter", "torchscript"),
+                       ("dilation", 2)):
+        assert k != export_cache_key("a" * 64, dict(base, **{key: value})), key
+
+
+def test_onnx_for_checkpoint_exports_once_then_reuses(graphs, tmp_path, monkeypatch):
+    monkeypatch.setenv("SFADACOF_CACHE", str(tmp_path / "cache"))
+    t = time.perf_counter()
+    p1 = onnx_for_checkpoint(graphs["ckpt"], synthesis="onnx", exporter="torchscript")
+    first = time.perf_counter() - t
+    assert p1.parent == tmp_path / "cache" / "onnx" and p1.is_file()
+    meta = {p.key: p.value for p in onnx.load(str(p1), load_external_data=False).metadata_props}
+    assert meta["checkpoint_sha256"] == file_sha256(graphs["ckpt"]) and meta["synthesis"] == "onnx"
+    mtime = p1.stat().st_mtime_ns
+    t = time.perf_counter()
+    p2 = onnx_for_checkpoint(graphs["ckpt"], synthesis="onnx", exporter="torchscript")
+    again = time.perf_counter() - t
+    assert p2 == p1 and p1.stat().st_mtime_ns == mtime and again < first
+    # another checkpoint (same variant, other weights) -> another file
+    other = tmp_path / "other.pth"
+    save_checkpoint(other, large_motion_model("rwtd", seed=6))
+    p3 = onnx_for_checkpoint(other, synthesis="onnx", exporter="torchscript")
+    assert p3 != p1 and p3.is_file()
+    # atomic writes leave no temp files behind
+    assert sorted(x.name for x in p1.parent.iterdir()) == sorted([p1.name, p3.name])
+
+
+def test_registry_ort_backend_from_checkpoint(graphs, tmp_path, monkeypatch):
+    """What `runtime.infer --backend ort --checkpoint CKPT` does: export (default exporter, plugin form) into the
+    cache and run it."""
+    monkeypatch.setenv("SFADACOF_CACHE", str(tmp_path / "cache"))
+    backend = create_backend("ort", BackendOptions(checkpoint=graphs["ckpt"]))
+    with backend:
+        assert isinstance(backend, OrtBackend) and backend.describe()["synthesis"] == "plugin"
+        assert backend.onnx_path.parent == tmp_path / "cache" / "onnx"
+        f0, f2 = real_pair(45, 37)
+        assert float(np.abs(backend.infer(f0, f2) - torch_forward(graphs["model"], f0, f2)).max()) <= TOL
+
+
+def test_onnx_for_checkpoint_bad_checkpoint_and_unwritable_cache(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"nope")
+    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+        onnx_for_checkpoint(bad)
+    ck = tmp_path / "ok.pth"
+    save_checkpoint(ck, large_motion_model("rwtd"))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("SFADACOF_CACHE", str(blocker))  # a file where the cache folder should go
+    with pytest.raises(UserError, match="cannot create the export cache"):
+        onnx_for_checkpoint(ck, exporter="torchscript")
