@@ -284,18 +284,27 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return t.movedim(-1, -3).contiguous()
 
 
+def motion_score(triplet: np.ndarray) -> float:
+    """Mean absolute difference between the first and last frame of a (3, H, W, 3) uint8 triplet."""
+    return float(np.mean(np.abs(triplet[0].astype(np.int16) - triplet[2].astype(np.int16))))
+
+
 class TripletSampler:
     """Random training batches from several sources; source chosen with probability proportional to `weights`
     (default: its number of triplets), then a uniformly random triplet within it."""
 
     def __init__(self, sources: Sequence[Source], crop: int | tuple[int, int], seed: int = 0,
-                 weights: Sequence[float] | None = None, flips: bool = True, reverse: bool = True) -> None:
+                 weights: Sequence[float] | None = None, flips: bool = True, reverse: bool = True,
+                 motion_candidates: int = 1) -> None:
         if not sources:
             raise UserError("no training sources")
         self.sources = list(sources)
         self.crop = crop
         self.seed = int(seed)
         self.flips, self.reverse = flips, reverse
+        if motion_candidates < 1:
+            raise UserError(f"motion_candidates must be >= 1, got {motion_candidates}")
+        self.motion_candidates = int(motion_candidates)
         w = np.asarray(weights if weights is not None else [len(s) for s in sources], dtype=np.float64)
         if w.shape != (len(sources),) or (w < 0).any() or w.sum() <= 0:
             raise UserError(f"bad source weights {list(w)}")
@@ -306,12 +315,21 @@ class TripletSampler:
         rng = np.random.default_rng([self.seed, int(step)])
         crops, record = [], []
         for _ in range(batch_size):
-            si = int(rng.choice(len(self.sources), p=self.probs))
-            src = self.sources[si]
-            idx = int(rng.integers(0, len(src)))
-            arr, (top, left, hf, vf, rv) = augment_triplet(src.triplet(idx), self.crop, rng, self.flips, self.reverse)
-            crops.append(arr)
-            record.append(Augment(si, idx, top, left, hf, vf, rv))
+            best = None
+            # Motion-biased sampling (as SepConv selected training patches with large motion): of M random crops
+            # keep the one whose first and last frames differ most. Real footage is mostly static or slow, and a
+            # static crop teaches nothing but averaging, which is where training otherwise stalls.
+            for _ in range(self.motion_candidates):
+                si = int(rng.choice(len(self.sources), p=self.probs))
+                src = self.sources[si]
+                idx = int(rng.integers(0, len(src)))
+                arr, (top, left, hf, vf, rv) = augment_triplet(src.triplet(idx), self.crop, rng, self.flips,
+                                                               self.reverse)
+                motion = motion_score(arr) if self.motion_candidates > 1 else 0.0
+                if best is None or motion > best[0]:
+                    best = (motion, arr, Augment(si, idx, top, left, hf, vf, rv))
+            crops.append(best[1])
+            record.append(best[2])
         t = to_tensor(np.stack(crops))  # (B, 3 frames, 3, H, W)
         return t[:, 0], t[:, 1], t[:, 2], record
 

@@ -71,6 +71,12 @@ def init_near_average(model: AdaCoFNet, scale: float = 0.1, center_logit: float 
     k = model.kernel_size
     ge = model.get_kernel
     with torch.no_grad():
+        # He init for every conv: PyTorch's default conv init shrinks the signal ~6x in variance per conv+ReLU, so
+        # after the U-Net the heads see mostly biases and the output barely depends on the frames at first.
+        for mod in ge.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+                torch.nn.init.zeros_(mod.bias)
         for name in ("moduleAlpha1", "moduleBeta1", "moduleAlpha2", "moduleBeta2", "moduleOcclusion"):
             conv = getattr(ge, name)[7]
             conv.weight.mul_(scale)
@@ -179,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="define an epoch as N steps (default: triplets / batch)")
+    p.add_argument("--motion-candidates", type=int, default=1,
+                   help="draw M random crops per sample and keep the one with the most motion (1 = uniform)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-step", type=int, default=20, help="halve the lr every N epochs")
     p.add_argument("--lr-gamma", type=float, default=0.5)
@@ -239,7 +247,7 @@ def train(argv: list[str] | None = None) -> dict:
     total_steps = steps_per_epoch * args.epochs
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
-    sampler = TripletSampler(sources, crop, seed=args.seed)
+    sampler = TripletSampler(sources, crop, seed=args.seed, motion_candidates=args.motion_candidates)
 
     torch.manual_seed(args.seed)
     model = AdaCoFNet(args.variant, args.kernel_size, args.dilation).to(device)

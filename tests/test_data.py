@@ -202,3 +202,29 @@ def test_bad_inputs_name_the_file(tmp_path):
         open_source(str(tmp_path / "trip2")).triplet(0)
     with pytest.raises(UserError, match="too few"):
         VideoSource(CARPHONE, gaps=(3,), end=6)
+
+
+def test_motion_biased_sampling_prefers_moving_crops():
+    from sfadacof.data import motion_score
+
+    src = VideoSource(CARPHONE, gaps=(1, 2), end=14)
+    uniform = TripletSampler([src], 32, seed=1)
+    biased = TripletSampler([src], 32, seed=1, motion_candidates=8)
+    mu = np.mean([motion_score(np.stack([t[i].permute(1, 2, 0).numpy() * 255 for t in uniform.sample(s, 4)[:3]]))
+                  for s in range(20) for i in range(4)])
+    batches = [biased.sample(s, 4) for s in range(20)]
+    mb = np.mean([motion_score(np.stack([t[i].permute(1, 2, 0).numpy() * 255 for t in b[:3]]))
+                  for b in batches for i in range(4)])
+    assert mb > 1.5 * mu, (mb, mu)
+    # Still a pure function of (seed, step), and each sample is the recorded crop of the recorded triplet.
+    again = TripletSampler([src], 32, seed=1, motion_candidates=8).sample(7, 4)
+    assert again[0].equal(batches[7][0]) and again[3] == batches[7][3]
+    rec = again[3][2]
+    frames = [f[rec.top:rec.top + 32, rec.left:rec.left + 32] for f in src.triplet(rec.index)]
+    if rec.hflip:
+        frames = [f[:, ::-1] for f in frames]
+    if rec.vflip:
+        frames = [f[::-1] for f in frames]
+    if rec.reverse:
+        frames = frames[::-1]
+    np.testing.assert_allclose(again[1][2].permute(1, 2, 0).numpy(), frames[1] / 255.0, atol=1e-7)
