@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (pairs, frames) or video file (.mp4 ...)")
     p.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the shipped weights)")
     p.add_argument("--variant", default=None, help="override the variant detected from the checkpoint")
-    p.add_argument("--backend", choices=BACKENDS, default="torch")
+    p.add_argument("--backend", choices=BACKENDS, default="ort",
+                   help="ort (default: ONNX Runtime on the CPU, or CUDA with --device cuda), torch, trt")
     p.add_argument("--device", default="cpu", help="torch/ort device: cpu or cuda")
     p.add_argument("--onnx", type=Path, default=None, help="ort: ONNX graph to run (default: export the checkpoint)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="ort: graph precision")

@@ -6,7 +6,6 @@ use the others, and a missing piece is reported as one line naming it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,18 +37,15 @@ def _torch(o: BackendOptions) -> Backend:
 
 def _ort(o: BackendOptions) -> Backend:
     try:
-        mod = importlib.import_module("runtime.backends.ort_backend")
+        from .ort_backend import OrtBackend, onnx_for_checkpoint
     except ModuleNotFoundError as e:
-        if e.name in ("runtime.backends.ort_backend", "onnxruntime"):
-            raise UserError(f"--backend ort: {e.name} is not available "
-                            "(pip install onnxruntime; the ORT backend module comes with the export package)") from None
+        if e.name == "onnxruntime":
+            raise UserError("--backend ort: onnxruntime is not installed (pip install onnxruntime)") from None
         raise
-    if o.onnx is not None:
-        onnx_path = o.onnx
-    else:
-        # Export (or reuse a cached export of) the checkpoint: the export package owns this.
-        onnx_path = mod.onnx_for_checkpoint(o.checkpoint, **({"precision": o.precision} if o.precision != "fp32" else {}))
-    return mod.OrtBackend(onnx_path, device=o.device) if "device" in _params(mod.OrtBackend) else mod.OrtBackend(onnx_path)
+    # Without --onnx, export the checkpoint (or reuse a cached export keyed by its hash and the export options).
+    onnx_path = o.onnx if o.onnx is not None else onnx_for_checkpoint(o.checkpoint, precision=o.precision,
+                                                                      variant=o.variant)
+    return OrtBackend(onnx_path, device=o.device)
 
 
 def _trt(o: BackendOptions) -> Backend:
@@ -58,15 +54,6 @@ def _trt(o: BackendOptions) -> Backend:
     if o.engine is None:
         raise UserError("--backend trt needs --engine ENGINE (build one with python -m runtime.build_engine)")
     return TensorRTBackend(o.engine, plugin=o.plugin, check_sidecar=not o.skip_engine_check)
-
-
-def _params(fn: Callable) -> set[str]:
-    import inspect
-
-    try:
-        return set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return set()
 
 
 _FACTORIES: dict[str, Callable[[BackendOptions], Backend]] = {"torch": _torch, "ort": _ort, "trt": _trt}
