@@ -115,9 +115,9 @@ class _Heads(nn.Module):
 class _Decoder:
     """Mixin: Deconv5..2 + Upsample5..2 with skip additions, for modules named with an optional suffix."""
 
-    def _add_decoder(self, widths: tuple[int, int, int, int, int], suffix: str = "") -> None:
-        # widths = (w5, w4, w3, w2, w1): Deconv5 = Basic(w5, w5), Deconv4 = Basic(w5, w4), ... Deconv2 = Basic(w3... )
-        w5, w4, w3, w2 = widths[0], widths[1], widths[2], widths[3]
+    def _add_decoder(self, widths: tuple[int, ...], suffix: str = "") -> None:
+        # widths = (w5, w4, w3, w2, ...): Deconv5 = Basic(w5, w5), Deconv4 = Basic(w5, w4), ..., Deconv2 = Basic(w3, w2)
+        w5, w4, w3, w2 = widths[:4]
         setattr(self, f"moduleDeconv5{suffix}", basic(w5, w5))
         setattr(self, f"moduleUpsample5{suffix}", upsample(w5))
         setattr(self, f"moduleDeconv4{suffix}", basic(w5, w4))
@@ -136,48 +136,43 @@ class _Decoder:
         return x
 
 
-class UNetKernelEstimation(_Heads, _Decoder):
+class _PlainUNet(_Heads, _Decoder):
+    """Encoder `Basic` blocks of the given widths, each followed by a pool, and the matching decoder."""
+
+    def __init__(self, kernel_size: int, conv_pool: bool, widths: tuple[int, ...]) -> None:
+        super().__init__(kernel_size)
+        for n in range(1, 6):
+            setattr(self, f"moduleConv{n}", basic(widths[n - 1], widths[n]))
+            setattr(self, f"modulePool{n}", pool(widths[n], conv_pool))
+        self._add_decoder(widths[:0:-1])
+
+    def _unet(self, x: Tensor) -> Tensor:
+        skips = []
+        for n in range(1, 6):
+            x = getattr(self, f"moduleConv{n}")(x)
+            skips.append(x)
+            x = getattr(self, f"modulePool{n}")(x)
+        return self._decode(x, skips[1:])  # the level-1 output is not a skip (as in the original)
+
+
+class UNetKernelEstimation(_PlainUNet):
     """AdaCoF (average pooling) and CP (2x2 stride-2 conv pooling): one U-Net on cat(f0, f2)."""
 
     def __init__(self, kernel_size: int, conv_pool: bool) -> None:
-        super().__init__(kernel_size)
-        widths = (6, 32, 64, 128, 256, 512)
-        for n in range(1, 6):
-            setattr(self, f"moduleConv{n}", basic(widths[n - 1], widths[n]))
-            setattr(self, f"modulePool{n}", pool(widths[n], conv_pool))
-        self._add_decoder((512, 256, 128, 64, 32))
+        super().__init__(kernel_size, conv_pool, (6, 32, 64, 128, 256, 512))
 
     def forward(self, f0: Tensor, f2: Tensor) -> KernelMaps:
-        x = torch.cat([f0, f2], 1)
-        skips = []
-        for n in range(1, 6):
-            x = getattr(self, f"moduleConv{n}")(x)
-            skips.append(x)
-            x = getattr(self, f"modulePool{n}")(x)
-        return self.heads(self._decode(x, skips[1:]))
+        return self.heads(self._unet(torch.cat([f0, f2], 1)))
 
 
-class TwoDirectionKernelEstimation(_Heads, _Decoder):
+class TwoDirectionKernelEstimation(_PlainUNet):
     """RWTD / RWTDCP: a half-width U-Net run on each frame with the same weights; outputs concatenated."""
 
     def __init__(self, kernel_size: int, conv_pool: bool) -> None:
-        super().__init__(kernel_size)
-        widths = (3, 16, 32, 64, 128, 256)
-        for n in range(1, 6):
-            setattr(self, f"moduleConv{n}", basic(widths[n - 1], widths[n]))
-            setattr(self, f"modulePool{n}", pool(widths[n], conv_pool))
-        self._add_decoder((256, 128, 64, 32, 16))
-
-    def _direction(self, x: Tensor) -> Tensor:
-        skips = []
-        for n in range(1, 6):
-            x = getattr(self, f"moduleConv{n}")(x)
-            skips.append(x)
-            x = getattr(self, f"modulePool{n}")(x)
-        return self._decode(x, skips[1:])
+        super().__init__(kernel_size, conv_pool, (3, 16, 32, 64, 128, 256))
 
     def forward(self, f0: Tensor, f2: Tensor) -> KernelMaps:
-        return self.heads(torch.cat([self._direction(f0), self._direction(f2)], 1))
+        return self.heads(torch.cat([self._unet(f0), self._unet(f2)], 1))
 
 
 class FeatureDiffKernelEstimation(_Heads, _Decoder):
