@@ -244,6 +244,10 @@ def atomic_save_onnx(model: onnx.ModelProto, path: Path) -> None:
             f.write(model.SerializeToString())
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the mode open() would (0666 minus the umask): it is a shared artifact
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

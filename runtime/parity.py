@@ -41,7 +41,8 @@ TensorRT (on a machine with TensorRT and the plugin built): the same inputs.json
 move offsets by ~1e-3 px).
 
 `--benchmark [WxH]` (default 960x540) also measures ORT and PyTorch CPU seconds per frame in this one process,
-interleaved (torch, ort, torch, ort, ...) so load from other processes hits both alike: see benchmark_ort_vs_torch.
+interleaved (torch, ort, torch, ort, ...) so load from other processes hits both alike (`--bench-onnx OTHER.onnx`
+adds more graphs to the same run): see benchmark_graphs / benchmark_ort_vs_torch.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def run_polygraphy(cmd: list[str], log_path: Path) -> tuple[int, str]:
     # the hook module (export.polygraphy_ort) must import from this checkout even when it is not pip-installed
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO_ROOT))
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)  # caller's cwd: paths stay as given
     except OSError as e:
         raise UserError(f"{cmd[0]}: cannot run polygraphy ({e.strerror or e})") from None
     text = r.stdout + r.stderr
@@ -217,14 +218,15 @@ def compare(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
             "count_above_1e-4": int((d > 1e-4).sum())}
 
 
-def benchmark_ort_vs_torch(onnx_path: str | os.PathLike, model, width: int = 960, height: int = 540,
-                           iters: int = 3, warmup: int = 1, threads: int | None = None,
-                           frames: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """Seconds per frame (batch 1) of ORT (this graph, OrtBackend) and of the PyTorch model on CPU, measured in
-    one process with the same thread count, interleaved so background load affects both alike.
+def benchmark_graphs(onnx_paths: list[str | os.PathLike], model, width: int = 960, height: int = 540,
+                     iters: int = 3, warmup: int = 1, threads: int | None = None,
+                     frames: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Seconds per frame (batch 1) of the PyTorch model and of each graph in ORT (OrtBackend) on CPU, measured in
+    one process with the same thread count and interleaved (torch, graph 1, graph 2, torch, ...) so background load
+    affects all alike. Medians over `iters` after `warmup` rounds.
 
-    Returns {"torch_s", "ort_s" (medians), "ort_over_torch" (ratio of medians), the per-iteration lists, size,
-    threads, providers}. `frames`: (1, 3, H, W) float32 pair; default: a seeded smooth random pair."""
+    Returns {"torch_s", "torch_runs_s", "graphs": [{"onnx", "synthesis", "ort_s", "ort_runs_s", "ort_over_torch"}],
+    size, threads}. `frames`: a (1, 3, H, W) float32 pair; default: a seeded blocky random pair."""
     import torch
 
     from .backends.ort_backend import OrtBackend, available_cores
@@ -238,27 +240,60 @@ def benchmark_ort_vs_torch(onnx_path: str | os.PathLike, model, width: int = 960
     f0, f2 = frames
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    t_torch, t_ort = [], []
+    backends = [OrtBackend(p, threads=threads) for p in onnx_paths]
+    t_torch: list[float] = []
+    t_ort: list[list[float]] = [[] for _ in backends]
     try:
-        with OrtBackend(onnx_path, threads=threads) as ort_backend, torch.inference_mode():
+        with torch.inference_mode():
             x0, x2 = torch.from_numpy(f0), torch.from_numpy(f2)
             for i in range(warmup + iters):
                 t = time.perf_counter()
                 model(x0, x2)
-                dt_torch = time.perf_counter() - t
-                t = time.perf_counter()
-                ort_backend.infer(f0, f2)
-                dt_ort = time.perf_counter() - t
+                dt = time.perf_counter() - t
                 if i >= warmup:
-                    t_torch.append(dt_torch)
-                    t_ort.append(dt_ort)
-            providers = ort_backend.describe()["providers"]
+                    t_torch.append(dt)
+                for b, runs in zip(backends, t_ort):
+                    t = time.perf_counter()
+                    b.infer(f0, f2)
+                    dt = time.perf_counter() - t
+                    if i >= warmup:
+                        runs.append(dt)
+        graphs = []
+        for b, runs in zip(backends, t_ort):
+            d = b.describe()
+            graphs.append({"onnx": str(b.onnx_path), "synthesis": d["synthesis"], "providers": d["providers"],
+                           "ort_s": float(np.median(runs)), "ort_runs_s": runs})
     finally:
         torch.set_num_threads(prev_threads)
-    med_t, med_o = float(np.median(t_torch)), float(np.median(t_ort))
+        for b in backends:
+            b.close()
+    med_t = float(np.median(t_torch))
+    for g in graphs:
+        g["ort_over_torch"] = g["ort_s"] / med_t
     return {"width": f0.shape[3], "height": f0.shape[2], "threads": threads, "iters": iters, "warmup": warmup,
-            "torch_s": med_t, "ort_s": med_o, "ort_over_torch": med_o / med_t, "torch_runs_s": t_torch,
-            "ort_runs_s": t_ort, "providers": providers, "onnx": str(onnx_path)}
+            "torch_s": med_t, "torch_runs_s": t_torch, "graphs": graphs}
+
+
+def benchmark_ort_vs_torch(onnx_path: str | os.PathLike, model, width: int = 960, height: int = 540,
+                           iters: int = 3, warmup: int = 1, threads: int | None = None,
+                           frames: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """benchmark_graphs for one graph, flattened: {"torch_s", "ort_s", "ort_over_torch", run lists, ...}."""
+    r = benchmark_graphs([onnx_path], model, width, height, iters, warmup, threads, frames)
+    g = r.pop("graphs")[0]
+    return {**r, **g}
+
+
+def resize_pair(pair: Pair, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pair's frames resized (bilinear, Pillow) to width x height: real content for timing. Content matters
+    for PyTorch on CPU: random inputs/weights produce denormal activations that slow its kernels several-fold."""
+    from PIL import Image
+
+    def one(x: np.ndarray) -> np.ndarray:
+        rgb8 = np.rint(np.clip(x[0].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+        img = Image.fromarray(rgb8).resize((width, height), Image.BILINEAR)
+        return hwc_to_nchw(np.asarray(img, dtype=np.float32) / 255.0)
+
+    return one(pair.frame0), one(pair.frame2)
 
 
 def _parse_size(s: str) -> tuple[int, int]:
@@ -286,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", nargs="?", const="960x540", default=None, metavar="WxH",
                    help="also time ORT vs PyTorch on CPU at this size (default 960x540)")
     p.add_argument("--bench-iters", type=int, default=3)
+    p.add_argument("--bench-onnx", type=Path, action="append", default=[], metavar="OTHER.onnx",
+                   help="also time this graph in the same benchmark (repeatable; e.g. the other synthesis form)")
     p.add_argument("--threads", type=int, default=None, help="threads for ORT and torch (default: all cores)")
     return p
 
@@ -326,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         keys = ("Minimum Required Tolerance", "Accuracy Summary", "FAILED", "Error:", "error:", "[E]", "[!]")
         tail = [ln.strip() for ln in text.splitlines()
                 if any(k in ln for k in keys) or (ln.startswith("[I] PASSED") or ln.startswith("[I] FAILED"))]
+        if rc != 0 and not tail:  # e.g. a traceback from ORT: its last lines say what went wrong
+            tail = [ln.strip() for ln in text.strip().splitlines()[-3:]]
         for ln in tail[-12:]:
             print(f"  {ln}")
         report["polygraphy"] = {"command": shown, "exit_status": rc, "summary": tail[-12:],
@@ -334,10 +373,17 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(f"polygraphy exited with {rc} (see {out_dir / 'polygraphy.log'})")
     if args.benchmark:
         w, h = _parse_size(args.benchmark)
-        b = benchmark_ort_vs_torch(args.onnx, loaded.model, w, h, iters=args.bench_iters, threads=args.threads)
+        for extra in args.bench_onnx:
+            if not extra.is_file():
+                raise UserError(f"{extra}: ONNX model not found (--bench-onnx)")
+        b = benchmark_graphs([args.onnx, *args.bench_onnx], loaded.model, w, h, iters=args.bench_iters,
+                             threads=args.threads, frames=resize_pair(pairs[0], w, h))
+        b["frames"] = f"{pairs[0].name} resized to {w}x{h}"
         report["benchmark"] = b
-        print(f"{w}x{h} CPU ({b['threads']} threads): PyTorch {b['torch_s']:.2f} s/frame, ORT {b['ort_s']:.2f} "
-              f"s/frame, ORT/PyTorch {b['ort_over_torch']:.2f}")
+        print(f"{w}x{h} CPU, {b['threads']} threads, median of {b['iters']}: PyTorch {b['torch_s']:.2f} s/frame")
+        for g in b["graphs"]:
+            print(f"  ORT {g['synthesis']} form ({Path(g['onnx']).name}): {g['ort_s']:.2f} s/frame, "
+                  f"ORT/PyTorch {g['ort_over_torch']:.2f}")
     print(f"TensorRT: $ {report['tensorrt_command']}")
     report["passed"] = not failed
     report["failures"] = failed

@@ -110,10 +110,13 @@ def test_plain_polygraphy_cannot_load_the_custom_op(setup, tmp_path, capsys):
 def test_parity_detects_floor_instead_of_truncation(setup, tmp_path, capsys):
     """A standard-op graph whose offsets are floored (GridSample's rounding) instead of truncated must fail."""
     m = onnx.load(str(setup["onnx"]))
+    producer = {o: n for n in m.graph.node for o in n.output}
     n_changed = 0
     for node in m.graph.node:
-        if node.op_type == "Where" and node.name.endswith("_trunc_node"):
-            node.input[1] = node.input[2]  # Where(x < 0, Floor(x), Floor(x)): floor for negative offsets too
+        if node.op_type == "Mul" and node.name.endswith("_trunc_node"):  # trunc(x) = Sign(x) * Floor(Abs(x))
+            x = producer[node.input[0]].input[0]  # the Sign node's input: the offset itself
+            node.op_type = "Floor"
+            node.input[:] = [x]
             n_changed += 1
     assert n_changed == 4 * 25  # alpha and beta of 25 taps, two directions
     m.metadata_props.add(key="note", value="deliberately broken")
