@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -79,6 +81,9 @@ def test_save_checkpoint_half_round_trip(tmp_path):
     # fp16 weights: outputs close to the fp32 model, not identical
     assert (out(loaded.model) - out(model)).abs().max() < 5e-3
     assert not list(tmp_path.glob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "w.pth").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_missing_file(tmp_path):
