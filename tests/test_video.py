@@ -86,7 +86,7 @@ def ckpt(tmp_path_factory):
 def test_mp4_double_rate_keeps_audio_and_timestamps(tmp_path, ckpt):
     src = make_clip(tmp_path / "in.mp4", n=6)
     dst, rep = tmp_path / "out.mp4", tmp_path / "r.json"
-    assert main([str(src), "-o", str(dst), "--factor", "2", "--checkpoint", str(ckpt), "--report", str(rep)]) == 0
+    assert main([str(src), "-o", str(dst), "--factor", "2", "--checkpoint", str(ckpt), "--report", str(rep), "--backend", "torch"]) == 0
     with av.open(str(dst)) as c:
         v = c.streams.video[0]
         assert v.average_rate == 50 and len(c.streams.audio) == 1
@@ -108,7 +108,7 @@ def test_mp4_to_frames_exact_midpoints(tmp_path, ckpt):
     """Lossless output: even frames are the decoded inputs, odd ones round(clip(model(f_k, f_k+1)) * 255)."""
     src = make_clip(tmp_path / "in.mp4", n=3, audio=False)
     out = tmp_path / "frames"
-    assert main([str(src), "-o", str(out), "--factor", "2", "--checkpoint", str(ckpt)]) == 0
+    assert main([str(src), "-o", str(out), "--factor", "2", "--checkpoint", str(ckpt), "--backend", "torch"]) == 0
     got = [np.asarray(Image.open(p)) for p in sorted(out.glob("frame_*.png"))]
     dec = decode_rgb(src)
     assert len(got) == 6
@@ -128,7 +128,7 @@ def test_frame_folder_factor4_recursive(tmp_path, ckpt):
     for i, img in enumerate(frames):
         Image.fromarray(img).save(src / f"{i:04d}.png")
     out = tmp_path / "o"
-    assert main([str(src), "-o", str(out), "--factor", "4", "--checkpoint", str(ckpt)]) == 0
+    assert main([str(src), "-o", str(out), "--factor", "4", "--checkpoint", str(ckpt), "--backend", "torch"]) == 0
     got = [np.asarray(Image.open(p)) for p in sorted(out.glob("frame_*.png"))]
     assert len(got) == 8
     model = seeded_model()
@@ -142,7 +142,7 @@ def test_frame_folder_factor4_recursive(tmp_path, ckpt):
 def test_factor8_frame_count_and_rate(tmp_path, ckpt):
     src = make_clip(tmp_path / "in.mp4", n=2)
     dst = tmp_path / "out.mp4"
-    assert main([str(src), "-o", str(dst), "--factor", "8", "--checkpoint", str(ckpt)]) == 0
+    assert main([str(src), "-o", str(dst), "--factor", "8", "--checkpoint", str(ckpt), "--backend", "torch"]) == 0
     with av.open(str(dst)) as c:
         assert c.streams.video[0].average_rate == 200 and c.streams.audio
         times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
@@ -157,7 +157,7 @@ def test_scene_cut_repeats_frame(tmp_path, ckpt):
         Image.fromarray(img).save(src / f"{i:04d}.png")
     out, rep = tmp_path / "o", tmp_path / "r.json"
     assert main([str(src), "-o", str(out), "--factor", "2", "--scene-cut", "0.3", "--checkpoint", str(ckpt),
-                 "--report", str(rep)]) == 0
+                 "--report", str(rep), "--backend", "torch"]) == 0
     got = [np.asarray(Image.open(p)) for p in sorted(out.glob("frame_*.png"))]
     np.testing.assert_array_equal(got[3], frames[1])  # across the cut: the earlier frame repeated
     assert not np.array_equal(got[1], frames[0]) and not np.array_equal(got[1], frames[1])  # elsewhere interpolated
@@ -169,7 +169,7 @@ def test_video_errors_one_line(tmp_path, ckpt, capsys):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")
     with pytest.raises(SystemExit) as e:
-        main([str(bad), "-o", str(tmp_path / "o.mp4"), "--checkpoint", str(ckpt)])
+        main([str(bad), "-o", str(tmp_path / "o.mp4"), "--checkpoint", str(ckpt), "--backend", "torch"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and str(bad) in err[0]
     assert not (tmp_path / "o.mp4").exists()
