@@ -32,6 +32,18 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def padded_nchw_pair(f0: np.ndarray, f2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HWC frames -> NCHW, reflect-padded bottom/right to a multiple of 32 as the model does (so the kernel-map
+    subgraph, which has no pad of its own, sees the same tensors as the full graph)."""
+    h, w = f0.shape[:2]
+    ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
+    x0, x2 = nchw(f0), nchw(f2)
+    if ph or pw:
+        pad = ((0, 0), (0, 0), (0, ph), (0, pw))
+        x0, x2 = np.pad(x0, pad, mode="reflect"), np.pad(x2, pad, mode="reflect")
+    return x0, x2
+
+
 class Runner:
     """One ONNX graph in ONNX Runtime on CPU (runtime.backends.ort_backend: the project's session options, and the
     custom AdaCoFSynthesis node computed by the C++ CPU kernel): (H, W, 3) float frames in, the (H, W, 3) float
@@ -55,12 +67,7 @@ class Runner:
 
     def __call__(self, f0: np.ndarray, f2: np.ndarray) -> np.ndarray:
         h, w = f0.shape[:2]
-        ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
-        x0, x2 = nchw(f0), nchw(f2)
-        if ph or pw:
-            pad = ((0, 0), (0, 0), (0, ph), (0, pw))
-            x0, x2 = np.pad(x0, pad, mode="reflect"), np.pad(x2, pad, mode="reflect")
-        y = self.run_nchw(x0, x2)
+        y = self.run_nchw(*padded_nchw_pair(f0, f2))
         return np.ascontiguousarray(y[0, :, :h, :w].transpose(1, 2, 0))
 
     def close(self) -> None:
@@ -265,11 +272,7 @@ def estimator_maps_diff(fp32_path: Path, int8_path: Path, items: list[Item], cro
         for it in items:
             f0, f2 = center_crop(it.frame0, crop), center_crop(it.frame2, crop)
             h, w = f0.shape[:2]
-            ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
-            x0, x2 = nchw(f0), nchw(f2)
-            if ph or pw:
-                pad = ((0, 0), (0, 0), (0, ph), (0, pw))
-                x0, x2 = np.pad(x0, pad, mode="reflect"), np.pad(x2, pad, mode="reflect")
+            x0, x2 = padded_nchw_pair(f0, f2)
             a = dict(zip(names, runners[0].session.run(None, {runners[0].inputs[0]: x0, runners[0].inputs[1]: x2})))
             b = dict(zip(names, runners[1].session.run(names, {runners[1].inputs[0]: x0, runners[1].inputs[1]: x2})))
             for t, head in heads.items():
