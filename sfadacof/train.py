@@ -32,6 +32,7 @@ from .data import Source, TripletSampler, center_crop, iter_eval_triplets, open_
 from .errors import UserError, cli_main
 from .metrics import psnr
 from .models import AdaCoFNet, KernelMaps, charbonnier_smoothness, pad_to_multiple
+from .synthetic import SyntheticMotionSampler, flow_loss
 
 LAMBDA_SPATIAL = 0.01
 LAMBDA_OCCLUSION = 0.005
@@ -43,22 +44,26 @@ def charbonnier(x: Tensor, y: Tensor) -> Tensor:
 
 def forward_train(model: AdaCoFNet, f0: Tensor, f2: Tensor, amp_dtype: torch.dtype | None = None
                   ) -> tuple[Tensor, Tensor, Tensor]:
-    """model.forward_with_regularisers with the kernel-estimation U-Net optionally under autocast.
+    """(frame1, g_Spatial, g_Occlusion) as model.forward_with_regularisers, with the U-Net optionally under autocast."""
+    return forward_train_maps(model, f0, f2, amp_dtype)[:3]
+
+
+def forward_train_maps(model: AdaCoFNet, f0: Tensor, f2: Tensor, amp_dtype: torch.dtype | None = None
+                       ) -> tuple[Tensor, Tensor, Tensor, KernelMaps]:
+    """forward_train plus the kernel maps (for the synthetic-motion flow loss).
 
     The synthesis op and the regularisers always run in fp32: its offsets are pixel positions (fp16 cannot hold
     a 700-pixel index plus a fraction) and its backward sums K*K products."""
-    if amp_dtype is None:
-        return model.forward_with_regularisers(f0, f2)
     h, w = f0.shape[2:]
     p0, p2 = pad_to_multiple(f0), pad_to_multiple(f2)
-    with torch.autocast(device_type=f0.device.type, dtype=amp_dtype):
+    with torch.autocast(device_type=f0.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         maps = model.estimate(p0, p2)
     m = KernelMaps(*(t.float() for t in maps.as_tuple()))
     frame1 = model.synthesize(p0, p2, m)[:, :, :h, :w]
     g_spatial = sum(charbonnier_smoothness(torch.mean(wt * x, dim=1, keepdim=True))
                     for wt, x in ((m.weight1, m.alpha1), (m.weight1, m.beta1), (m.weight2, m.alpha2),
                                   (m.weight2, m.beta2)))
-    return frame1, g_spatial, charbonnier_smoothness(m.occlusion)
+    return frame1, g_spatial, charbonnier_smoothness(m.occlusion), m
 
 
 def init_near_average(model: AdaCoFNet, scale: float = 0.1, center_logit: float = 2.0) -> None:
@@ -187,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="define an epoch as N steps (default: triplets / batch)")
     p.add_argument("--motion-candidates", type=int, default=1,
                    help="draw M random crops per sample and keep the one with the most motion (1 = uniform)")
+    p.add_argument("--synthetic", type=float, default=0.0,
+                   help="fraction of each batch made of synthetic-motion triplets with a flow loss on their known "
+                        "motion (see sfadacof/synthetic.py); 0 = the spec's recipe")
+    p.add_argument("--flow-weight", type=float, default=0.01,
+                   help="weight of the flow loss (pixels) on synthetic triplets")
+    p.add_argument("--synthetic-max-motion", type=float, default=6.0,
+                   help="largest half-interval motion of synthetic triplets, in pixels")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-step", type=int, default=20, help="halve the lr every N epochs")
     p.add_argument("--lr-gamma", type=float, default=0.5)
@@ -248,6 +260,17 @@ def train(argv: list[str] | None = None) -> dict:
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
     sampler = TripletSampler(sources, crop, seed=args.seed, motion_candidates=args.motion_candidates)
+    if not 0.0 <= args.synthetic <= 1.0:
+        raise UserError(f"--synthetic must be a fraction in [0, 1] (got {args.synthetic})")
+    n_syn = int(round(args.batch * args.synthetic))
+    synth = None
+    if n_syn:
+        big = (2 * crop[0], 2 * crop[1])
+        usable = [s for s in sources if s.frame_size()[0] >= big[0] and s.frame_size()[1] >= big[1]]
+        if not usable:
+            raise UserError(f"--synthetic needs sources of at least {big[0]}x{big[1]} (twice the crop)")
+        synth = SyntheticMotionSampler(TripletSampler(usable, big, seed=args.seed + 1), args.synthetic_max_motion,
+                                       seed=args.seed)
 
     torch.manual_seed(args.seed)
     model = AdaCoFNet(args.variant, args.kernel_size, args.dilation).to(device)
@@ -294,12 +317,20 @@ def train(argv: list[str] | None = None) -> dict:
     losses: list[float] = []
     try:
         while step < total_steps:
-            f0, f1, f2, _ = sampler.sample(step, args.batch)
+            f0, f1, f2, _ = sampler.sample(step, args.batch - n_syn)
+            if synth is not None:
+                s0, s1, s2, motion, valid = synth.sample(step, n_syn)
+                f0, f1, f2 = torch.cat([f0, s0]), torch.cat([f1, s1]), torch.cat([f2, s2])
             f0, f1, f2 = f0.to(device), f1.to(device), f2.to(device)
             t0 = time.time()
-            pred, g_spatial, g_occ = forward_train(model, f0, f2, amp_dtype)
+            pred, g_spatial, g_occ, maps = forward_train_maps(model, f0, f2, amp_dtype)
             charb = charbonnier(pred, f1)
             loss = charb + LAMBDA_SPATIAL * g_spatial + LAMBDA_OCCLUSION * g_occ
+            flow = None
+            if synth is not None:
+                syn_maps = KernelMaps(*(t[-n_syn:] for t in maps.as_tuple()))
+                flow = flow_loss(syn_maps, motion.to(device), valid.to(device), model.kernel_size, model.dilation)
+                loss = loss + args.flow_weight * flow
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -308,6 +339,8 @@ def train(argv: list[str] | None = None) -> dict:
             rec = {"step": step, "epoch": (step - 1) // steps_per_epoch, "loss": loss.item(),
                    "charb": charb.item(), "g_spatial": float(g_spatial.detach()), "g_occlusion": g_occ.item(),
                    "lr": optimizer.param_groups[0]["lr"], "sec": round(time.time() - t0, 4)}
+            if flow is not None:
+                rec["flow_px"] = flow.item()
             losses.append(rec["loss"])
             log.write(json.dumps(rec) + "\n")
             bar.update(1)

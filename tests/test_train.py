@@ -98,9 +98,11 @@ def _losses(log_path):
     return [json.loads(line) for line in log_path.read_text().splitlines()]
 
 
-def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["--synthetic", "0.5"]], ids=["spec", "synthetic"])
+def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, monkeypatch, extra):
+    base = BASE + extra
     straight = tmp_path / "straight"
-    res = train(BASE + ["--out", str(straight)])
+    res = train(base + ["--out", str(straight)])
     assert res["step"] == 6 and len(res["losses"]) == 6
 
     # Kill during step 5's loss computation: last.pth holds step 4 (saved every step); step 5 never finished.
@@ -116,14 +118,15 @@ def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_mod, "charbonnier", dying)
     with pytest.raises(KeyboardInterrupt):
-        train(BASE + ["--out", str(killed)])
+        train(base + ["--out", str(killed)])
     monkeypatch.setattr(train_mod, "charbonnier", real)
     assert torch.load(killed / "last.pth", weights_only=False)["step"] == 4
-    resumed = train(BASE + ["--out", str(killed)])  # same command: resumes from OUT/last.pth automatically
+    resumed = train(base + ["--out", str(killed)])  # same command: resumes from OUT/last.pth automatically
     assert resumed["step"] == 6 and len(resumed["losses"]) == 2
 
     a, b = _losses(straight / "log.jsonl"), _losses(killed / "log.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b]
+    assert all(("flow_px" in r) == bool(extra) for r in a if "loss" in r)
     for ra, rb in zip(a, b):
         assert ra.keys() == rb.keys()
         for k in ra:
@@ -135,7 +138,7 @@ def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, monkeypatch):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
     # --no-resume starts over and reproduces the first steps exactly (seeded).
-    again = train(BASE + ["--out", str(killed), "--no-resume", "--max-steps", "2"])
+    again = train(base + ["--out", str(killed), "--no-resume", "--max-steps", "2"])
     assert again["losses"] == [r["loss"] for r in a if "loss" in r][:2]
 
 
