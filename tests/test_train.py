@@ -179,3 +179,13 @@ def test_bad_arguments_exit_with_one_line(tmp_path, capsys):
         train_mod.main(["--data", CARPHONE, "--out", str(tmp_path / "o"), "--crop", "32",
                         "--resume", str(tmp_path / "x.pth")])
     assert "x.pth" in capsys.readouterr().err
+
+
+def test_amp_modes_on_cpu():
+    from sfadacof.errors import UserError
+
+    cpu = torch.device("cpu")
+    assert train_mod.amp_dtype_for("auto", cpu) is None and train_mod.amp_dtype_for("off", cpu) is None
+    assert train_mod.amp_dtype_for("bf16", cpu) == torch.bfloat16
+    with pytest.raises(UserError, match="CUDA"):
+        train_mod.amp_dtype_for("fp16", cpu)
