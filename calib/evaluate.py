@@ -63,7 +63,7 @@ class Runner:
         self.inputs = self.backend.input_names
 
     def run_nchw(self, x0: np.ndarray, x2: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.inputs[0]: x0, self.inputs[1]: x2})[0]
+        return self.backend.run(None, {self.inputs[0]: x0, self.inputs[1]: x2})[0]
 
     def __call__(self, f0: np.ndarray, f2: np.ndarray) -> np.ndarray:
         h, w = f0.shape[:2]

@@ -16,6 +16,13 @@ Costs (measured at 960x544, 2 cores): the callback copies the output through a P
 holds the GIL while it runs (the C++ kernel itself is multi-threaded).
 
 The kernel's thread count follows `set_threads()` (OrtBackend sets it from its `threads`), default: all cores.
+
+Errors: a Python exception must never leave the callback -- onnxruntime-extensions calls it from C++, where an
+exception ends in std::terminate() (SIGABRT). The callback therefore catches every exception, records it, returns
+a zero frame, and `run_session()` raises the recorded error (CustomOpError) once `session.run` has returned.
+Ctrl-C is held during `run_session` by sfadacof.interrupts.deferred_sigint (see there why a try/except inside the
+callback cannot cover it) and raised as KeyboardInterrupt right after. Run every session holding this op through
+`run_session`.
 """
 
 from __future__ import annotations
@@ -26,10 +33,36 @@ import numpy as np
 
 from plugins.onnx_node import DOMAIN, OP_TYPE
 from sfadacof.errors import UserError
+from sfadacof.interrupts import deferred_sigint
 
 _lock = threading.Lock()
 _registered = False
 _threads = 0  # 0: the C++ kernel uses every hardware thread
+_errors: list[BaseException] = []  # raised inside the callback, re-raised by run_session
+
+
+class CustomOpError(Exception):
+    """The AdaCoFSynthesis node failed inside ONNX Runtime (bad attributes, map shapes that do not fit)."""
+
+
+def run_session(session, output_names, feed: dict):
+    """session.run with the custom op's errors and Ctrl-C raised here, in Python, instead of aborting in C++."""
+    with _lock:
+        _errors.clear()
+    with deferred_sigint():
+        try:
+            out = session.run(output_names, feed)
+        finally:
+            with _lock:
+                errors = list(_errors)
+                _errors.clear()
+    if errors:
+        first = errors[0]
+        if isinstance(first, KeyboardInterrupt):
+            raise first
+        text = str(first).strip().splitlines()[0] if str(first).strip() else type(first).__name__
+        raise CustomOpError(f"{DOMAIN}::{OP_TYPE} node: {text}")
+    return out
 
 
 def set_threads(n: int | None) -> None:
@@ -75,10 +108,17 @@ def register() -> None:
                              "plugin_version": dt.dt_string, "plugin_namespace": dt.dt_string})
         def _adacof_synthesis(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion,
                               kernel_size=5, dilation=1, plugin_version="1", plugin_namespace=""):
-            # looked up per call (not bound at registration) so a rebuilt/reloaded wrapper is picked up
-            out = cpu_op.adacof_synthesis_cpu(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion,
-                                       int(kernel_size), int(dilation), num_threads=_threads)
-            return np.ascontiguousarray(out, dtype=np.float32)
+            try:
+                if int(kernel_size) < 1 or int(dilation) < 1:
+                    raise ValueError(f"kernel_size {kernel_size} and dilation {dilation} must be >= 1")
+                # looked up per call (not bound at registration) so a rebuilt/reloaded wrapper is picked up
+                out = cpu_op.adacof_synthesis_cpu(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2,
+                                                  occlusion, int(kernel_size), int(dilation), num_threads=_threads)
+                return np.ascontiguousarray(out, dtype=np.float32)
+            except BaseException as e:  # noqa: BLE001 -- nothing may propagate into C++ (see module docstring)
+                with _lock:
+                    _errors.append(e)
+                return np.zeros(np.shape(frame0), dtype=np.float32)
 
         _registered = True
 

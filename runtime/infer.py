@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_main
+from sfadacof.outputs import atomic_write_text, check_outputs, output_file, output_folder
 
 from .backends.base import Backend
 from .backends.registry import BACKENDS, BackendOptions, create_backend
-from .media import (DecodedImage, PairSpec, atomic_write_bytes, check_min_size, discover_pairs, hwc_to_nchw,
-                    load_image, nchw_to_hwc, root_images, save_png_rgb8, to_uint8)
+from .media import (DecodedImage, PairSpec, check_min_size, discover_pairs, hwc_to_nchw, load_image, nchw_to_hwc,
+                    root_images, save_png_rgb8, to_uint8)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"})
 METRICS_NOTE = ("psnr/ssim are computed on the written 8-bit output (/255) against the ground truth as decoded "
@@ -45,9 +47,9 @@ def progress(iterable, total: int | None = None, desc: str = "", unit: str = "pa
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr)
 
 
-def load_pair(spec: PairSpec) -> tuple[DecodedImage, DecodedImage, DecodedImage | None]:
-    f0, f2 = load_image(spec.frame0), load_image(spec.frame2)
-    gt = load_image(spec.ground_truth) if spec.ground_truth is not None else None
+def load_pair(spec: PairSpec, max_pixels: int | None = None) -> tuple[DecodedImage, DecodedImage, DecodedImage | None]:
+    f0, f2 = load_image(spec.frame0, max_pixels), load_image(spec.frame2, max_pixels)
+    gt = load_image(spec.ground_truth, max_pixels) if spec.ground_truth is not None else None
     for img in (f0, f2) + ((gt,) if gt is not None else ()):
         check_min_size(img)
     for other in (f2,) + ((gt,) if gt is not None else ()):
@@ -88,11 +90,11 @@ def _finite(x):
 
 
 def write_json(path: str | Path, obj: dict) -> None:
-    text = json.dumps(_finite(obj), indent=2, default=_json_default) + "\n"
-    atomic_write_bytes(Path(path), lambda tmp: tmp.write_text(text))
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, default=_json_default) + "\n")
 
 
-def run_pairs(backend: Backend, pairs: list[PairSpec], out_dir: Path | None, *, checker=None) -> dict:
+def run_pairs(backend: Backend, pairs: list[PairSpec], out_dir: Path | None, *, checker=None,
+              max_pixels: int | None = None) -> dict:
     """Interpolate every pair; returns the report. `checker` (runtime.accuracy.Checker) adds per-pair accuracy.
 
     out_dir None: write nothing (accuracy runs); the 8-bit frame is still formed for the metrics."""
@@ -100,7 +102,7 @@ def run_pairs(backend: Backend, pairs: list[PairSpec], out_dir: Path | None, *, 
     rows = []
     for spec in progress(pairs, total=len(pairs), desc="interpolating"):
         t_start = time.perf_counter()
-        f0, f2, gt = load_pair(spec)
+        f0, f2, gt = load_pair(spec, max_pixels)
         x0, x2 = hwc_to_nchw(f0.rgb), hwc_to_nchw(f2.rgb)
         t0 = time.perf_counter()
         raw = backend.infer(x0, x2)
@@ -136,7 +138,7 @@ def run_pairs(backend: Backend, pairs: list[PairSpec], out_dir: Path | None, *, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.infer", description=__doc__,
+    p = cli_args.ArgumentParser(prog="python -m runtime.infer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help="pairs folder, a folder of sequential frames, or a video file")
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -145,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default=None, help="override the variant detected from the checkpoint")
     p.add_argument("--backend", choices=BACKENDS, default="ort",
                    help="ort (default: ONNX Runtime on the CPU, or CUDA with --device cuda), torch, trt")
-    p.add_argument("--device", default="cpu", help="torch/ort device: cpu or cuda")
+    p.add_argument("--device", type=cli_args.device, default="cpu", help="torch/ort device: cpu or cuda[:N]")
     p.add_argument("--onnx", type=Path, default=None, help="ort: ONNX graph to run (default: export the checkpoint)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="ort: graph precision")
     p.add_argument("--engine", type=Path, default=None, help="trt: serialized TensorRT engine")
@@ -153,17 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-engine-check", action="store_true",
                    help="trt: run even when the engine's sidecar does not match this machine")
     p.add_argument("--report", type=Path, default=None, help="write a JSON report here")
+    p.add_argument("--max-pixels", type=cli_args.positive_int, default=cli_args.DEFAULT_MAX_PIXELS,
+                   help="refuse frames with more pixels than this, before decoding (default "
+                        f"{cli_args.DEFAULT_MAX_PIXELS}: 3840x2160; memory grows ~1 GB per megapixel)")
     g = p.add_argument_group("accuracy check against the PyTorch model (runtime.accuracy)")
     g.add_argument("--check", action="store_true", help="also run the PyTorch model and compare outputs")
-    g.add_argument("--max-abs", type=float, default=None, help="largest allowed max|backend - torch| (fp32 default 1e-3)")
-    g.add_argument("--min-psnr", type=float, default=None, help="smallest allowed PSNR vs torch in dB (fp16 default 45)")
+    g.add_argument("--max-abs", type=cli_args.nonnegative_float, default=None, help="largest allowed max|backend - torch| (fp32 default 1e-3)")
+    g.add_argument("--min-psnr", type=cli_args.finite_float, default=None, help="smallest allowed PSNR vs torch in dB (fp16 default 45)")
     v = p.add_argument_group("video / frame sequences")
     v.add_argument("--factor", type=int, choices=(2, 4, 8), default=2, help="frame-rate multiplier")
-    v.add_argument("--scene-cut", type=float, default=None, metavar="T",
+    v.add_argument("--scene-cut", type=cli_args.fraction, default=None, metavar="T",
                    help="repeat a frame instead of interpolating when the mean absolute difference of two "
                         "consecutive frames (0..1) exceeds T (e.g. 0.3)")
-    v.add_argument("--fps", type=float, default=None, help="input frame rate of a frame folder (default 25)")
-    v.add_argument("--crf", type=int, default=18, help="x264 quality of the written video")
+    v.add_argument("--fps", type=cli_args.positive_float, default=None,
+                   help="input frame rate of a frame folder (default 25); for a video, retimes it to this rate")
+    v.add_argument("--crf", type=cli_args.crf, default=18, help="x264 quality of the written video (0..51)")
     return p
 
 
@@ -189,27 +195,31 @@ def main(argv: list[str] | None = None) -> int:
             d.is_dir() and not d.name.startswith(".") and root_images(d) for d in src.iterdir()):
         raise UserError(f"{src}: holds both images and pair folders; a pairs folder has only subfolders, "
                         "a frame sequence only images")
+    models = (args.checkpoint, args.onnx, args.engine, args.plugin)
     if src.is_file() or (src.is_dir() and root_images(src)):
         if src.is_file() and src.suffix.lower() not in VIDEO_EXTENSIONS:
             raise UserError(f"{src}: not a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) or a folder")
-        from .video import run_video_cli
+        from .video import VIDEO_OUTPUT_EXTENSIONS, check_video_output_name, run_video_cli
 
+        check_video_output_name(args.output)
+        to_video = args.output.suffix.lower() in VIDEO_OUTPUT_EXTENSIONS
+        check_outputs([src, *models], [(output_file if to_video else output_folder)("-o", args.output),
+                                       output_file("--report", args.report)])
         return run_video_cli(args, options)
-    out_dir: Path = args.output
-    pairs = discover_pairs(src, exclude=out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a folder")
+    out_dir_path: Path = args.output
+    check_outputs([src, *models], [output_folder("-o", out_dir_path), output_file("--report", args.report)])
+    pairs = discover_pairs(src)
     with create_backend(args.backend, options) as backend:
         checker = _make_checker(args, backend)
         try:
-            report = run_pairs(backend, pairs, out_dir, checker=checker)
+            report = run_pairs(backend, pairs, out_dir_path, checker=checker, max_pixels=args.max_pixels)
         finally:
             if checker is not None:
                 checker.close()
     if args.report:
         write_json(args.report, report)
     s = report["summary"]
-    line = f"{s['pairs']} pair(s) -> {out_dir}  ({s['seconds_mean']:.3f} s/pair"
+    line = f"{s['pairs']} pair(s) -> {out_dir_path}  ({s['seconds_mean']:.3f} s/pair"
     if "psnr_mean" in s:
         line += f", {s['triplets']} triplet(s): PSNR {s['psnr_mean']:.2f} dB, SSIM {s['ssim_mean']:.4f}"
     print(line + ")")

@@ -4,21 +4,26 @@ Decoding rules (the same for inputs and ground truth):
   * 8-bit images -> value / 255; 16-bit PNGs -> value / 65535 (Pillow's 'I;16*' / 'I' modes for grayscale; 16-bit
     colour PNGs go through PyAV because Pillow silently drops them to 8 bits);
   * RGBA / LA / palette-with-transparency -> alpha dropped (a note says so), never composited;
-  * grayscale -> replicated to three channels.
+  * grayscale -> replicated to three channels;
+  * an EXIF orientation tag is applied (PIL.ImageOps.exif_transpose), as image viewers do.
+Size limit: an image over `max_pixels` (default sfadacof.cli_args.DEFAULT_MAX_PIXELS, `--max-pixels`) is refused
+from its header, before decoding: a 27 KB PNG may declare 15000x15000 pixels (a decompression bomb), and the model's
+memory grows with the frame area (see README "Limits").
 Encoding: clip to [0, 1], x255, round half to even (numpy.rint, the same rule as torch.round), uint8 RGB PNG.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sfadacof.cli_args import DEFAULT_MAX_PIXELS
 from sfadacof.errors import UserError
+from sfadacof.outputs import atomic_write_bytes, default_file_mode  # noqa: F401 -- re-exported for runtime modules
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 MIN_SIZE = 32  # the model needs five 2x poolings' worth of context; smaller frames are refused
@@ -42,13 +47,22 @@ def is_image_file(p: Path) -> bool:
     return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _png_header(path: Path) -> tuple[int, int] | None:
-    """(bit depth, colour type) from a PNG's IHDR, or None for non-PNG files."""
+def _png_header(path: Path) -> tuple[int, int, int, int] | None:
+    """(bit depth, colour type, width, height) from a PNG's IHDR, or None for non-PNG files."""
     with open(path, "rb") as f:
         head = f.read(26)
     if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
-    return head[24], head[25]
+    return head[24], head[25], int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def check_pixel_budget(path: Path | str, width: int, height: int, max_pixels: int | None) -> None:
+    """UserError when width x height exceeds the budget (None: the default); called before decoding."""
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if width * height > limit:
+        raise UserError(f"{path}: {width}x{height} ({width * height / 1e6:.1f} megapixels) exceeds the limit of "
+                        f"{limit / 1e6:.1f} megapixels; pass --max-pixels {width * height} to process it anyway "
+                        "(needs roughly 1 GB of memory per megapixel)")
 
 
 def _decode_png16_colour(path: Path, colour_type: int) -> DecodedImage:
@@ -69,8 +83,9 @@ def _decode_png16_colour(path: Path, colour_type: int) -> DecodedImage:
     return DecodedImage(arr.astype(np.float32) / 65535.0, path, 16, f"png16/colour-type-{colour_type}", notes)
 
 
-def load_image(path: str | os.PathLike) -> DecodedImage:
-    """Decode `path` to float32 RGB (H, W, 3) in [0, 1]; UserError naming the file when it cannot."""
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> DecodedImage:
+    """Decode `path` to float32 RGB (H, W, 3) in [0, 1]; UserError naming the file when it cannot, or when it has
+    more than `max_pixels` pixels (None: DEFAULT_MAX_PIXELS)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
@@ -78,11 +93,16 @@ def load_image(path: str | os.PathLike) -> DecodedImage:
         header = _png_header(path)
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    if header is not None:
+        check_pixel_budget(path, header[2], header[3], max_pixels)
     if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
         return _decode_png16_colour(path, header[1])
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened:
+            check_pixel_budget(path, opened.size[0], opened.size[1], max_pixels)
+            opened.load()
+            # exif_transpose returns a copy (or the image itself when there is no orientation tag)
+            im = ImageOps.exif_transpose(opened)
             mode = im.mode
             notes: list[str] = []
             if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -99,6 +119,9 @@ def load_image(path: str | os.PathLike) -> DecodedImage:
             rgb8 = np.asarray(im.convert("RGB"))
     except UserError:
         raise
+    except Image.DecompressionBombError as e:
+        raise UserError(f"{path}: refused as a possible decompression bomb ({str(e).split('.')[0]}); "
+                        "pass --max-pixels to raise the limit") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{path}: unreadable image ({msg[:160]})") from None
@@ -122,31 +145,6 @@ def hwc_to_nchw(rgb: np.ndarray) -> np.ndarray:
 
 def nchw_to_hwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x[0].transpose(1, 2, 0))
-
-
-def _umask() -> int:
-    old = os.umask(0)
-    os.umask(old)
-    return old
-
-
-def default_file_mode() -> int:
-    """What open() would give a new file (0o666 minus the umask); mkstemp's files are 0o600."""
-    return 0o666 & ~_umask()
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file beside `path`, then os.replace: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_png_rgb8(path: str | os.PathLike, rgb8: np.ndarray) -> None:

@@ -3,10 +3,17 @@
 Streaming: frames are decoded, interpolated and encoded one at a time (two input frames in memory, plus the
 log2(factor) levels of midpoints), never extracted to disk first.
 
-Timing: the output is constant frame rate, input rate x factor (25 fps -> 50 fps for --factor 2), and starts at the
-input's first video timestamp so that the audio stays in sync. N input frames give N x factor output frames: the last
-input frame is held for factor frames, so that the video lasts exactly as long as the input (and its audio).
-A variable-frame-rate input is resampled onto that constant grid (frame i of the input at i / rate).
+Timing: every output frame's presentation time comes from the source timestamps: input frame i keeps its own time
+t_i, and the k-th of the factor - 1 frames between t_i and t_i+1 is shown at t_i + k (t_i+1 - t_i) / factor. A
+constant-rate input gives a constant-rate output at input rate x factor (25 fps -> 50 fps for --factor 2); a
+variable-frame-rate input stays variable, so the audio (whose packets keep their times) stays in sync. N input
+frames give N x factor output frames: the last input frame is held for factor frames over the previous interval, so
+the video lasts as long as the input. Timestamps that do not increase are refused in one line.
+Frame folders are timed at --fps (default 25).
+
+Size: H.264 in 4:2:0 (yuv420p, what players expect) needs even sizes; an odd width or height is padded by one
+replicated column/row (the report and a note on stderr say so). Other containers than .mp4/.mkv/.mov/.m4v (.avi,
+.webm, ...) are refused rather than written as something else.
 
 Audio: every audio stream is copied packet for packet (no re-encoding), timestamps rescaled by the muxer.
 
@@ -19,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,12 +35,24 @@ from pathlib import Path
 import numpy as np
 
 from sfadacof.errors import UserError
+from sfadacof.outputs import StagedFolder, default_file_mode, temp_path_beside
 
 from .backends.base import Backend
 from .backends.registry import BackendOptions, create_backend
-from .media import MIN_SIZE, default_file_mode, hwc_to_nchw, load_image, nchw_to_hwc, root_images, save_png_rgb8, to_uint8
+from .media import (MIN_SIZE, check_pixel_budget, hwc_to_nchw, load_image, nchw_to_hwc, root_images, save_png_rgb8,
+                    to_uint8)
 
 VIDEO_OUTPUT_EXTENSIONS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".m4v": "mp4"}
+# Names that look like a video but are not written here: refused instead of becoming a folder of PNGs.
+UNSUPPORTED_VIDEO_OUTPUTS = frozenset({".avi", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif", ".y4m",
+                                       ".ogv", ".3gp"})
+
+
+def check_video_output_name(dst: Path) -> None:
+    """UserError for an output name with a video extension this writer does not produce."""
+    if dst.suffix.lower() in UNSUPPORTED_VIDEO_OUTPUTS:
+        raise UserError(f"{dst}: writing {dst.suffix} is not supported; name a {', '.join(VIDEO_OUTPUT_EXTENSIONS)} "
+                        "file, or a folder (no extension) for PNG frames")
 DEFAULT_FOLDER_FPS = Fraction(25)
 
 
@@ -64,30 +82,38 @@ def midpoints(backend: Backend, a: np.ndarray, b: np.ndarray, depth: int, stats:
     return midpoints(backend, a, m, depth - 1, stats) + [m] + midpoints(backend, m, b, depth - 1, stats)
 
 
-def upconvert(backend: Backend, frames: Iterator[np.ndarray], factor: int, scene_cut: float | None,
-              stats: VideoStats) -> Iterator[np.ndarray]:
-    """Input frames (H, W, 3 float32) -> output frames (H, W, 3 uint8), factor per input frame."""
+def upconvert(backend: Backend, frames: Iterator[tuple[np.ndarray, int]], factor: int, scene_cut: float | None,
+              stats: VideoStats) -> Iterator[tuple[np.ndarray, int]]:
+    """Input (frame (H, W, 3) float32, pts) -> output (frame (H, W, 3) uint8, pts), factor per input frame.
+
+    Input pts are integers in some time base tb; output pts are in tb / factor, so that the in-between times
+    t_i + k (t_i+1 - t_i) / factor are integers too (see the module doc)."""
     depth = int(math.log2(factor))
     if 2 ** depth != factor:
         raise UserError(f"--factor {factor}: must be 2, 4 or 8")
     prev: np.ndarray | None = None
-    for cur_hwc in frames:
+    prev_pts = step = 0
+    for cur_hwc, pts in frames:
         cur = hwc_to_nchw(cur_hwc)
         stats.frames_in += 1
         if prev is not None:
-            yield to_uint8(nchw_to_hwc(prev))
+            if pts <= prev_pts:
+                raise UserError(f"frame {stats.frames_in - 1}: timestamp {pts} does not follow {prev_pts}; "
+                                "the video's timestamps are broken (re-mux it, e.g. ffmpeg -i IN -c copy OUT)")
+            step = pts - prev_pts
+            yield to_uint8(nchw_to_hwc(prev)), prev_pts * factor
             if scene_cut is not None and scene_change(prev, cur) > scene_cut:
                 stats.scene_cuts.append(stats.frames_in - 1)
                 inner = [prev] * (factor - 1)
             else:
                 inner = midpoints(backend, prev, cur, depth, stats)
-            for m in inner:
-                yield to_uint8(nchw_to_hwc(m))
-        prev = cur
+            for k, m in enumerate(inner, start=1):
+                yield to_uint8(nchw_to_hwc(m)), prev_pts * factor + k * step
+        prev, prev_pts = cur, pts
     if prev is not None:
         last = to_uint8(nchw_to_hwc(prev))
-        for _ in range(factor):  # hold the last frame: duration (and audio sync) preserved
-            yield last
+        for k in range(factor):  # hold the last frame over the previous interval: duration (and audio sync) kept
+            yield last, prev_pts * factor + k * step
 
 
 def _check_size(w: int, h: int, what: Path) -> None:
@@ -102,54 +128,65 @@ class _Sink:
 
 
 class FolderSink(_Sink):
-    """PNG frames frame_000000.png, ... (each written atomically)."""
+    """PNG frames frame_000000.png, ..., written into a hidden staging folder and moved into `folder` only when the
+    whole video is done: a failed or interrupted run leaves no partial sequence."""
 
     def __init__(self, folder: Path) -> None:
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{folder}: exists and is not a folder")
         self.folder, self.n = folder, 0
+        self.staged = StagedFolder(folder)
 
-    def add(self, rgb8: np.ndarray) -> None:
-        save_png_rgb8(self.folder / f"frame_{self.n:06d}.png", rgb8)
+    def add(self, rgb8: np.ndarray, pts: int = 0) -> None:
+        save_png_rgb8(self.staged.path(f"frame_{self.n:06d}.png"), rgb8)
         self.n += 1
+
+    def close(self) -> None:
+        self.staged.commit()
+
+    def abort(self) -> None:
+        self.staged.abort()
 
 
 class VideoSink(_Sink):
     """H.264 video (plus copied audio streams) written to a temp file, renamed over the target on close."""
 
-    def __init__(self, path: Path, width: int, height: int, rate: Fraction, start_seconds: float,
+    def __init__(self, path: Path, width: int, height: int, rate: Fraction, time_base: Fraction,
                  crf: int, audio_templates: list) -> None:
         import av
 
         fmt = VIDEO_OUTPUT_EXTENSIONS.get(path.suffix.lower())
         if fmt is None:
             raise UserError(f"{path}: output video must end in {', '.join(VIDEO_OUTPUT_EXTENSIONS)}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        self.path, self.tmp = path, Path(tmp)
-        self.container = av.open(str(self.tmp), "w", format=fmt)
+        self.path, self.tmp = path, temp_path_beside(path, suffix=path.suffix)
+        try:
+            self.container = av.open(str(self.tmp), "w", format=fmt)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
         self.stream = self.container.add_stream("libx264", rate=rate)
-        self.stream.width, self.stream.height = width, height
-        # 4:2:0 needs even sizes; for odd ones keep every pixel with 4:4:4 rather than crop or pad the picture
-        self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        # 4:2:0 needs even sizes: an odd width/height is padded by one replicated column/row (see add)
+        self.pad = (height % 2, width % 2)
+        self.stream.width, self.stream.height = width + self.pad[1], height + self.pad[0]
+        self.stream.pix_fmt = "yuv420p"
         # The muxer may replace stream.time_base once the header is written (mp4: 1/12800), so frames carry
-        # their own time base, 1/output rate, and the encoder/muxer rescale from it.
-        self.frame_time_base = Fraction(1, 1) / rate
+        # their own time base (the source's divided by the factor) and the encoder/muxer rescale from it.
+        self.frame_time_base = time_base
         self.stream.time_base = self.frame_time_base
         self.stream.options = {"crf": str(crf), "preset": "medium"}
         self.audio = {}
         for tpl in audio_templates:
             out = self.container.add_stream_from_template(tpl)
             self.audio[tpl.index] = out
-        self.pts0 = round(start_seconds * rate)
         self.n = 0
 
-    def add(self, rgb8: np.ndarray) -> None:
+    def add(self, rgb8: np.ndarray, pts: int = 0) -> None:
         import av
 
+        if any(self.pad):
+            rgb8 = np.pad(rgb8, ((0, self.pad[0]), (0, self.pad[1]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(rgb8, format="rgb24")
-        frame.pts = self.pts0 + self.n
+        frame.pts = pts
         frame.time_base = self.frame_time_base
         self.n += 1
         for pkt in self.stream.encode(frame):
@@ -190,9 +227,10 @@ def _open_video(path: Path):
 
 
 def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut: float | None = None,
-              fps: float | None = None, crf: int = 18) -> dict:
+              fps: float | None = None, crf: int = 18, max_pixels: int | None = None) -> dict:
     """Up-convert `src` (video file or frames folder) into `dst` (video file or frames folder); returns a report."""
     stats = VideoStats()
+    check_video_output_name(dst)
     to_video = dst.suffix.lower() in VIDEO_OUTPUT_EXTENSIONS
     container = None
     sink: _Sink | None = None
@@ -202,18 +240,18 @@ def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut:
             if len(paths) < 2:
                 raise UserError(f"{src}: a frame sequence needs at least 2 images, found {len(paths)}")
             rate = Fraction(fps).limit_denominator(1001) if fps else DEFAULT_FOLDER_FPS
-            first = load_image(paths[0])
+            first = load_image(paths[0], max_pixels)
             w, h = first.size
             _check_size(w, h, paths[0])
 
-            def folder_frames() -> Iterator[np.ndarray]:
-                for p in paths:
-                    img = first if p == paths[0] else load_image(p)
+            def folder_frames() -> Iterator[tuple[np.ndarray, int]]:
+                for i, p in enumerate(paths):
+                    img = first if p == paths[0] else load_image(p, max_pixels)
                     if img.size != (w, h):
                         raise UserError(f"{p}: size {img.size[0]}x{img.size[1]} differs from {paths[0].name} ({w}x{h})")
-                    yield img.rgb
+                    yield img.rgb, i
 
-            frames, audio, start, total = folder_frames(), [], 0.0, len(paths)
+            frames, audio, total, time_base = folder_frames(), [], len(paths), 1 / Fraction(rate)
             packets = None
         else:
             container = _open_video(src)
@@ -221,38 +259,57 @@ def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut:
             vs.thread_type = "AUTO"
             w, h = vs.codec_context.width, vs.codec_context.height
             _check_size(w, h, src)
+            check_pixel_budget(src, w, h, max_pixels)
             rate = Fraction(fps).limit_denominator(1001) if fps else (vs.average_rate or vs.guessed_rate)
             if not rate:
                 raise UserError(f"{src}: frame rate unknown; pass --fps")
             audio = list(container.streams.audio)
-            start = float(vs.start_time * vs.time_base) if vs.start_time is not None and vs.time_base else 0.0
             total = vs.frames or None
             packets = container.demux(vs, *audio)
             frames = None
+            # --fps retimes the video (frame i at i / fps); otherwise the source's own timestamps are kept
+            time_base = 1 / Fraction(rate) if fps else Fraction(vs.time_base)
         out_rate = Fraction(rate) * factor
         if to_video:
-            sink = VideoSink(dst, w, h, out_rate, start, crf, audio)
+            sink = VideoSink(dst, w, h, out_rate, time_base / factor, crf, audio)
         else:
             sink = FolderSink(dst)
 
         if frames is None:
-            def video_frames() -> Iterator[np.ndarray]:
-                for pkt in packets:
-                    if pkt.stream.type == "audio":
-                        if isinstance(sink, VideoSink):
-                            sink.add_audio_packet(pkt)
-                        continue
-                    for fr in pkt.decode():
-                        yield fr.to_ndarray(format="rgb24").astype(np.float32) / np.float32(255.0)
+            def video_frames() -> Iterator[tuple[np.ndarray, int]]:
+                import av
+
+                n = 0
+                last_pts: int | None = None
+                try:
+                    for pkt in packets:
+                        if pkt.stream.type == "audio":
+                            if isinstance(sink, VideoSink):
+                                sink.add_audio_packet(pkt)
+                            continue
+                        for fr in pkt.decode():
+                            if fps:
+                                pts = n
+                            elif fr.pts is None:  # no timestamp (some raw streams): the next nominal slot
+                                step = max(1, round(1 / (rate * time_base)))
+                                pts = 0 if last_pts is None else last_pts + step
+                            else:
+                                pts = int(fr.pts)
+                            last_pts = pts
+                            n += 1
+                            yield fr.to_ndarray(format="rgb24").astype(np.float32) / np.float32(255.0), pts
+                except av.FFmpegError as e:
+                    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    raise UserError(f"{src}: corrupt video stream after {n} frame(s) ({msg[:160]})") from None
 
             frames = video_frames()
 
         from .infer import progress
 
         t0 = time.perf_counter()
-        for rgb8 in progress(upconvert(backend, frames, factor, scene_cut, stats),
-                             total=total * factor if total else None, desc="interpolating", unit="frame"):
-            sink.add(rgb8)
+        for rgb8, pts in progress(upconvert(backend, frames, factor, scene_cut, stats),
+                                  total=total * factor if total else None, desc="interpolating", unit="frame"):
+            sink.add(rgb8, pts)
             stats.frames_out += 1
         if stats.frames_in < 2:
             raise UserError(f"{src}: needs at least 2 video frames, decoded {stats.frames_in}")
@@ -265,7 +322,10 @@ def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut:
     finally:
         if container is not None:
             container.close()
+    padded = isinstance(sink, VideoSink) and any(sink.pad)
     return {"input": src, "output": dst, "backend": backend.describe(), "factor": factor,
+            **({"note": f"odd size {w}x{h} padded to {w + w % 2}x{h + h % 2} (one replicated column/row) for "
+                        "yuv420p H.264"} if padded else {}),
             "fps_in": float(rate), "fps_out": float(out_rate), "fps_out_exact": str(out_rate),
             "frames_in": stats.frames_in, "frames_out": stats.frames_out, "interpolated": stats.interpolated,
             "scene_cut_threshold": scene_cut, "scene_cuts_before_input_frames": stats.scene_cuts,
@@ -280,15 +340,14 @@ def run_video_cli(args, options: BackendOptions) -> int:
 
     if args.check:
         raise UserError("--check works on pairs folders; run runtime.accuracy on pairs extracted from the video")
-    if args.scene_cut is not None and not 0 < args.scene_cut <= 1:
-        raise UserError(f"--scene-cut {args.scene_cut}: must be in (0, 1]")
-    if args.output.resolve() == args.input.resolve():
-        raise UserError(f"{args.output}: output would overwrite the input")
+    check_video_output_name(args.output)
     with create_backend(args.backend, options) as backend:
         report = run_video(backend, args.input, args.output, factor=args.factor, scene_cut=args.scene_cut,
-                           fps=args.fps, crf=args.crf)
+                           fps=args.fps, crf=args.crf, max_pixels=args.max_pixels)
     if args.report:
         write_json(args.report, report)
+    if "note" in report:
+        print(f"note: {report['note']}", file=sys.stderr)
     print(f"{report['frames_in']} frames @ {report['fps_in']:g} fps -> {report['frames_out']} frames @ "
           f"{report['fps_out']:g} fps -> {args.output} ({len(report['scene_cuts_before_input_frames'])} scene cut(s), "
           f"{report['seconds_per_interpolated_frame']:.3f} s per interpolated frame)", file=sys.stdout)

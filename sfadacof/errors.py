@@ -1,4 +1,4 @@
-"""User-facing errors: one line, naming the file and the problem, turned into exit code 2 by the CLIs."""
+"""User-facing errors: one line, naming the file and the problem, turned into a non-zero exit by the CLIs."""
 
 from __future__ import annotations
 
@@ -14,8 +14,18 @@ class UserError(Exception):
     """An error caused by the user's input (bad file, bad flag); printed as one line, never a traceback."""
 
 
+def _os_error_line(e: OSError) -> str:
+    where = e.filename if e.filename is not None else ""
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{where}: {what}" if where else what
+
+
 def cli_main(main: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a CLI `main`: UserError and KeyboardInterrupt become one line on stderr and a non-zero exit."""
+    """Decorate a CLI `main`: every error a user can cause or fix ends as one line on stderr and a non-zero exit.
+
+    UserError -> exit 2; KeyboardInterrupt -> "interrupted", exit 130 (128 + SIGINT, what a shell reports);
+    OSError (disk full, permission denied, read-only file system while writing) -> exit 1 naming the file;
+    MemoryError -> exit 1 with a hint. Anything else is a bug and keeps its traceback."""
 
     @wraps(main)
     def wrapper(*args, **kwargs):
@@ -27,5 +37,13 @@ def cli_main(main: Callable[..., T]) -> Callable[..., T]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
+        except MemoryError:
+            print("error: out of memory (try smaller frames, or a lower --max-pixels)", file=sys.stderr)
+            raise SystemExit(1) from None
+        except BrokenPipeError:
+            raise SystemExit(1) from None
+        except OSError as e:
+            print(f"error: {_os_error_line(e)}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     return wrapper

@@ -226,15 +226,18 @@ def test_vimeo_layout_nested(tmp_path, ckpt, frames):
     assert os.path.getsize(out / "00001" / "0001.png") > 0
 
 
-def test_output_inside_pairs_folder_is_not_a_pair(tmp_path, ckpt, frames):
-    """Re-running with -o inside PAIRS_DIR must not treat the earlier results as a pair."""
+def test_output_inside_pairs_folder_refused(tmp_path, ckpt, frames, capsys):
+    """-o inside PAIRS_DIR would write results into the input tree (and a re-run would read them as a pair):
+    refused in one line before any work, and nothing is written."""
     f0, f1, f2 = (f[:64, :64] for f in frames)
     pairs = tmp_path / "pairs"
     write_pair(pairs / "a", f0, f2)
-    write_pair(pairs / "b", f2, f0)
-    for _ in range(2):
-        assert main([str(pairs), "-o", str(pairs / "out"), "--checkpoint", str(ckpt), "--backend", "torch"]) == 0
-    assert sorted(p.name for p in (pairs / "out").iterdir()) == ["a.png", "b.png"]
+    before = sorted(p.relative_to(pairs) for p in pairs.rglob("*"))
+    with pytest.raises(SystemExit) as e:
+        main([str(pairs), "-o", str(pairs / "out"), "--checkpoint", str(ckpt), "--backend", "torch"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "inside the input folder" in err[0]
+    assert sorted(p.relative_to(pairs) for p in pairs.rglob("*")) == before
 
 
 def test_ambiguous_folder_refused(tmp_path, ckpt, frames, capsys):

@@ -59,12 +59,59 @@ def inspect_graph(model_path: Path) -> tuple[bool, bool]:
     """(has the custom AdaCoFSynthesis node, is an fp16 graph), read without loading external weights."""
     import onnx
 
-    from plugins.onnx_node import DOMAIN, OP_TYPE
-
     from ..fp16_graph import is_fp16_graph
 
     m = onnx.load(str(model_path), load_external_data=False)
-    return any(n.op_type == OP_TYPE and n.domain == DOMAIN for n in m.graph.node), is_fp16_graph(m)
+    return bool(custom_nodes(m)), is_fp16_graph(m)
+
+
+def custom_nodes(m) -> list:
+    from plugins.onnx_node import DOMAIN, OP_TYPE
+
+    return [n for n in m.graph.node if n.op_type == OP_TYPE and n.domain == DOMAIN]
+
+
+def check_custom_node_attributes(model_path: Path) -> None:
+    """Refuse, before the session runs, a synthesis node whose attributes cannot be right: kernel_size and dilation
+    must be positive integers and agree with the model's metadata (written by export.core)."""
+    import onnx
+
+    m = onnx.load(str(model_path), load_external_data=False)
+    meta = {p.key: p.value for p in m.metadata_props}
+    for node in custom_nodes(m):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        for name in ("kernel_size", "dilation"):
+            v = attrs.get(name)
+            if not isinstance(v, int) or v < 1:
+                raise UserError(f"{model_path}: AdaCoFSynthesis node {node.name!r}: attribute {name} must be a "
+                                f"positive integer, found {v!r}")
+            if name in meta and meta[name].isdigit() and int(meta[name]) != v:
+                raise UserError(f"{model_path}: AdaCoFSynthesis node {node.name!r}: {name} {v} differs from the "
+                                f"model's {name} {meta[name]} (metadata); the graph is malformed")
+
+
+_FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
+
+
+def io_contract_problem(session) -> str | None:
+    """What makes a session's graph not an SF-AdaCoF frame interpolator (None if its IO fits): two float inputs and
+    one float output, each N x 3 x H x W, and the metadata export.core writes (an unrelated graph with the same IO
+    shapes would otherwise run and write garbage)."""
+    ins, outs = session.get_inputs(), session.get_outputs()
+    if len(ins) != 2 or len(outs) != 1:
+        return (f"expected 2 inputs (frame0, frame2) and 1 output, found {len(ins)} inputs "
+                f"({', '.join(i.name for i in ins)}) and {len(outs)} outputs")
+    for role, t in (("input", ins[0]), ("input", ins[1]), ("output", outs[0])):
+        if t.type not in _FLOAT_TYPES:
+            return f"{role} {t.name} is {t.type}, expected float32/float16 frames"
+        shape = list(t.shape or [])
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+            return f"{role} {t.name} has shape {shape}, expected N x 3 x H x W"
+    meta = session.get_modelmeta()
+    if "variant" not in meta.custom_metadata_map and meta.producer_name != "sfadacof":
+        return ("no SF-AdaCoF metadata (variant, checkpoint_sha256 ...): not a graph written by export.to_onnx, "
+                "runtime.fp16_graph or calib")
+    return None
 
 
 def _resolve_providers(ort, providers: list | None, device: str) -> list:
@@ -124,6 +171,8 @@ class OrtBackend(Backend):
         self.providers = _resolve_providers(ort, providers, device)
         self.threads = threads or available_cores()
         self.optimization = optimization
+        if self.custom_op:
+            check_custom_node_attributes(self.onnx_path)
         so = make_session_options(ort, self.threads, optimization, self.custom_op)
         try:
             self.session = ort.InferenceSession(str(self.onnx_path), so, providers=self.providers)
@@ -131,10 +180,10 @@ class OrtBackend(Backend):
             raise UserError(f"{self.onnx_path}: ONNX Runtime cannot load it ({_first_line(e)})") from None
         inputs = self.session.get_inputs()
         self.input_names = [i.name for i in inputs]
-        if verify_io and (len(inputs) != 2 or len(self.session.get_outputs()) != 1):
-            raise UserError(f"{self.onnx_path}: expected 2 inputs (frame0, frame2) and 1 output, found "
-                            f"{len(inputs)} inputs ({', '.join(self.input_names)}) and "
-                            f"{len(self.session.get_outputs())} outputs")
+        if verify_io:
+            problem = io_contract_problem(self.session)
+            if problem:
+                raise UserError(f"{self.onnx_path}: not an SF-AdaCoF graph: {problem}")
         self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         self.output_name = self.session.get_outputs()[0].name
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -144,8 +193,20 @@ class OrtBackend(Backend):
             raise UserError(f"frames differ in shape: {frame0.shape} vs {frame2.shape}")
         feed = {self.input_names[0]: np.ascontiguousarray(frame0, dtype=self.input_dtype),
                 self.input_names[1]: np.ascontiguousarray(frame2, dtype=self.input_dtype)}
-        out = self.session.run([self.output_name], feed)[0]
+        out = self.run([self.output_name], feed)[0]
         return out.astype(np.float32, copy=False)
+
+    def run(self, output_names, feed: dict) -> list:
+        """session.run; with the custom op, through export.ort_custom_op.run_session, so that Ctrl-C and op errors
+        end as KeyboardInterrupt / one-line UserError instead of aborting inside C++."""
+        if not self.custom_op:
+            return self.session.run(output_names, feed)
+        from export.ort_custom_op import CustomOpError, run_session
+
+        try:
+            return run_session(self.session, output_names, feed)
+        except CustomOpError as e:
+            raise UserError(f"{self.onnx_path}: {e}") from None
 
     def describe(self) -> dict:
         import onnxruntime as ort

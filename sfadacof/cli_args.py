@@ -1,0 +1,96 @@
+"""Flag validation shared by every CLI: argparse `type=` functions that refuse a bad value while the command line is
+parsed, before any work starts, and an ArgumentParser whose errors are one line.
+
+A `type=` function raising argparse.ArgumentTypeError makes argparse report "argument --fps: <message>"; the
+parser below prints that as one line and exits 2 (argparse's usual status), instead of the full usage block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+
+DEFAULT_MAX_PIXELS = 8_400_000  # 3840x2160 (4K UHD) fits; see README "Limits" for the memory it needs
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: `prog: error: argument --fps: must be > 0, got 0 (see --help)`."""
+
+    def error(self, message: str):  # noqa: D102
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An integer in [lo, hi] (either bound may be open-ended: None)."""
+
+    def parse(text: str) -> int:
+        v = _number(text, int)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(_range_text(lo, hi, text))
+        return v
+
+    parse.__name__ = "integer"  # argparse names the type in some messages
+    return parse
+
+
+def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                hi_open: bool = False) -> Callable[[str], float]:
+    """A finite float in the range (each end closed unless *_open; None = unbounded)."""
+
+    def parse(text: str) -> float:
+        v = _number(text, float)
+        bad = (lo is not None and (v < lo or (lo_open and v == lo))) or \
+              (hi is not None and (v > hi or (hi_open and v == hi)))
+        if bad:
+            if hi is None:
+                rule = f"{'>' if lo_open else '>='} {lo:g}"
+            elif lo is None:
+                rule = f"{'<' if hi_open else '<='} {hi:g}"
+            else:
+                rule = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _range_text(lo, hi, text) -> str:
+    if hi is None:
+        return f"must be >= {lo}, got {text}"
+    if lo is None:
+        return f"must be <= {hi}, got {text}"
+    return f"must be in {lo}..{hi}, got {text}"
+
+
+positive_int = int_range(1)
+nonnegative_int = int_range(0)
+positive_float = float_range(0.0, lo_open=True)
+nonnegative_float = float_range(0.0)
+finite_float = float_range()
+fraction = float_range(0.0, 1.0, lo_open=True)          # (0, 1]
+closed_fraction = float_range(0.0, 1.0)                 # [0, 1]
+percentile = float_range(0.0, 100.0, lo_open=True)      # (0, 100]
+crf = int_range(0, 51)                                  # x264's quality scale
+
+
+def device(text: str) -> str:
+    """cpu, cuda or cuda:N (what torch and ONNX Runtime here can be asked for)."""
+    t = text.strip().lower()
+    if t == "cpu" or t == "cuda" or (t.startswith("cuda:") and t[5:].isdigit()):
+        return t
+    raise argparse.ArgumentTypeError(f"choose cpu, cuda or cuda:N, got {text!r}")
