@@ -19,6 +19,10 @@ BUILD_COMMAND = "python -m plugins.build"
 CPU_LIBRARY = "sfadacof_cpu"
 CUDA_LIBRARY = "sfadacof_cuda"
 PLUGIN_LIBRARY = "sfadacof_trt_plugin"
+# The same plugin, registering its creator when dlopen'ed into a process whose TensorRT runtime (of the headers'
+# major) is already loaded: for loaders that only dlopen (polygraphy --plugins, ctypes.CDLL). Not for
+# IPluginRegistry.load_library / trtexec --dynamicPlugins / plugins_to_serialize, which take PLUGIN_LIBRARY.
+REGISTER_LIBRARY = "sfadacof_trt_register"
 
 
 class LibraryNotBuilt(RuntimeError):
@@ -60,3 +64,14 @@ def load_library(stem: str) -> ctypes.CDLL:
             "from the repository root, or set SFADACOF_PLUGIN_DIR"
         )
     return ctypes.CDLL(str(path))
+
+
+def plugin_tensorrt_version(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(major, minor, patch) of the TensorRT headers a plugin library (PLUGIN_LIBRARY or REGISTER_LIBRARY) was
+    built with. Loading PLUGIN_LIBRARY this way has no side effect; REGISTER_LIBRARY registers its creator if a
+    TensorRT runtime of its major is loaded in this process."""
+    fn = ctypes.CDLL(str(path)).sfadacof_trt_plugin_tensorrt_version
+    fn.restype = ctypes.c_int32
+    fn.argtypes = []
+    v = fn()
+    return v // 10000, v // 100 % 100, v % 100

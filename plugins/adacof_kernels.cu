@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <limits>
+#include <utility>
 
 namespace sfadacof
 {
@@ -177,6 +178,19 @@ SynthesisTensors<T, TO> tensors_of(SynthesisLaunch const& p)
 
 constexpr int kMaxGridYZ = 65535;
 
+// Launches through cudaLaunchKernelEx, whose return value is this launch's own status; cudaGetLastError /
+// cudaPeekAtLastError after a <<<>>> launch can report (and clear) an error left by unrelated earlier work.
+template <class... KernelArgs, class... Args>
+int32_t launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args)
+{
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = 0;
+    config.stream = stream;
+    return static_cast<int32_t>(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
 template <class T, class TO>
 int32_t launch_typed(SynthesisLaunch const& p, cudaStream_t stream)
 {
@@ -189,11 +203,10 @@ int32_t launch_typed(SynthesisLaunch const& p, cudaStream_t stream)
     // Compile-time kernel sizes of the released variants (K = 5, and K = 11 of AdaCoF-pytorch); others at run time.
     switch (p.kernel_size)
     {
-    case 5: synthesis_kernel<5, T, TO><<<grid, block, 0, stream>>>(t, s); break;
-    case 11: synthesis_kernel<11, T, TO><<<grid, block, 0, stream>>>(t, s); break;
-    default: synthesis_kernel<0, T, TO><<<grid, block, 0, stream>>>(t, s); break;
+    case 5: return launch(synthesis_kernel<5, T, TO>, grid, block, stream, t, s);
+    case 11: return launch(synthesis_kernel<11, T, TO>, grid, block, stream, t, s);
+    default: return launch(synthesis_kernel<0, T, TO>, grid, block, stream, t, s);
     }
-    return static_cast<int32_t>(cudaGetLastError());
 }
 
 template <class T, class TO>
@@ -204,14 +217,20 @@ int32_t launch_naive_typed(SynthesisLaunch const& p, void* o1, void* o2, cudaStr
     size_t const total = static_cast<size_t>(p.B) * p.C * p.H * p.W;
     int const block = 256;
     size_t const blocks = (total + block - 1) / block;
-    int const grid = static_cast<int>(blocks < (1u << 30) ? blocks : (1u << 30));
-    naive_direction_kernel<T, TO>
-        <<<grid, block, 0, stream>>>(t.frame0, t.weight1, t.alpha1, t.beta1, static_cast<T*>(o1), s);
-    naive_direction_kernel<T, TO>
-        <<<grid, block, 0, stream>>>(t.frame2, t.weight2, t.alpha2, t.beta2, static_cast<T*>(o2), s);
-    naive_blend_kernel<T><<<grid, block, 0, stream>>>(
-        static_cast<T const*>(o1), static_cast<T const*>(o2), t.occlusion, t.out, s);
-    return static_cast<int32_t>(cudaGetLastError());
+    dim3 const grid(static_cast<unsigned>(blocks < (1u << 30) ? blocks : (1u << 30)));
+    int32_t status = launch(naive_direction_kernel<T, TO>, grid, dim3(block), stream, t.frame0, t.weight1, t.alpha1,
+        t.beta1, static_cast<T*>(o1), s);
+    if (status == 0)
+    {
+        status = launch(naive_direction_kernel<T, TO>, grid, dim3(block), stream, t.frame2, t.weight2, t.alpha2,
+            t.beta2, static_cast<T*>(o2), s);
+    }
+    if (status == 0)
+    {
+        status = launch(naive_blend_kernel<T>, grid, dim3(block), stream, static_cast<T const*>(o1),
+            static_cast<T const*>(o2), t.occlusion, t.out, s);
+    }
+    return status;
 }
 
 bool is_empty(SynthesisLaunch const& p)

@@ -11,6 +11,13 @@
 #include <limits>
 #include <new>
 
+#if !defined(_WIN32)
+#include <dlfcn.h>
+#endif
+#if defined(__linux__)
+#include <link.h>
+#endif
+
 using namespace nvinfer1;
 
 namespace sfadacof
@@ -18,6 +25,113 @@ namespace sfadacof
 namespace
 {
 
+// ---------------------------------------------------------------------------------------------- TensorRT runtime
+// The plugin may be loaded by a TensorRT runtime of another major than its headers (ILogger and ILoggerFinder
+// derive from IVersionedInterface from 11.x on, not in 10.x: calling them through the other major's vtable
+// crashes). The runtime's functions are looked up at run time, never linked: first in the global scope
+// (dlsym(RTLD_DEFAULT): an executable or library loaded RTLD_GLOBAL), then among the loaded objects named
+// libnvinfer*.so.N, which Python's `import tensorrt` loads RTLD_LOCAL, out of reach of RTLD_DEFAULT.
+using InferVersionFn = int32_t (*)();
+using GetPluginRegistryFn = IPluginRegistry* (*) ();
+
+struct TrtRuntime
+{
+    int32_t major = -1;                            // -1: no runtime found, or runtimes of different majors
+    GetPluginRegistryFn getPluginRegistry = nullptr; // of a runtime of that major, when one exports it
+};
+
+#if !defined(_WIN32)
+int32_t runtimeMajorOf(void* handle) noexcept
+{
+    if (auto f = reinterpret_cast<InferVersionFn>(dlsym(handle, "getInferLibMajorVersion")))
+    {
+        return f();
+    }
+    if (auto f = reinterpret_cast<InferVersionFn>(dlsym(handle, "getInferLibVersion")))
+    {
+        return f() / 10000; // (MAJOR * 100 + MINOR) * 100 + PATCH in every 10.x and 11.x
+    }
+    return -1;
+}
+#endif
+
+#if defined(__linux__)
+constexpr int kMaxRuntimeObjects = 8;
+struct LoadedRuntimes
+{
+    char paths[kMaxRuntimeObjects][4096];
+    int count = 0;
+};
+
+int collectRuntimes(dl_phdr_info* info, size_t /* size */, void* data) noexcept
+{
+    auto* found = static_cast<LoadedRuntimes*>(data);
+    char const* path = info->dlpi_name;
+    if (path == nullptr || path[0] == '\0' || found->count == kMaxRuntimeObjects)
+    {
+        return 0;
+    }
+    char const* slash = std::strrchr(path, '/');
+    char const* base = slash != nullptr ? slash + 1 : path;
+    // The full, lean and dispatch runtimes; not libnvinfer_plugin, libnvinfer_builder_resource, ...
+    for (char const* prefix : {"libnvinfer.so.", "libnvinfer_lean.so.", "libnvinfer_dispatch.so."})
+    {
+        if (std::strncmp(base, prefix, std::strlen(prefix)) == 0 && std::strlen(path) < sizeof(found->paths[0]))
+        {
+            std::strcpy(found->paths[found->count++], path);
+            break;
+        }
+    }
+    return 0;
+}
+#endif
+
+// Agreement of every TensorRT runtime visible in this process; unknown (-1) if none or if they disagree.
+TrtRuntime findTrtRuntime() noexcept
+{
+    TrtRuntime rt;
+#if !defined(_WIN32)
+    bool conflict = false;
+    auto const merge = [&](int32_t major, GetPluginRegistryFn registry) {
+        if (major < 0)
+        {
+            return;
+        }
+        if (rt.major >= 0 && rt.major != major)
+        {
+            conflict = true;
+        }
+        rt.major = major;
+        if (rt.getPluginRegistry == nullptr)
+        {
+            rt.getPluginRegistry = registry;
+        }
+    };
+    merge(runtimeMajorOf(RTLD_DEFAULT), reinterpret_cast<GetPluginRegistryFn>(dlsym(RTLD_DEFAULT, "getPluginRegistry")));
+#if defined(__linux__)
+    LoadedRuntimes found;
+    dl_iterate_phdr(collectRuntimes, &found);
+    for (int i = 0; i < found.count; ++i)
+    {
+        // RTLD_NOLOAD: only a handle to what is already loaded; the reference is dropped again below, the runtime
+        // stays loaded by whoever loaded it.
+        void* handle = dlopen(found.paths[i], RTLD_LAZY | RTLD_NOLOAD);
+        if (handle != nullptr)
+        {
+            merge(runtimeMajorOf(handle), reinterpret_cast<GetPluginRegistryFn>(dlsym(handle, "getPluginRegistry")));
+            dlclose(handle);
+        }
+    }
+#endif
+    if (conflict)
+    {
+        rt = TrtRuntime{};
+    }
+#endif
+    return rt;
+}
+
+// Set by setLoggerFinder only when the runtime that calls it has the headers' major; else messages go to stderr.
 std::atomic<ILoggerFinder*> gLoggerFinder{nullptr};
 
 void log(ILogger::Severity severity, char const* msg) noexcept
@@ -437,15 +551,97 @@ char const* AdaCoFSynthesisCreator::getPluginNamespace() const noexcept
 
 // ---------------------------------------------------------------------------------------------- library entry points
 
+namespace sfadacof
+{
+namespace
+{
+IPluginCreatorInterface* const* creatorList(int32_t& nbCreators) noexcept
+{
+    static AdaCoFSynthesisCreator creator;
+    static IPluginCreatorInterface* const creators[] = {&creator};
+    nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
+    return creators;
+}
+
+#if defined(SFADACOF_STATIC_REGISTRATION)
+// libsfadacof_trt_register: register the creator into the TensorRT runtime already loaded in this process when
+// the library is dlopen'ed (polygraphy --plugins and ctypes.CDLL do nothing else). Only a runtime of the headers'
+// major is called; without one nothing happens beyond a line on stderr.
+struct StaticRegistration
+{
+    StaticRegistration() noexcept
+    {
+        TrtRuntime const rt = findTrtRuntime();
+        if (rt.major != NV_TENSORRT_MAJOR || rt.getPluginRegistry == nullptr)
+        {
+            std::fprintf(stderr, "[sfadacof plugin] %s::%s not registered: %s\n", kPLUGIN_NAMESPACE, kPLUGIN_NAME,
+                rt.major < 0 ? "no TensorRT runtime (libnvinfer) of a single version is loaded in this process; "
+                               "import tensorrt before loading this library"
+                    : rt.major != NV_TENSORRT_MAJOR
+                    ? "the TensorRT runtime in this process has another major version than this library's headers; "
+                      "rebuild it with the runtime's headers (python -m plugins.build --tensorrt-include DIR)"
+                    : "the TensorRT runtime in this process exports no getPluginRegistry");
+            return;
+        }
+        IPluginRegistry* registry = rt.getPluginRegistry();
+        if (registry == nullptr)
+        {
+            return;
+        }
+        int32_t n = 0;
+        IPluginCreatorInterface* const* creators = creatorList(n);
+        for (int32_t i = 0; i < n; ++i)
+        {
+            // Already there (this library loaded twice, or the plugin proper loaded through loadLibrary): keep it;
+            // registering a second creator of the same name/version/namespace would fail.
+            if (registry->getCreator(kPLUGIN_NAME, kPLUGIN_VERSION, kPLUGIN_NAMESPACE) != nullptr)
+            {
+                continue;
+            }
+            if (!registry->registerCreator(*creators[i], kPLUGIN_NAMESPACE))
+            {
+                std::fprintf(stderr, "[sfadacof plugin] registering %s::%s version %s failed\n", kPLUGIN_NAMESPACE,
+                    kPLUGIN_NAME, kPLUGIN_VERSION);
+            }
+        }
+    }
+};
+StaticRegistration const gStaticRegistration;
+#endif
+} // namespace
+} // namespace sfadacof
+
+extern "C" SFADACOF_PLUGIN_API int32_t sfadacof_trt_plugin_tensorrt_version()
+{
+    return (NV_TENSORRT_MAJOR * 100 + NV_TENSORRT_MINOR) * 100 + NV_TENSORRT_PATCH;
+}
+
+#if !defined(SFADACOF_STATIC_REGISTRATION)
+// Only the plugin proper has TensorRT's loading entry points: loadLibrary on the register variant would register
+// its creator twice (once statically), so TensorRT refuses it with "getCreators not found" instead.
 extern "C" SFADACOF_PLUGIN_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 {
+    // Called by the runtime that loads the library: keep the finder only if that runtime has our headers' major.
+    int32_t const major = sfadacof::findTrtRuntime().major;
+    if (finder != nullptr && major != NV_TENSORRT_MAJOR)
+    {
+        char runtime[32] = "of an unknown version";
+        if (major >= 0)
+        {
+            std::snprintf(runtime, sizeof(runtime), "%d.x", major);
+        }
+        std::fprintf(stderr,
+            "[sfadacof plugin] this plugin was built with TensorRT %d.%d headers, the TensorRT runtime in this process "
+            "is %s: plugin messages go to stderr. Rebuild the plugin with the runtime's headers "
+            "(python -m plugins.build --tensorrt-include DIR).\n",
+            NV_TENSORRT_MAJOR, NV_TENSORRT_MINOR, runtime);
+        finder = nullptr;
+    }
     sfadacof::gLoggerFinder.store(finder);
 }
 
 extern "C" SFADACOF_PLUGIN_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
-    static sfadacof::AdaCoFSynthesisCreator creator;
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
-    nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
-    return creators;
+    return sfadacof::creatorList(nbCreators);
 }
+#endif

@@ -1,7 +1,7 @@
 // TensorRT plugin of the fused AdaCoF synthesis op: IPluginV3 (IPluginV3OneCore / Build / Runtime) and its
 // IPluginCreatorV3One, for TensorRT 10.x and 11.x. The library (libsfadacof_trt_plugin) exports getCreators() and
-// setLoggerFinder() for IPluginRegistry::loadLibrary, trtexec --dynamicPlugins and polygraphy --plugins, and does
-// not link libnvinfer. See plugins/README.md.
+// setLoggerFinder() for IPluginRegistry::loadLibrary and trtexec --dynamicPlugins, and does not link libnvinfer.
+// See plugins/README.md.
 #pragma once
 
 #include <NvInferRuntime.h>
@@ -135,7 +135,13 @@ private:
 
 } // namespace sfadacof
 
-// Dynamic-loading entry points (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins, polygraphy --plugins,
-// and plugin libraries serialised into version-compatible engines).
+// Dynamic-loading entry points of libsfadacof_trt_plugin (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins,
+// plugin libraries serialised into version-compatible engines). libsfadacof_trt_register, built from the same
+// source with SFADACOF_STATIC_REGISTRATION, has neither: it registers its creator when dlopen'ed into a process
+// whose TensorRT runtime has this major (polygraphy --plugins).
+// setLoggerFinder keeps the finder only if the calling runtime's major (getInferLibMajorVersion, looked up at run
+// time) is the headers' NV_TENSORRT_MAJOR; otherwise the plugin logs to stderr.
 extern "C" SFADACOF_PLUGIN_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
 extern "C" SFADACOF_PLUGIN_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
+// Both libraries: the TensorRT headers' version, (MAJOR * 100 + MINOR) * 100 + PATCH like getInferLibVersion().
+extern "C" SFADACOF_PLUGIN_API int32_t sfadacof_trt_plugin_tensorrt_version();

@@ -5,7 +5,19 @@
 // copy of the fields as a serialised engine would hold them -> createPlugin (runtime phase) -> attachToContext ->
 // onShapeChange -> enqueue (fp32, fp16, fp16 + fp32 offsets) against the C++ CPU kernel when a CUDA device exists.
 //
-//   sfadacof_plugin_harness <path/to/libsfadacof_trt_plugin.so>      exit status 0 = every check passed
+// The harness also stands in for libnvinfer's version functions and plugin registry: it exports
+// getInferLibVersion / getInferLibMajorVersion (its own headers' major, or --runtime-major N) and a recording
+// getPluginRegistry, which the plugin finds with dlsym(RTLD_DEFAULT, ...) as it would find libnvinfer's.
+// Cross-major runs (this harness built with 10.x headers, the plugin with 11.x, or the reverse) check that the
+// plugin never calls the harness's ILoggerFinder/ILogger (it must log to stderr instead) and registers nothing.
+//
+//   sfadacof_plugin_harness [--runtime-major N] [--register-lib PATH [--preregistered]] PLUGIN
+//     PLUGIN          path/to/libsfadacof_trt_plugin.so (any TensorRT major)
+//     --runtime-major the major the emulated runtime reports (default: this harness's headers' major)
+//     --register-lib  path/to/libsfadacof_trt_register.so: dlopen it and check its static registration (exactly
+//                     once, the creator's name/version/namespace, when the majors agree; never otherwise)
+//     --preregistered the registry already holds the creator (from PLUGIN): the register library must skip it
+//   exit status 0 = every check passed
 #include <NvInferRuntime.h>
 #include <NvInferVersion.h>
 
@@ -14,9 +26,11 @@
 #include <dlfcn.h>
 
 #include "adacof_cpu.h"
+#include "fake_registry.h"
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -24,6 +38,33 @@
 #include <vector>
 
 using namespace nvinfer1;
+
+namespace
+{
+
+int32_t gRuntimeMajor = NV_TENSORRT_MAJOR;
+
+sfadacof_test::FakeRegistry gRegistry;
+int gRegistryLookups = 0;
+
+} // namespace
+
+// libnvinfer's functions, as the plugin looks them up (dlsym(RTLD_DEFAULT, ...); exported by -rdynamic).
+#pragma GCC visibility push(default)
+extern "C" int32_t getInferLibMajorVersion() noexcept
+{
+    return gRuntimeMajor;
+}
+extern "C" int32_t getInferLibVersion() noexcept
+{
+    return (gRuntimeMajor * 100 + NV_TENSORRT_MINOR) * 100 + NV_TENSORRT_PATCH;
+}
+extern "C" nvinfer1::IPluginRegistry* getPluginRegistry() noexcept
+{
+    ++gRegistryLookups;
+    return &gRegistry;
+}
+#pragma GCC visibility pop
 
 namespace
 {
@@ -401,41 +442,153 @@ bool runEnqueue(IPluginV3OneRuntime* runtime, int32_t k, int32_t dil, DataType t
     return true;
 }
 
+// dlopen the register library (as polygraphy --plugins / ctypes.CDLL do) and check what it did to the registry.
+void checkStaticRegistration(char const* path, int32_t pluginMajor, IPluginCreatorInterface* preregister)
+{
+    bool const sameMajor = pluginMajor == gRuntimeMajor;
+    gRegistry.registrations.clear();
+    gRegistry.creators.clear();
+    if (preregister != nullptr && sameMajor)
+    {
+        gRegistry.creators.push_back(preregister); // e.g. the plugin proper, loaded through loadLibrary
+    }
+    gRegistry.calls = 0;
+    gRegistryLookups = 0;
+    void* reg = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    CHECK(reg != nullptr, "dlopen %s: %s", path, dlerror());
+    if (reg == nullptr)
+        return;
+    CHECK(dlsym(reg, "getCreators") == nullptr, "the register library exports getCreators (loadLibrary would "
+                                                "register its creator twice)");
+    size_t const expected = sameMajor && preregister == nullptr ? 1 : 0;
+    CHECK(gRegistry.registrations.size() == expected, "%zu registrations, expected %zu (runtime major %d, plugin %d)",
+        gRegistry.registrations.size(), expected, gRuntimeMajor, pluginMajor);
+    if (!sameMajor)
+    {
+        CHECK(gRegistryLookups == 0 && gRegistry.calls == 0, "a registry of another major was called");
+    }
+    for (auto const& r : gRegistry.registrations)
+    {
+        CHECK(r.name == "AdaCoFSynthesis" && r.version == "1" && r.creatorNamespace == "sfadacof"
+                && r.argNamespace == "sfadacof",
+            "registered %s version %s namespace %s (argument %s)", r.name.c_str(), r.version.c_str(),
+            r.creatorNamespace.c_str(), r.argNamespace.c_str());
+    }
+    // A second dlopen of the same library (polygraphy loading it twice) is a reference count: nothing more happens.
+    void* again = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    CHECK(gRegistry.registrations.size() == expected, "second dlopen registered again");
+    std::printf("register library: %zu registration(s), %d registry lookup(s)%s\n", gRegistry.registrations.size(),
+        gRegistryLookups, preregister != nullptr ? " (creator already registered)" : "");
+    if (again != nullptr)
+        dlclose(again);
+    // Not dlclose'd: the registry keeps a pointer to its creator, as TensorRT's would.
+}
+
+// The plugin was built with the other major's headers. IPluginCreatorV3One / IPluginV3 have the same layout in
+// 10.x and 11.x (only the logger interfaces changed), so the creator can be driven; every message the plugin
+// logs must go to stderr, never to this harness's ILogger.
+void crossMajorChecks(IPluginCreatorV3One* creator, HarnessLogger& logger)
+{
+    CHECK(std::strcmp(creator->getPluginName(), "AdaCoFSynthesis") == 0, "name %s", creator->getPluginName());
+    logger.verbose = false;
+    int32_t const four = 4, one = 1, five = 5;
+    IPluginV3* bad = create(creator, &four, &one, TensorRTPhase::kBUILD); // logs "invalid kernel_size"
+    CHECK(bad == nullptr, "K=4 d=1 accepted");
+    delete bad;
+    IPluginV3* good = create(creator, &five, &one, TensorRTPhase::kBUILD);
+    CHECK(good != nullptr, "K=5 d=1 refused");
+    if (good != nullptr)
+    {
+        auto* build = static_cast<IPluginV3OneBuild*>(good->getCapabilityInterface(PluginCapabilityType::kBUILD));
+        CHECK(build != nullptr && build->getNbOutputs() == 1, "build capability");
+        DataType outType = DataType::kINT8;
+        std::vector<DataType> types(9, DataType::kINT32); // logs "frame0 must be float32 or float16"
+        CHECK(build && build->getOutputDataTypes(&outType, 1, types.data(), 9) != 0, "int32 frames accepted");
+        delete good;
+    }
+    CHECK(logger.errors == 0, "%d messages reached the ILogger of another TensorRT major", logger.errors);
+}
+
 } // namespace
 
 int main(int argc, char** argv)
 {
-    if (argc != 2)
+    char const* pluginPath = nullptr;
+    char const* registerPath = nullptr;
+    bool preregistered = false;
+    for (int i = 1; i < argc; ++i)
     {
-        std::printf("usage: %s path/to/libsfadacof_trt_plugin.so\n", argv[0]);
+        if (std::strcmp(argv[i], "--runtime-major") == 0 && i + 1 < argc)
+            gRuntimeMajor = std::atoi(argv[++i]);
+        else if (std::strcmp(argv[i], "--register-lib") == 0 && i + 1 < argc)
+            registerPath = argv[++i];
+        else if (std::strcmp(argv[i], "--preregistered") == 0)
+            preregistered = true;
+        else if (argv[i][0] != '-' && pluginPath == nullptr)
+            pluginPath = argv[i];
+        else
+            pluginPath = nullptr, argc = 0;
+    }
+    if (pluginPath == nullptr || (preregistered && registerPath == nullptr))
+    {
+        std::printf("usage: %s [--runtime-major N] [--register-lib PATH [--preregistered]] "
+                    "path/to/libsfadacof_trt_plugin.so\n",
+            argv[0]);
         return 2;
     }
-    std::printf("sfadacof plugin harness, TensorRT headers %d.%d.%d\n", NV_TENSORRT_MAJOR, NV_TENSORRT_MINOR,
-        NV_TENSORRT_PATCH);
+    std::printf("sfadacof plugin harness, TensorRT headers %d.%d.%d, emulated runtime major %d\n", NV_TENSORRT_MAJOR,
+        NV_TENSORRT_MINOR, NV_TENSORRT_PATCH, gRuntimeMajor);
     // RTLD_NOW: every symbol the library needs must resolve without libnvinfer.
-    void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    void* lib = dlopen(pluginPath, RTLD_NOW | RTLD_LOCAL);
     if (lib == nullptr)
     {
         std::printf("FAIL dlopen: %s\n", dlerror());
         return 1;
     }
+    // Loading the plugin proper has no side effect on the registry (TensorRT's loadLibrary registers its creators).
+    CHECK(gRegistryLookups == 0 && gRegistry.calls == 0, "dlopen of the plugin touched the registry");
     using GetCreators = IPluginCreatorInterface* const* (*) (int32_t&);
     using SetLoggerFinder = void (*)(ILoggerFinder*);
+    using HeaderVersion = int32_t (*)();
     auto getCreators = reinterpret_cast<GetCreators>(dlsym(lib, "getCreators"));
     auto setLoggerFinder = reinterpret_cast<SetLoggerFinder>(dlsym(lib, "setLoggerFinder"));
+    auto headerVersion = reinterpret_cast<HeaderVersion>(dlsym(lib, "sfadacof_trt_plugin_tensorrt_version"));
     CHECK(getCreators != nullptr, "getCreators not exported");
     CHECK(setLoggerFinder != nullptr, "setLoggerFinder not exported");
-    if (!getCreators || !setLoggerFinder)
+    CHECK(headerVersion != nullptr, "sfadacof_trt_plugin_tensorrt_version not exported");
+    if (!getCreators || !setLoggerFinder || !headerVersion)
         return 1;
+    int32_t const pluginMajor = headerVersion() / 10000;
+    // The plugin may call our ILoggerFinder only when the runtime it sees has its headers' major.
+    bool const sameMajor = pluginMajor == gRuntimeMajor;
+    // The harness's own interfaces (creator, plugin, descriptors) are of its headers' major.
+    bool const harnessMajor = pluginMajor == NV_TENSORRT_MAJOR;
+    std::printf("plugin built with TensorRT %d.%d.%d headers: logging expected through %s\n", pluginMajor,
+        headerVersion() / 100 % 100, headerVersion() % 100,
+        sameMajor ? "the ILoggerFinder" : "stderr (the runtime's major differs)");
     HarnessLogger logger;
     HarnessLoggerFinder finder(&logger);
     setLoggerFinder(&finder);
+    // Whether a provoked error reached our logger, as it must exactly when the majors agree.
+    auto const loggedAsExpected = [&](int before) { return sameMajor ? logger.errors > before : logger.errors == before; };
 
     int32_t n = -1;
     IPluginCreatorInterface* const* creators = getCreators(n);
     CHECK(n == 1 && creators != nullptr && creators[0] != nullptr, "getCreators gave %d creators", n);
     if (n != 1 || !creators || !creators[0])
         return 1;
+    if (registerPath != nullptr)
+    {
+        checkStaticRegistration(registerPath, pluginMajor, preregistered ? creators[0] : nullptr);
+    }
+    if (!harnessMajor)
+    {
+        // Cross-major: drive the creator and plugin as far as both majors' interfaces agree (IPluginV3 is
+        // unchanged), provoking logged errors, which must not reach our ILogger.
+        crossMajorChecks(static_cast<IPluginCreatorV3One*>(creators[0]), logger);
+        std::printf("%d checks, %d failures\n", gChecks, gFailures);
+        return gFailures == 0 ? 0 : 1;
+    }
     CHECK(std::strcmp(creators[0]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0, "creator kind %s",
         creators[0]->getInterfaceInfo().kind);
     auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
@@ -458,7 +611,8 @@ int main(int argc, char** argv)
         int const before = logger.errors;
         IPluginV3* bad = create(creator, kd.first, kd.second, TensorRTPhase::kBUILD);
         CHECK(bad == nullptr, "K=%d d=%d accepted", *kd.first, *kd.second);
-        CHECK(logger.errors > before, "no error logged for K=%d d=%d", *kd.first, *kd.second);
+        CHECK(loggedAsExpected(before), "K=%d d=%d: %d errors reached the ILogger", *kd.first, *kd.second,
+            logger.errors - before);
         delete bad;
     }
     {
