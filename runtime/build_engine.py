@@ -4,23 +4,28 @@ Builds a serialized TensorRT engine from the exported ONNX (AdaCoFSynthesis node
 ENGINE.json beside it (TensorRT version, GPU, compute capability, profile, precision, ONNX/plugin hashes) that
 runtime.infer --backend trt checks before running the engine.
 
-Precision:
-  * TensorRT 10.x: --fp16 / --int8 set the builder flags on a weakly typed network (TensorRT picks per layer);
-    the AdaCoFSynthesis plugin declares fp32 I/O so the sampling stays fp32. --strongly-typed uses the 11.x path.
-  * TensorRT 11.x (weakly typed networks and the precision flags are gone): networks are strongly typed and the
-    ONNX types decide. --fp16 therefore converts the fp32 ONNX with runtime.fp16_graph (fp16 trunk; offset heads
-    and synthesis in fp32) to ENGINE.fp16.onnx and builds from that; an ONNX that is already fp16 is used as is.
-  * --int8 expects the Q/DQ ONNX of the calibration step (explicit quantization).
-Default profile: 1x3x256x256 .. 1x3x1088x1920 .. 4x3x2176x3840 on every frame input.
+Precision: every build is a strongly typed network (TensorRT 10.x and 11.x alike), so the ONNX types decide what runs
+in which precision and the builder cannot move the offset heads or the sampling coordinates to fp16 (with 10.x's weak
+typing and the FP16 flag it may, and 11.x has no such flags at all):
+  * --fp16 converts the fp32 ONNX with runtime.fp16_graph to ENGINE.fp16.onnx (fp16 trunk and weight/occlusion heads;
+    offset heads fp32; the synthesis plugin in its fp16 + fp32-offsets form) and builds from that; an ONNX that is
+    already fp16 is used as is.
+  * --int8 expects the Q/DQ ONNX of the calibration step (explicit quantization); layers without Q/DQ run in the
+    graph's own type (fp32).
+  * --serialize-plugin embeds the plugin library in the engine. TensorRT does that only for version-compatible engines,
+    so the flag also sets BuilderFlag.VERSION_COMPATIBLE (the lean runtime travels inside the engine, which therefore
+    runs on this TensorRT release or a later one of the same major, with host code allowed at deserialization).
+Default profile: 1x3x32x32 .. 1x3x1080x1920 .. 1x3x1920x1920 (1080p frames of either orientation); TensorRT reserves
+context memory for the max shape, so pass --max for larger frames. The estimated activation memory at the max shape
+is printed before the build.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import importlib.util
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sfadacof.checkpoint import file_sha256
@@ -28,41 +33,9 @@ from sfadacof.errors import UserError, cli_main
 
 from .engine_meta import EngineMeta, Profile, format_shape, gpu_info, write_sidecar
 from .media import atomic_write_bytes
+from .tensorrt_env import default_plugin_library, import_tensorrt, load_plugin_library, on_device
 
-TRT_INSTALL_HINT = "pip install tensorrt-cu12 (or the sfadacof[gpu] extra) on a machine with an NVIDIA GPU"
-
-
-def trt_major(version: str) -> int:
-    return int(version.split(".")[0])
-
-
-def import_tensorrt():
-    """The tensorrt module, or one UserError line saying what is missing."""
-    if importlib.util.find_spec("tensorrt") is None:
-        raise UserError(f"TensorRT Python package not installed ({TRT_INSTALL_HINT})")
-    try:
-        import tensorrt as trt
-    except Exception as e:  # ImportError / OSError when libnvinfer or CUDA libs are missing
-        raise UserError(f"TensorRT Python package found but not loadable: {str(e).splitlines()[0][:200]}") from None
-    return trt
-
-
-def load_plugin_library(trt, path: Path | None, logger) -> tuple[object | None, str | None]:
-    """Register the AdaCoFSynthesis creator; returns (registry handle or ctypes lib, sha256)."""
-    trt.init_libnvinfer_plugins(logger, "")
-    if path is None:
-        return None, None
-    if not path.is_file():
-        raise UserError(f"{path}: plugin library not found (build it with plugins/build.py)")
-    registry = trt.get_plugin_registry()
-    try:
-        # TensorRT >= 10: the registry loads the library and registers its creators (incl. IPluginV3 ones)
-        handle = registry.load_library(str(path))
-    except AttributeError:
-        handle = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-    except Exception as e:  # TensorRT raises RuntimeError with its own message
-        raise UserError(f"{path}: TensorRT could not load the plugin library ({str(e).splitlines()[0][:200]})") from None
-    return handle, file_sha256(path)
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def onnx_frame_inputs(onnx_path: Path) -> tuple[list[str], list[str], bool]:
@@ -82,69 +55,94 @@ def onnx_frame_inputs(onnx_path: Path) -> tuple[list[str], list[str], bool]:
     return inputs, [o.name for o in m.graph.output], is_fp16_graph(m)
 
 
-def build(args) -> Path:
-    onnx_path: Path = args.onnx
+def estimate_memory(onnx_path: Path, profile: Profile) -> tuple[int, int]:
+    """(peak activation bytes at the profile's max shape, weight bytes) of the graph TensorRT will parse."""
+    import onnx
+
+    from .memory_estimate import peak_activation_bytes, weight_bytes
+
+    m = onnx.load(str(onnx_path))
+    return peak_activation_bytes(m, profile.max), weight_bytes(m)
+
+
+@dataclass
+class BuildRequest:
+    """Everything that decides one engine; runtime.engine_cache builds through this too."""
+
+    onnx: Path
+    engine: Path
+    precision: str = "fp32"
+    profile: Profile = Profile()
+    plugin: Path | None = None
+    serialize_plugin: bool = False
+    timing_cache: Path | None = None
+    workspace_mb: int = 4096
+    device: int = 0
+    verbose: bool = False
+
+
+def build_engine(req: BuildRequest) -> EngineMeta:
+    """Build `req.onnx` into `req.engine` (+ sidecar), atomically; returns the sidecar's content."""
+    if req.precision not in PRECISIONS:
+        raise UserError(f"precision {req.precision!r}: choose {', '.join(PRECISIONS)}")
+    onnx_path, engine_path, profile = Path(req.onnx), Path(req.engine), req.profile
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: ONNX model not found")
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
-    profile = Profile.from_args(args.min, args.opt, args.max)
+    if engine_path.resolve() == onnx_path.resolve() or engine_path.with_suffix(".fp16.onnx").resolve() == onnx_path.resolve():
+        raise UserError(f"{engine_path}: the engine (or its .fp16.onnx) would overwrite the input model; choose another -o")
     inputs, outputs, onnx_is_fp16 = onnx_frame_inputs(onnx_path)
-    engine_path: Path = args.output or onnx_path.with_suffix(f".{precision}.engine")
+    if req.serialize_plugin and req.plugin is None:
+        raise UserError("--serialize-plugin needs the plugin library (--plugin LIB, or build it: python -m plugins.build)")
 
     trt = import_tensorrt()
-    name, cc = gpu_info()
-    if args.plugin is None:
-        from .backends.tensorrt_backend import default_plugin_library
+    with on_device(req.device):
+        return _build(trt, req, inputs, outputs, onnx_is_fp16)
 
-        args.plugin = default_plugin_library()  # None when not built: the parser error below then says so
-    logger = trt.Logger(trt.Logger.VERBOSE if args.verbose else trt.Logger.WARNING)
-    _plugin_handle, plugin_sha = load_plugin_library(trt, args.plugin, logger)
-    major = trt_major(trt.__version__)
-    strongly_typed = major >= 11 or args.strongly_typed
+
+def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_is_fp16: bool) -> EngineMeta:
+    onnx_path, engine_path, profile = Path(req.onnx), Path(req.engine), req.profile
+    name, cc = gpu_info(req.device)
+    logger = trt.Logger(trt.Logger.VERBOSE if req.verbose else trt.Logger.WARNING)
+    plugin_sha = load_plugin_library(trt, req.plugin, logger)
 
     parse_path = onnx_path
-    if strongly_typed and precision == "fp16" and not onnx_is_fp16:
+    if req.precision == "fp16" and not onnx_is_fp16:
         from .fp16_graph import convert_file
 
         parse_path = engine_path.with_suffix(".fp16.onnx")
-        convert_file(onnx_path, parse_path)
-        print(f"strongly typed build: fp16 graph written to {parse_path}")
+        convert_file(onnx_path, parse_path, synthesis="fp16")
+        print(f"fp16 graph for the strongly typed build written to {parse_path}", file=sys.stderr)
+    act, weights = estimate_memory(parse_path, profile)
+    print(f"estimated device memory at the profile's max {format_shape(profile.max)}: activations <= "
+          f"{act / 2**30:.2f} GiB (upper estimate from the ONNX graph), weights {weights / 2**20:.0f} MiB",
+          file=sys.stderr)
 
     builder = trt.Builder(logger)
-    flags = 0
-    if strongly_typed:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    elif major < 10 and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # implicit in 10.x, removed later
-    network = builder.create_network(flags)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(parse_path)):  # parse_from_file resolves external weight files
         errs = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        hint = "" if args.plugin else " (no --plugin given: the AdaCoFSynthesis node needs the plugin library: python -m plugins.build)"
+        hint = "" if req.plugin else " (no plugin library: the AdaCoFSynthesis node needs it: python -m plugins.build)"
         raise UserError(f"{parse_path}: TensorRT could not parse it: {errs[0] if errs else 'unknown error'}{hint}")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(args.workspace) << 20)
-    if not strongly_typed:
-        if precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)  # int8 builds keep fp16 for the non-quantized layers
-        if precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.workspace_mb) << 20)
     opt_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         opt_profile.set_shape(network.get_input(i).name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(opt_profile)
 
     cache = None
-    if args.timing_cache:
-        blob = args.timing_cache.read_bytes() if args.timing_cache.is_file() else b""
+    if req.timing_cache:
+        blob = req.timing_cache.read_bytes() if req.timing_cache.is_file() else b""
         cache = config.create_timing_cache(blob)
         config.set_timing_cache(cache, ignore_mismatch=False)
-    if args.serialize_plugin:
-        if args.plugin is None:
-            raise UserError("--serialize-plugin needs --plugin LIB")
-        config.plugins_to_serialize = [str(args.plugin)]
+    if req.serialize_plugin:
+        # plugins_to_serialize takes effect only for version-compatible engines (TensorRT developer guide).
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        config.plugins_to_serialize = [str(Path(req.plugin).resolve())]
 
+    print(f"building the TensorRT engine {engine_path.name} ({req.precision}); this may take minutes", file=sys.stderr)
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0
@@ -154,19 +152,20 @@ def build(args) -> Path:
     atomic_write_bytes(engine_path, lambda tmp: tmp.write_bytes(data))
     if cache is not None:
         cache_blob = bytes(config.get_timing_cache().serialize())
-        atomic_write_bytes(args.timing_cache, lambda tmp: tmp.write_bytes(cache_blob))
+        atomic_write_bytes(req.timing_cache, lambda tmp: tmp.write_bytes(cache_blob))
 
-    meta = EngineMeta(tensorrt_version=trt.__version__, gpu_name=name, compute_capability=cc, precision=precision,
-                      profile=profile.to_json(), onnx_path=str(onnx_path), onnx_sha256=file_sha256(onnx_path),
-                      engine_sha256=file_sha256(engine_path), plugin_path=str(args.plugin) if args.plugin else None,
-                      plugin_sha256=plugin_sha, plugin_serialized=bool(args.serialize_plugin),
-                      strongly_typed=strongly_typed, inputs=inputs, outputs=outputs, build_seconds=seconds,
-                      workspace_mb=int(args.workspace))
+    meta = EngineMeta(tensorrt_version=trt.__version__, gpu_name=name, compute_capability=cc,
+                      precision=req.precision, profile=profile.to_json(), onnx_path=str(onnx_path),
+                      onnx_sha256=file_sha256(onnx_path), engine_sha256=file_sha256(engine_path),
+                      plugin_path=str(req.plugin) if req.plugin else None, plugin_sha256=plugin_sha,
+                      plugin_serialized=req.serialize_plugin, strongly_typed=True, inputs=inputs, outputs=outputs,
+                      build_seconds=seconds, workspace_mb=int(req.workspace_mb),
+                      version_compatible=req.serialize_plugin)
     side = write_sidecar(engine_path, meta)
-    print(f"{engine_path}: {precision} engine, TensorRT {trt.__version__}, {name} (sm {cc}), profile "
+    print(f"{engine_path}: {req.precision} engine, TensorRT {trt.__version__}, {name} (sm {cc}), profile "
           f"{format_shape(profile.min)} .. {format_shape(profile.opt)} .. {format_shape(profile.max)}, "
           f"built in {seconds:.1f} s; sidecar {side}")
-    return engine_path
+    return meta
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,13 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None, help="engine path (default MODEL.<precision>.engine)")
     p.add_argument("--plugin", type=Path, default=None,
                    help="AdaCoFSynthesis plugin library (default: libsfadacof_trt_plugin.so found by plugins/_libs.py)")
-    p.add_argument("--serialize-plugin", action="store_true", help="embed the plugin library in the engine")
-    p.add_argument("--min", default=None, metavar="NxCxHxW", help="default 1x3x256x256")
-    p.add_argument("--opt", default=None, metavar="NxCxHxW", help="default 1x3x1088x1920")
-    p.add_argument("--max", default=None, metavar="NxCxHxW", help="default 4x3x2176x3840")
+    p.add_argument("--serialize-plugin", action="store_true",
+                   help="embed the plugin library in the engine (builds a version-compatible engine)")
+    p.add_argument("--min", default=None, metavar="NxCxHxW", help="default 1x3x32x32")
+    p.add_argument("--opt", default=None, metavar="NxCxHxW", help="default 1x3x1080x1920")
+    p.add_argument("--max", default=None, metavar="NxCxHxW",
+                   help="default 1x3x1920x1920 (context memory is reserved for this shape)")
     p.add_argument("--timing-cache", type=Path, default=None, help="read and update this timing cache file")
     p.add_argument("--workspace", type=int, default=4096, metavar="MB", help="builder workspace limit (MiB)")
-    p.add_argument("--strongly-typed", action="store_true", help="TensorRT 10.x: build a strongly typed network")
+    p.add_argument("--device", type=int, default=0, help="CUDA device to build for")
     p.add_argument("--verbose", action="store_true")
     return p
 
@@ -196,7 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.workspace <= 0:
         raise UserError(f"--workspace {args.workspace}: must be a positive number of MiB")
-    build(args)
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    profile = Profile.from_args(args.min, args.opt, args.max)
+    engine = args.output or args.onnx.with_suffix(f".{precision}.engine")
+    build_engine(BuildRequest(onnx=args.onnx, engine=engine, precision=precision, profile=profile,
+                              plugin=args.plugin or default_plugin_library(), serialize_plugin=args.serialize_plugin,
+                              timing_cache=args.timing_cache, workspace_mb=args.workspace, device=args.device,
+                              verbose=args.verbose))
     return 0
 
 

@@ -19,10 +19,13 @@ from sfadacof.errors import UserError
 
 Shape = tuple[int, int, int, int]  # N, C, H, W
 
-# Defaults from the runtime issue: 256x256 ... 1920x1088 ... 3840x2176, batch 1-4 (opt at batch 1, 1080p padded to 32).
-DEFAULT_MIN: Shape = (1, 3, 256, 256)
-DEFAULT_OPT: Shape = (1, 3, 1088, 1920)
-DEFAULT_MAX: Shape = (4, 3, 2176, 3840)
+# Defaults for a 1080p user on a consumer GPU. TensorRT sizes the execution context's memory for the profile's *max*
+# shape, so a 4 x 4K max would reserve ~20 GB of fp32 maps alone even for 1080p work. The graph takes the frames as they
+# are (it pads to a multiple of 32 inside), so opt is 1080p itself; max 1920x1920 takes 1080p frames in either
+# orientation at batch 1. Larger work passes --max (e.g. 1x3x2160x3840); the build prints the estimate for its max.
+DEFAULT_MIN: Shape = (1, 3, 32, 32)
+DEFAULT_OPT: Shape = (1, 3, 1080, 1920)
+DEFAULT_MAX: Shape = (1, 3, 1920, 1920)
 MIN_SIDE = 32
 SIDECAR_SUFFIX = ".json"
 SIDECAR_SCHEMA = 1
@@ -120,6 +123,8 @@ class EngineMeta:
     outputs: list[str] = field(default_factory=list)
     build_seconds: float | None = None
     workspace_mb: int | None = None
+    # Version-compatible engines (needed to embed the plugin library) run on later TensorRT releases of the same major.
+    version_compatible: bool = False
     schema: int = SIDECAR_SCHEMA
 
 
@@ -154,7 +159,11 @@ def mismatches(meta: EngineMeta, *, tensorrt_version: str, compute_capability: s
     """Why an engine must not run here (empty list: it may). GPU *name* differences are not refused: an engine runs
     on any GPU of the same compute capability, only its tactic choices may be slower there."""
     bad = []
-    if meta.tensorrt_version != tensorrt_version:
+    if meta.version_compatible:
+        if not _same_major_not_older(meta.tensorrt_version, tensorrt_version):
+            bad.append(f"version-compatible engine built with TensorRT {meta.tensorrt_version} runs on that release or "
+                       f"a later one of the same major; this machine has {tensorrt_version}")
+    elif meta.tensorrt_version != tensorrt_version:
         bad.append(f"built with TensorRT {meta.tensorrt_version}, this machine has {tensorrt_version}")
     if meta.compute_capability != compute_capability:
         bad.append(f"built for compute capability {meta.compute_capability} ({meta.gpu_name}), "
@@ -168,13 +177,22 @@ def mismatches(meta: EngineMeta, *, tensorrt_version: str, compute_capability: s
     return bad
 
 
-def gpu_info() -> tuple[str, str]:
-    """(name, 'major.minor') of GPU 0 via pycuda, else torch, else nvidia-smi; UserError when there is none."""
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:4])
+
+
+def _same_major_not_older(built: str, here: str) -> bool:
+    b, h = _version_tuple(built), _version_tuple(here)
+    return bool(b) and bool(h) and b[0] == h[0] and h >= b
+
+
+def gpu_info(device: int = 0) -> tuple[str, str]:
+    """(name, 'major.minor') of GPU `device` via pycuda, else torch, else nvidia-smi; UserError when there is none."""
     try:
         import pycuda.driver as cuda
 
         cuda.init()
-        dev = cuda.Device(0)
+        dev = cuda.Device(device)
         major, minor = dev.compute_capability()
         return dev.name(), f"{major}.{minor}"
     except Exception:  # pycuda absent or no driver: try the next source
@@ -183,18 +201,18 @@ def gpu_info() -> tuple[str, str]:
         import torch
 
         if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return torch.cuda.get_device_name(0), f"{major}.{minor}"
+            major, minor = torch.cuda.get_device_capability(device)
+            return torch.cuda.get_device_name(device), f"{major}.{minor}"
     except Exception:  # torch without CUDA
         pass
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
-            out = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
-                                 text=True, timeout=20).stdout.strip().splitlines()
+            out = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader", f"--id={device}"],
+                                 capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
             if out:
                 name, cc = (x.strip() for x in out[0].rsplit(",", 1))
                 return name, cc
         except (OSError, subprocess.SubprocessError, ValueError):
             pass
-    raise UserError("no NVIDIA GPU found (pycuda, torch.cuda and nvidia-smi all report none)")
+    raise UserError(f"no NVIDIA GPU {device} found (pycuda, torch.cuda and nvidia-smi all report none)")

@@ -1,17 +1,21 @@
-"""FP16 ONNX for strongly typed TensorRT (11.x, and 10.x with --strongly-typed): a graph whose types say what runs
-in half precision.
+"""FP16 ONNX for strongly typed TensorRT builds (every build of runtime.build_engine, 10.x and 11.x alike): a graph
+whose types say what runs in half precision.
 
-    python -m runtime.fp16_graph MODEL.onnx -o MODEL.fp16.onnx
+    python -m runtime.fp16_graph MODEL.onnx -o MODEL.fp16.onnx [--synthesis fp16|fp32]
 
 Tool: ONNX Runtime's maintained converter, `onnxruntime.transformers.float16.convert_float_to_float16` (shipped in
 the onnxruntime wheel, so no extra dependency), with keep_io_types=True (the engine still takes and returns fp32
-frames) and two block lists that stay fp32, the converter inserting Casts at their borders:
-  * the AdaCoFSynthesis node (op type): its sampling coordinates i + k*d + alpha need fp32 -- at 1080p an fp16
-    coordinate near 1900 has a step of 1 pixel, so trunc() and the bilinear fractions would be wrong;
-  * the offset heads (nodes): every node that feeds the synthesis node's alpha/beta inputs and nothing else, found
+frames) and a block list of nodes that stay fp32, the converter inserting Casts at their borders:
+  * the offset heads: every node that feeds the synthesis node's alpha/beta inputs and nothing else, found
     structurally (ancestors of alpha1/beta1/alpha2/beta2 minus ancestors of the weight/occlusion inputs and the
     frames), so it needs no particular node naming from the exporter. Offsets of several pixels with fp16's
     ~1e-3 relative step would move taps by up to ~0.01 px and flip trunc() at integer boundaries.
+  * the AdaCoFSynthesis node's offset inputs: the sampling coordinates i + k*d + alpha need fp32 -- at 1080p an fp16
+    coordinate near 1900 has a step of 1 pixel, so trunc() and the bilinear fractions would be wrong.
+The synthesis node itself, with `--synthesis fp16` (TensorRT's form), takes fp16 frames, weights and occlusion and
+fp32 offsets -- the plugin's "fp16 + fp32 offsets" combination, whose kernel still computes coordinates, fractions,
+bilinear weights and the accumulation in fp32 and rounds only its stored output. With `--synthesis fp32` (ONNX
+Runtime's CPU form: its custom op is fp32) the whole node stays fp32 behind Casts.
 The shared trunk, the weight and occlusion heads run in fp16.
 """
 
@@ -24,12 +28,12 @@ from pathlib import Path
 
 import onnx
 
+from plugins.onnx_node import INPUT_NAMES, OP_TYPE as SYNTHESIS_OP
 from sfadacof.errors import UserError, cli_main
 
-SYNTHESIS_OP = "AdaCoFSynthesis"
-# Input positions of the fused node (plugins/onnx_node.py INPUT_NAMES): frame0, frame2, w1, a1, b1, w2, a2, b2, occ
-OFFSET_INPUTS = (3, 4, 6, 7)
-OTHER_INPUTS = (0, 1, 2, 5, 8)
+OFFSET_INPUTS = tuple(i for i, n in enumerate(INPUT_NAMES) if n.startswith(("alpha", "beta")))
+OTHER_INPUTS = tuple(i for i in range(len(INPUT_NAMES)) if i not in OFFSET_INPUTS)
+SYNTHESIS_PRECISIONS = ("fp16", "fp32")
 
 
 def _name_nodes(model: onnx.ModelProto) -> None:
@@ -75,21 +79,48 @@ def offset_head_nodes(model: onnx.ModelProto) -> set[str]:
     return heads
 
 
-def convert_to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
-    """Return (fp16 model, summary of what stayed fp32)."""
+def convert_to_fp16(model: onnx.ModelProto, synthesis: str = "fp32") -> tuple[onnx.ModelProto, dict]:
+    """Return (fp16 model, summary of what stayed fp32). `synthesis`: the synthesis node's frame/weight/output type
+    (its offsets are fp32 either way); the default fp32 form runs anywhere the fp32 node runs (ONNX Runtime's CPU custom
+    op), runtime.build_engine asks for fp16."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    if synthesis not in SYNTHESIS_PRECISIONS:
+        raise UserError(f"synthesis precision {synthesis!r}: choose {', '.join(SYNTHESIS_PRECISIONS)}")
     heads = offset_head_nodes(model)
     # Resize/Upsample run in fp16 in both ORT CPU and TensorRT; the default list would wrap every 2x upsample in
     # Casts for no accuracy gain here.
-    op_block = [op for op in DEFAULT_OP_BLOCK_LIST if op not in ("Upsample", "Resize")] + [SYNTHESIS_OP]
+    op_block = [op for op in DEFAULT_OP_BLOCK_LIST if op not in ("Upsample", "Resize")]
+    if synthesis == "fp32":
+        op_block.append(SYNTHESIS_OP)
     out = convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block, node_block_list=sorted(heads),
                                    disable_shape_infer=False)
+    offsets_rewired = _fp32_offsets_into_synthesis(out) if synthesis == "fp16" else 0
     folded = fold_round_trip_casts(out)
-    summary = {"round_trip_casts_folded": folded, "tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True,
-               "fp32_nodes": len(heads) + len(synthesis_nodes(out)), "offset_head_nodes": len(heads),
-               "total_nodes": len(model.graph.node)}
+    summary = {"round_trip_casts_folded": folded, "tool": "onnxruntime.transformers.float16.convert_float_to_float16",
+               "keep_io_types": True, "synthesis": synthesis, "fp32_offset_inputs_rewired": offsets_rewired,
+               "fp32_nodes": len(heads) + (len(synthesis_nodes(out)) if synthesis == "fp32" else 0),
+               "offset_head_nodes": len(heads), "total_nodes": len(model.graph.node)}
     return out, summary
+
+
+def _fp32_offsets_into_synthesis(model: onnx.ModelProto) -> int:
+    """Feed the synthesis node's offset inputs from the fp32 offset heads directly, bypassing the Cast(fp16) the
+    converter put in front of an fp16 node; returns how many inputs were rewired. A graph where an offset input is not
+    such a Cast of an fp32 tensor cannot give the plugin fp32 offsets, so it is refused rather than built wrong."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    f32_known = _known_float_tensors(model)
+    rewired = 0
+    for node in synthesis_nodes(model):
+        for i in OFFSET_INPUTS:
+            cast = producer.get(node.input[i])
+            if cast is not None and _cast_to(cast) == onnx.TensorProto.FLOAT16 and cast.input[0] in f32_known:
+                node.input[i] = cast.input[0]
+                rewired += 1
+            elif node.input[i] not in f32_known:
+                raise UserError(f"{SYNTHESIS_OP} node {node.name}: offset input {node.input[i]!r} is not fp32 after "
+                                "the conversion; cannot keep the sampling coordinates in fp32")
+    return rewired  # the bypassed Casts are dropped with the other dead nodes by fold_round_trip_casts
 
 
 def _known_float_tensors(model: onnx.ModelProto) -> set[str]:
@@ -198,14 +229,14 @@ def is_fp16_graph(model: onnx.ModelProto) -> bool:
     return f16 > f32
 
 
-def convert_file(src: Path, dst: Path) -> dict:
+def convert_file(src: Path, dst: Path, synthesis: str = "fp32") -> dict:
     from .media import atomic_write_bytes
 
     try:
         model = onnx.load(str(src))
     except Exception as e:  # onnx raises DecodeError, OSError, ...
         raise UserError(f"{src}: not a readable ONNX model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    out, summary = convert_to_fp16(model)
+    out, summary = convert_to_fp16(model, synthesis)
     data = out.SerializeToString()
     atomic_write_bytes(dst, lambda tmp: tmp.write_bytes(data))
     return summary
@@ -216,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("onnx", type=Path)
     p.add_argument("-o", "--output", type=Path, default=None, help="default: MODEL.fp16.onnx beside the input")
+    p.add_argument("--synthesis", choices=SYNTHESIS_PRECISIONS, default="fp16",
+                   help="fp16: the TensorRT plugin's fp16 + fp32-offsets form (default); fp32: the node stays fp32 "
+                        "(ONNX Runtime's CPU custom op)")
     return p
 
 
@@ -223,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     dst = args.output or args.onnx.with_suffix(".fp16.onnx")
-    s = convert_file(args.onnx, dst)
-    print(f"{dst}: fp16 graph, {s['fp32_nodes']} of {s['total_nodes']} nodes kept fp32 "
-          f"({s['offset_head_nodes']} offset-head nodes + the synthesis node)")
+    s = convert_file(args.onnx, dst, args.synthesis)
+    node = "the synthesis node in fp32" if args.synthesis == "fp32" else "the synthesis node in fp16 with fp32 offsets"
+    print(f"{dst}: fp16 graph, {s['offset_head_nodes']} of {s['total_nodes']} nodes kept fp32 (the offset heads), "
+          f"{node}")
     return 0
 
 

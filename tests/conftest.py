@@ -24,15 +24,10 @@ def _gpu_reason() -> str | None:
 
 
 def _tensorrt_reason() -> str | None:
-    if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT Python package is not installed (it cannot be installed on this project's CI machines)"
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as e:  # the bindings import but fail without libnvinfer
-        return f"TensorRT failed to import: {str(e).splitlines()[0][:120]}"
-    if importlib.util.find_spec("pycuda") is None:
-        return "pycuda is not installed"
-    return _gpu_reason()
+    """TensorRT tests need TensorRT, pycuda and a GPU that pycuda sees (torch need not have CUDA)."""
+    from runtime.tensorrt_env import tensorrt_available
+
+    return tensorrt_available()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -30,17 +30,19 @@ def test_parse_shape():
 
 def test_profile_defaults_and_widening():
     p = Profile.from_args(None, None, None)
+    # 1080p frames as they are (the graph pads inside), in either orientation, at batch 1
     assert (p.min, p.opt, p.max) == (DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX) == \
-        ((1, 3, 256, 256), (1, 3, 1088, 1920), (4, 3, 2176, 3840))
+        ((1, 3, 32, 32), (1, 3, 1080, 1920), (1, 3, 1920, 1920))
+    assert p.contains((1, 3, 1080, 1920)) is None and p.contains((1, 3, 1920, 1080)) is None
     # a small max alone: min keeps its default, opt is clamped into [min, max]
     p = Profile.from_args(None, None, "1x3x720x1280")
-    assert p.max == (1, 3, 720, 1280) and p.opt == (1, 3, 720, 1280) and p.min == (1, 3, 256, 256)
-    # a min above the default opt pulls opt up to it
+    assert p.max == (1, 3, 720, 1280) and p.opt == (1, 3, 720, 1280) and p.min == (1, 3, 32, 32)
+    # a min above the default max pulls opt and max up to it
     p = Profile.from_args("1x3x2160x3840", None, None)
-    assert p.opt == (1, 3, 2160, 3840) and p.max == (4, 3, 2176, 3840)
+    assert p.opt == (1, 3, 2160, 3840) and p.max == (1, 3, 2160, 3840)
     # an opt outside the defaults widens min/max around it
-    p = Profile.from_args(None, "8x3x64x64", None)
-    assert p.min == (1, 3, 64, 64) and p.max == (8, 3, 2176, 3840)
+    p = Profile.from_args(None, "8x3x32x64", None)
+    assert p.min == (1, 3, 32, 32) and p.max == (8, 3, 1920, 1920) and p.opt == (8, 3, 32, 64)
     with pytest.raises(UserError, match="min <= opt <= max"):
         Profile.from_args("1x3x512x512", "1x3x256x256", None)
 
@@ -49,7 +51,7 @@ def test_profile_contains():
     p = Profile()
     assert p.contains((1, 3, 540, 960)) is None
     assert "outside the engine's profile" in p.contains((1, 3, 4320, 7680))
-    assert "N=5" in p.contains((5, 3, 256, 256))
+    assert "N=2" in p.contains((2, 3, 256, 256))
 
 
 def _meta(**kw) -> EngineMeta:
@@ -76,7 +78,20 @@ def test_sidecar_roundtrip_and_mismatch_reasons(tmp_path):
     assert "sha256 differs" in mismatches(back, **{**ok, "engine_sha256": "f" * 64})[0]
     assert "plugin library differs" in mismatches(back, **{**ok, "plugin_sha256": "c" * 64})[0]
     # a plugin serialized into the engine makes the library on disk irrelevant
-    assert mismatches(_meta(plugin_serialized=True), **{**ok, "plugin_sha256": "c" * 64}) == []
+    assert mismatches(_meta(plugin_serialized=True, version_compatible=True), **{**ok, "plugin_sha256": "c" * 64}) == []
+
+
+def test_version_compatible_engines_run_on_later_releases_of_the_same_major():
+    ok = dict(compute_capability="9.0", engine_sha256="e" * 64, plugin_sha256="b" * 64)
+    vc = _meta(tensorrt_version="10.8.0.43", version_compatible=True, plugin_serialized=True)
+    for here in ("10.8.0.43", "10.9.0.34", "10.16.0.1"):
+        assert mismatches(vc, tensorrt_version=here, **ok) == [], here
+    for here in ("10.7.0.23", "11.1.0.5", "9.3.0.1"):
+        r = mismatches(vc, tensorrt_version=here, **ok)
+        assert len(r) == 1 and "same major" in r[0] and here in r[0], (here, r)
+    # a plain engine needs the exact release
+    assert mismatches(_meta(), tensorrt_version="10.9.0.34", **ok) == [
+        "built with TensorRT 10.8.0.43, this machine has 10.9.0.34"]
 
 
 def test_sidecar_missing_or_corrupt(tmp_path):
@@ -103,7 +118,7 @@ def test_build_engine_without_tensorrt_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: TensorRT Python package not installed (pip install tensorrt-cu12 (or the sfadacof[gpu] extra) on a "
+        "error: TensorRT Python package not installed (pip install tensorrt-cu13 (or the sfadacof[gpu] extra) on a "
         "machine with an NVIDIA GPU)"]
     assert not list(tmp_path.glob("*.engine*"))
 

@@ -124,3 +124,44 @@ def test_fp16_graph_in_ort_cpu_vs_torch_fp32(graph, padded_frames):
           f"fp16 graph vs torch fp32: {p16:.2f} dB, max|d| {(outs['fp16'] - ref).abs().max():.2e}")
     assert (outs["fp32"] - ref).abs().max() < 1e-4
     assert p16 >= 45.0
+
+
+def test_fp16_synthesis_form_types_and_accuracy(graph, padded_frames):
+    """TensorRT's form (--synthesis fp16): the node takes fp16 frames/weights/occlusion and fp32 offsets straight from
+    the fp32 offset heads, and returns fp16. Emulating what the plugin computes for those types (fp32 arithmetic on the
+    values it receives, output rounded to fp16) stays >= 45 dB against the PyTorch fp32 model on real frames."""
+    model, m = graph
+    f0, f2 = padded_frames
+    out, summary = convert_to_fp16(onnx.ModelProto.FromString(m.SerializeToString()), synthesis="fp16")
+    assert summary["fp32_offset_inputs_rewired"] == 4
+    typed = onnx.shape_inference.infer_shapes(out)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(typed.graph.input) + list(typed.graph.value_info) + list(typed.graph.output)}
+    syn = synthesis_nodes(out)[0]
+    f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    got = [types.get(t) for t in syn.input]
+    assert got == [f16, f16, f16, f32, f32, f16, f32, f32, f16], got
+    producer = {o: n for n in out.graph.node for o in n.output}
+    for i in (3, 4, 6, 7):  # no Cast between the fp32 heads and the node: the offsets are never rounded to fp16
+        assert producer[syn.input[i]].op_type != "Cast" and re.search(r"module(Alpha|Beta)[12]", producer[syn.input[i]].name)
+    # ORT up to the node's inputs, in the types the node receives; then the reference op in fp32 on those values
+    sub = onnx.ModelProto.FromString(out.SerializeToString())
+    needed, keep = set(syn.input), []
+    for n in reversed(list(sub.graph.node)):  # only the node's ancestors (the crop after it reads its output)
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(n.input)
+    del sub.graph.node[:]
+    sub.graph.node.extend(reversed(keep))
+    del sub.graph.output[:]
+    sub.graph.output.extend(oh.make_tensor_value_info(t, types[t], None) for t in syn.input)
+    sess = ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"])
+    vals = sess.run(None, {"frame0": f0.numpy(), "frame2": f2.numpy()})
+    assert [v.dtype for v in vals] == [np.float16 if t == f16 else np.float32 for t in got]
+    t = [torch.from_numpy(np.asarray(v, dtype=np.float32)) for v in vals]
+    with torch.no_grad():
+        ref = model(f0, f2)
+        emulated = model.synthesize(t[0], t[1], KernelMaps(*t[2:])).half().float()
+    p16 = psnr(emulated.clamp(0, 1), ref.clamp(0, 1))
+    print(f"fp16 synthesis form vs torch fp32: {p16:.2f} dB, max|d| {(emulated - ref).abs().max():.2e}")
+    assert p16 >= 45.0

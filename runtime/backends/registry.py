@@ -14,7 +14,8 @@ from sfadacof.errors import UserError
 
 from .base import Backend
 
-BACKENDS: tuple[str, ...] = ("torch", "ort", "trt")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "ort", "trt")
+CPU_DEFAULT = "ort"  # what `auto` runs where TensorRT or a GPU is missing
 
 
 @dataclass
@@ -23,9 +24,9 @@ class BackendOptions:
     variant: str | None = None
     device: str = "cpu"             # torch: cpu / cuda; ort: cpu / cuda provider
     onnx: Path | None = None        # ort: run this graph instead of exporting the checkpoint
-    engine: Path | None = None      # trt: serialized engine (with its sidecar JSON beside it)
+    engine: Path | None = None      # trt: serialized engine (with its sidecar JSON beside it); None: built on demand
     plugin: Path | None = None      # trt: plugin library (when not serialized into the engine)
-    precision: str = "fp32"         # ort: fp32 / fp16 graph
+    precision: str = "fp32"         # ort: fp32 / fp16 graph; trt on demand: engine precision
     skip_engine_check: bool = False  # trt: run even if the sidecar does not match this machine
 
 
@@ -48,15 +49,68 @@ def _ort(o: BackendOptions) -> Backend:
     return OrtBackend(onnx_path, device=o.device)
 
 
+def _cuda_index(device: str) -> int:
+    """'cuda' / 'cuda:1' / 'cpu' (the ORT/torch default, meaning the first GPU for TensorRT) -> the GPU index."""
+    _, _, index = device.partition(":")
+    try:
+        return int(index) if index else 0
+    except ValueError:
+        raise UserError(f"--device {device!r}: expected cuda or cuda:N for TensorRT") from None
+
+
 def _trt(o: BackendOptions) -> Backend:
-    from .tensorrt_backend import TensorRTBackend
+    from .tensorrt_backend import OnDemandTensorRTBackend, TensorRTBackend
 
-    if o.engine is None:
-        raise UserError("--backend trt needs --engine ENGINE (build one with python -m runtime.build_engine)")
-    return TensorRTBackend(o.engine, plugin=o.plugin, check_sidecar=not o.skip_engine_check)
+    device = _cuda_index(o.device)
+    if o.engine is not None:
+        return TensorRTBackend(o.engine, plugin=o.plugin, check_sidecar=not o.skip_engine_check, device=device)
+    from ..tensorrt_env import import_pycuda, import_tensorrt
+
+    import_tensorrt(), import_pycuda()  # say what is missing before exporting anything
+    onnx_path = o.onnx
+    if onnx_path is None:
+        from .ort_backend import onnx_for_checkpoint  # the same cached export ORT uses; the build converts to fp16
+
+        onnx_path = onnx_for_checkpoint(o.checkpoint, precision="fp32", variant=o.variant)
+    return OnDemandTensorRTBackend(onnx_path, precision=o.precision, plugin=o.plugin, device=device)
 
 
-_FACTORIES: dict[str, Callable[[BackendOptions], Backend]] = {"torch": _torch, "ort": _ort, "trt": _trt}
+def _auto(o: BackendOptions) -> Backend:
+    """TensorRT where TensorRT, pycuda, a GPU and the plugin library are all here; the CPU default otherwise.
+    The choice and its reason go into describe(), and so into every report."""
+    from ..tensorrt_env import default_plugin_library, tensorrt_available
+
+    why_not = tensorrt_available()
+    if why_not is None and o.plugin is None and default_plugin_library() is None:
+        why_not = "the TensorRT plugin library is not built (python -m plugins.build)"
+    if why_not is None:
+        backend, reason = _trt(o), "TensorRT, pycuda, a GPU and the plugin library are available"
+    else:
+        backend, reason = _FACTORIES[CPU_DEFAULT](o), f"{CPU_DEFAULT} (CPU default): {why_not}"
+    return _Chosen(backend, f"auto -> {backend.name}: {reason}")
+
+
+class _Chosen(Backend):
+    """The backend `auto` picked, reporting why."""
+
+    def __init__(self, inner: Backend, choice: str) -> None:
+        self.inner, self.choice, self.name = inner, choice, inner.name
+
+    def infer(self, frame0, frame2):
+        return self.inner.infer(frame0, frame2)
+
+    def infer_many(self, pairs):
+        return self.inner.infer_many(pairs)
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "chosen_by": self.choice}
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+_FACTORIES: dict[str, Callable[[BackendOptions], Backend]] = {"auto": _auto, "torch": _torch, "ort": _ort,
+                                                              "trt": _trt}
 
 
 def create_backend(name: str, options: BackendOptions) -> Backend:

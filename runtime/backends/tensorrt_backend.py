@@ -1,7 +1,10 @@
 """TensorRT backend: a serialized engine run through pycuda (`--backend trt --engine E`).
 
-  * The engine's sidecar (runtime.engine_meta) is checked first: wrong TensorRT version, wrong compute capability,
-    a replaced engine file or a different plugin library are refused with the reason, not a deserialisation crash.
+  * The engine's sidecar (runtime.engine_meta) is checked first, against the GPU the backend runs on: wrong TensorRT
+    version, wrong compute capability, a replaced engine file or a different plugin library are refused with the
+    reason, not a deserialisation crash.
+  * The plugin library (--plugin, else the one plugins/ built) is loaded whenever it is found, also for an engine that
+    embeds it (a version-compatible engine: its sidecar says so, and only then is host code in the engine allowed).
   * Device buffers and page-locked host buffers are allocated once per input shape and reused; a new shape
     re-allocates (set_input_shape + set_tensor_address).
   * Two CUDA streams: uploads run on a copy stream, execute_async_v3 and the download on the compute stream. In
@@ -13,7 +16,7 @@ pycuda and tensorrt are imported lazily: without them this module still imports 
 
 from __future__ import annotations
 
-import importlib.util
+import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -22,31 +25,11 @@ import numpy as np
 from sfadacof.checkpoint import file_sha256
 from sfadacof.errors import UserError
 
-from ..engine_meta import EngineMeta, Profile, gpu_info, mismatches, read_sidecar
+from ..engine_meta import EngineMeta, Profile, format_shape, gpu_info, mismatches, read_sidecar
+from ..tensorrt_env import default_plugin_library, import_pycuda, import_tensorrt, load_plugin_library
 from .base import Backend
 
 SLOTS = 2  # input double-buffering: upload of n+1 overlaps compute of n
-
-
-def import_pycuda():
-    if importlib.util.find_spec("pycuda") is None:
-        raise UserError("pycuda not installed (pip install pycuda on a machine with the CUDA toolkit; "
-                        "see the sfadacof[gpu] extra)")
-    try:
-        import pycuda.driver as cuda
-    except Exception as e:  # ImportError / OSError when libcuda is missing
-        raise UserError(f"pycuda found but not loadable: {str(e).splitlines()[0][:200]}") from None
-    return cuda
-
-
-def default_plugin_library() -> Path | None:
-    """The plugin library built by plugins/ (build/libsfadacof_trt_plugin.so or $SFADACOF_PLUGIN_DIR)."""
-    try:
-        from plugins import _libs
-
-        return _libs.find_library(_libs.PLUGIN_LIBRARY)
-    except ImportError:
-        return None
 
 
 class _Buffers:
@@ -75,8 +58,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine_path: str | Path, *, plugin: str | Path | None = None, check_sidecar: bool = True,
                  device: int = 0) -> None:
-        from ..build_engine import import_tensorrt, load_plugin_library
-
+        self.device = device
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
             raise UserError(f"{self.engine_path}: engine file not found")
@@ -88,12 +70,12 @@ class TensorRTBackend(Backend):
         self.ctx = cuda.Device(device).retain_primary_context()
         self.ctx.push()
         try:
-            self._open(plugin, check_sidecar, load_plugin_library)
+            self._open(plugin, check_sidecar)
         except BaseException:
             self.ctx.pop()
             raise
 
-    def _open(self, plugin, check_sidecar: bool, load_plugin_library) -> None:
+    def _open(self, plugin, check_sidecar: bool) -> None:
         trt, cuda = self.trt, self.cuda
         self.meta: EngineMeta | None = None
         try:
@@ -101,13 +83,13 @@ class TensorRTBackend(Backend):
         except UserError:
             if check_sidecar:
                 raise
-        plugin_path = Path(plugin) if plugin else None
-        if plugin_path is None and not (self.meta and self.meta.plugin_serialized):
-            plugin_path = default_plugin_library()
-            if plugin_path is None and self.meta and self.meta.plugin_path:
-                plugin_path = Path(self.meta.plugin_path)
+        embedded = bool(self.meta and self.meta.plugin_serialized)
+        plugin_path = Path(plugin) if plugin else default_plugin_library()
+        if plugin_path is None and not embedded and self.meta and self.meta.plugin_path \
+                and Path(self.meta.plugin_path).is_file():
+            plugin_path = Path(self.meta.plugin_path)
         if check_sidecar and self.meta is not None:
-            name, cc = gpu_info()
+            name, cc = gpu_info(self.device)
             bad = mismatches(self.meta, tensorrt_version=trt.__version__, compute_capability=cc,
                              engine_sha256=file_sha256(self.engine_path),
                              plugin_sha256=file_sha256(plugin_path) if plugin_path and plugin_path.is_file() else None)
@@ -115,10 +97,15 @@ class TensorRTBackend(Backend):
                 raise UserError(f"{self.engine_path}: refusing to run this engine here: {'; '.join(bad)} "
                                 "(rebuild it with runtime.build_engine, or pass --skip-engine-check)")
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self._plugin_handle, self.plugin_sha256 = load_plugin_library(trt, plugin_path, self.logger)
+        if plugin_path is None and not embedded:
+            raise UserError(f"{self.engine_path}: the engine needs the AdaCoFSynthesis plugin library and none was found "
+                            "(build it with python -m plugins.build, or pass --plugin LIB)")
+        self.plugin_sha256 = load_plugin_library(trt, plugin_path, self.logger)
         self.runtime = trt.Runtime(self.logger)
-        if self.meta is not None and self.meta.plugin_serialized:
-            self.runtime.engine_host_code_allowed = True  # the plugin library travels inside the engine
+        if self.meta is not None and (self.meta.version_compatible or embedded):
+            # The lean runtime and the plugin library travel inside a version-compatible engine: host code that
+            # TensorRT refuses to run unless allowed. Allowed only where the sidecar built with it says so.
+            self.runtime.engine_host_code_allowed = True
         self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:
             raise UserError(f"{self.engine_path}: TensorRT could not deserialize the engine (built by another "
@@ -233,3 +220,50 @@ class TensorRTBackend(Backend):
         finally:
             self.ctx.pop()
             self.ctx = None
+
+
+class OnDemandTensorRTBackend(Backend):
+    """`--backend trt` without `--engine`: the checkpoint's cached ONNX export, built into a cached engine
+    (runtime.engine_cache) for the default profile at once, and rebuilt with a wider profile the first time a frame
+    falls outside it. Runs with the same key reuse the engines instantly."""
+
+    name = "trt"
+
+    def __init__(self, onnx: Path, *, precision: str = "fp32", plugin: Path | None = None, device: int = 0) -> None:
+        self.onnx, self.precision, self.device = Path(onnx), precision, device
+        self.plugin = Path(plugin) if plugin else default_plugin_library()
+        if self.plugin is None:
+            raise UserError("--backend trt: the AdaCoFSynthesis plugin library is not built (python -m plugins.build "
+                            "on a machine with the TensorRT headers), or pass --plugin LIB")
+        self.profile = Profile()
+        self.inner = self._open(self.profile)
+
+    def _open(self, profile: Profile) -> TensorRTBackend:
+        from ..engine_cache import cached_engine
+
+        path = cached_engine(self.onnx, precision=self.precision, profile=profile, plugin=self.plugin,
+                             device=self.device)
+        return TensorRTBackend(path, plugin=self.plugin, device=self.device)
+
+    def _fit(self, shape: tuple[int, ...]) -> TensorRTBackend:
+        if self.profile.contains(shape) is not None and len(shape) == 4:
+            wider = Profile.from_args(None, None, format_shape(tuple(max(a, b) for a, b in zip(self.profile.max, shape))))
+            self.inner.close()
+            self.profile = wider
+            self.inner = self._open(wider)
+        return self.inner
+
+    def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+        return self._fit(tuple(frame0.shape)).infer(frame0, frame2)
+
+    def infer_many(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+        for shape, run in itertools.groupby(pairs, key=lambda pair: tuple(pair[0].shape)):
+            yield from self._fit(shape).infer_many(run)  # pipelined within each run of one shape
+
+    def describe(self) -> dict:
+        d = self.inner.describe()
+        d["engine_cache"] = "built on demand from " + str(self.onnx)
+        return d
+
+    def close(self) -> None:
+        self.inner.close()

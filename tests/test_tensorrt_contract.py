@@ -1,0 +1,248 @@
+"""The TensorRT path's logic that runs without TensorRT: the engine cache (key, reuse, one build for concurrent runs),
+the activation-memory estimate, the plugin loader's error reporting, and `--backend auto` / on-demand `trt` on a
+machine without TensorRT. The cache and the loader are driven through stand-ins for TensorRT's side only (the build
+function, the plugin registry), since TensorRT cannot run here; what they decide is the code under test."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import onnx
+import onnx.helper as oh
+import pytest
+from PIL import Image
+
+from plugins.onnx_node import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from runtime import tensorrt_env
+from runtime.engine_cache import Target, cached_engine, engine_cache_key
+from runtime.engine_meta import EngineMeta, Profile, sidecar_path, write_sidecar
+from runtime.memory_estimate import peak_activation_bytes, weight_bytes
+from sfadacof.errors import UserError
+from tests._runtime_fixtures import bikes_frames, crop
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = Target("10.16.0.1", "NVIDIA H100 80GB HBM3", "9.0")
+
+
+# -- engine cache ------------------------------------------------------------------------------------------------------
+
+def _fake_build(req) -> None:
+    """Stands in for TensorRT's build: writes an engine and its sidecar as runtime.build_engine does, and counts."""
+    time.sleep(0.3)  # long enough for a concurrent run to reach the lock
+    req.engine.write_bytes(b"engine " + req.precision.encode())
+    with open(req.engine.parent / "builds.log", "a") as f:
+        f.write(f"{req.engine.name}\n")
+    write_sidecar(req.engine, EngineMeta(tensorrt_version=TARGET.tensorrt_version, gpu_name=TARGET.gpu_name,
+                                         compute_capability=TARGET.compute_capability, precision=req.precision,
+                                         profile=req.profile.to_json(), onnx_path=str(req.onnx), onnx_sha256=""))
+
+
+def _builds(root: Path) -> list[str]:
+    log = root / "builds.log"
+    return log.read_text().split() if log.is_file() else []
+
+
+def test_cache_key_covers_everything_that_invalidates_an_engine():
+    base = dict(onnx_sha256="a" * 64, plugin_sha256="b" * 64, precision="fp16", profile=Profile())
+    k = engine_cache_key(TARGET, **base)
+    assert k == engine_cache_key(Target(*vars(TARGET).values()), **dict(base))  # deterministic
+    variants = [
+        (Target("10.16.0.2", TARGET.gpu_name, "9.0"), base),
+        (Target(TARGET.tensorrt_version, "NVIDIA H200", "9.0"), base),
+        (Target(TARGET.tensorrt_version, TARGET.gpu_name, "8.9"), base),
+        (TARGET, {**base, "onnx_sha256": "c" * 64}),
+        (TARGET, {**base, "plugin_sha256": "d" * 64}),
+        (TARGET, {**base, "precision": "fp32"}),
+        (TARGET, {**base, "profile": Profile.from_args(None, None, "1x3x2160x3840")}),
+    ]
+    keys = {engine_cache_key(t, **kw) for t, kw in variants}
+    assert len(keys) == len(variants) and k not in keys
+
+
+def test_cache_builds_once_then_reuses(tmp_path):
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"graph")
+    plugin = tmp_path / "libp.so"
+    plugin.write_bytes(b"plugin")
+    root = tmp_path / "cache"
+    kw = dict(precision="fp16", profile=Profile(), plugin=plugin, root=root, target=TARGET, build=_fake_build)
+    first = cached_engine(onnx_path, **kw)
+    assert first.read_bytes() == b"engine fp16" and sidecar_path(first).is_file()
+    assert cached_engine(onnx_path, **kw) == first and _builds(root) == [first.name]
+    # a changed plugin library is another key: a second build, the first entry untouched
+    plugin.write_bytes(b"plugin v2")
+    second = cached_engine(onnx_path, **kw)
+    assert second != first and _builds(root) == [first.name, second.name] and first.is_file()
+    # an entry without its sidecar (a build killed between the two writes) is not trusted: rebuilt
+    sidecar_path(second).unlink()
+    assert cached_engine(onnx_path, **kw) == second and len(_builds(root)) == 3
+
+
+def _cache_in_process(args) -> str:
+    onnx_path, plugin, root = args
+    return str(cached_engine(Path(onnx_path), precision="fp32", profile=Profile(), plugin=Path(plugin),
+                             root=Path(root), target=TARGET, build=_fake_build))
+
+
+def test_concurrent_runs_build_once(tmp_path):
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"graph")
+    plugin = tmp_path / "libp.so"
+    plugin.write_bytes(b"plugin")
+    root = tmp_path / "cache"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        paths = pool.map(_cache_in_process, [(str(onnx_path), str(plugin), str(root))] * 3)
+    assert len(set(paths)) == 1 and len(_builds(root)) == 1
+
+
+# -- activation memory estimate ----------------------------------------------------------------------------------------
+
+def test_peak_activation_estimate_by_hand():
+    """x(1,3,H,W) -> Conv(8 ch, 3x3 pad 1) -> a -> Relu -> b -> Add(b, a) -> y. At the Relu, x is dead (its last
+    reader was the Conv), a and b live: 16 channels; at the Add, a, b and y: 24 channels. fp32, so the peak is
+    24*H*W*4 bytes; weights 8*3*3*3 + 8 floats. (H, W multiples of 32, as the model's padded frames are.)"""
+    h, w = 96, 128
+    x = oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    wt = oh.make_tensor("wt", onnx.TensorProto.FLOAT, [8, 3, 3, 3], [0.0] * 216)
+    bias = oh.make_tensor("bias", onnx.TensorProto.FLOAT, [8], [0.0] * 8)
+    nodes = [oh.make_node("Conv", ["x", "wt", "bias"], ["a"], pads=[1, 1, 1, 1]),
+             oh.make_node("Relu", ["a"], ["b"]), oh.make_node("Add", ["b", "a"], ["y"])]
+    m = oh.make_model(oh.make_graph(nodes, "g", [x], [y], [wt, bias]), opset_imports=[oh.make_opsetid("", 17)])
+    assert peak_activation_bytes(m, (1, 3, h, w)) == 24 * h * w * 4
+    assert peak_activation_bytes(m, (2, 3, h, w)) == 2 * 24 * h * w * 4
+    assert weight_bytes(m) == (216 + 8) * 4
+
+
+def test_tensor_sizes_of_the_exported_model_match_a_run_at_that_size(tmp_path):
+    """On the real export, the probe-and-scale sizes equal the sizes of every tensor before the synthesis node in a
+    real ONNX Runtime run at another size (96x160, odd-sized 90x150 padded to it), and the peak covers the six K^2
+    maps in fp32."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from export.core import export_model
+    from runtime.memory_estimate import tensor_sizes
+    from tests._runtime_fixtures import seeded_model
+
+    path = tmp_path / "m.onnx"
+    export_model(seeded_model(), path, synthesis="plugin")
+    m = onnx.load(str(path))
+    est = tensor_sizes(m, (1, 3, 90, 150))
+    syn = next(n for n in m.graph.node if n.op_type == OP_TYPE)
+    before = [n for n in m.graph.node[:list(m.graph.node).index(syn)]]
+    sub = onnx.ModelProto()
+    sub.CopyFrom(m)
+    del sub.graph.node[:]
+    sub.graph.node.extend(before)
+    del sub.graph.output[:]
+    names = [o for n in before for o in n.output]
+    typed = onnx.shape_inference.infer_shapes(m).graph.value_info
+    types = {v.name: v.type.tensor_type.elem_type for v in typed}
+    sub.graph.output.extend(oh.make_tensor_value_info(t, types.get(t, onnx.TensorProto.FLOAT), None) for t in names)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(sub.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).random((1, 3, 90, 150), dtype=np.float32)
+    real = dict(zip(names, (a.nbytes for a in sess.run(names, {"frame0": x, "frame2": x}))))
+    assert {t: est[t] for t in names} == real
+    assert peak_activation_bytes(m, (1, 3, 256, 256)) > 256 * 256 * 4 * (2 * 25 * 3)
+
+
+# -- plugin loader -----------------------------------------------------------------------------------------------------
+
+class _Registry:
+    """TensorRT's registry as far as the loader sees it: load_library returns a handle or None, creators by key."""
+
+    def __init__(self, handle, registers: bool) -> None:
+        self.handle, self.registers, self.loads, self.creators = handle, registers, [], []
+
+    def load_library(self, path):
+        self.loads.append(path)
+        if self.registers:
+            self.creators.append((OP_TYPE, PLUGIN_VERSION, PLUGIN_NAMESPACE))
+        return self.handle
+
+    def get_creator(self, name, version, namespace):
+        return object() if (name, version, namespace) in self.creators else None
+
+
+def _fake_trt(registry):
+    return SimpleNamespace(init_libnvinfer_plugins=lambda logger, ns: True, get_plugin_registry=lambda: registry)
+
+
+def test_plugin_loader_names_the_missing_dependency(tmp_path):
+    """A real shared library whose dependency is gone: TensorRT's load_library gives None; the one-line error carries
+    the dynamic loader's own message naming the missing library."""
+    dep = tmp_path / "libsfadacof_gone_dep.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-x", "c", "-", "-o", str(dep)], input=b"int gone(void){return 1;}",
+                   check=True)
+    lib = tmp_path / "libplugin_like.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-x", "c", "-", "-o", str(lib), f"-L{tmp_path}", "-lsfadacof_gone_dep"],
+                   input=b"int gone(void); int f(void){return gone();}", check=True)
+    dep.unlink()
+    reg = _Registry(handle=None, registers=False)
+    with pytest.raises(UserError) as e:
+        tensorrt_env.load_plugin_library(_fake_trt(reg), lib, logger=None)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{lib}: TensorRT could not load the plugin library: ")
+    assert "libsfadacof_gone_dep.so" in msg
+
+
+def test_plugin_loader_loads_once_and_confirms_the_creator(tmp_path, monkeypatch):
+    monkeypatch.setattr(tensorrt_env, "_loaded", {})
+    lib = tmp_path / "libp.so"
+    lib.write_bytes(b"x")
+    good = _Registry(handle="capsule", registers=True)
+    sha = tensorrt_env.load_plugin_library(_fake_trt(good), lib, logger=None)
+    assert len(sha) == 64 and good.loads == [str(lib.resolve())]
+    # a second load in the same process (TensorRT would return None: already loaded) is not attempted
+    assert tensorrt_env.load_plugin_library(_fake_trt(good), tmp_path / "." / "libp.so", logger=None) == sha
+    assert good.loads == [str(lib.resolve())]
+    # a library that loads but registers no AdaCoFSynthesis creator
+    other = tmp_path / "libother.so"
+    other.write_bytes(b"y")
+    silent = _Registry(handle="capsule", registers=False)
+    with pytest.raises(UserError, match=f"no {PLUGIN_NAMESPACE}::{OP_TYPE} v{PLUGIN_VERSION} creator is registered"):
+        tensorrt_env.load_plugin_library(_fake_trt(silent), other, logger=None)
+    with pytest.raises(UserError, match="plugin library not found"):
+        tensorrt_env.load_plugin_library(_fake_trt(good), tmp_path / "none.so", logger=None)
+
+
+# -- backends on a machine without TensorRT ----------------------------------------------------------------------------
+
+@pytest.fixture()
+def pairs(tmp_path):
+    d = tmp_path / "pairs" / "p"
+    d.mkdir(parents=True)
+    for i, f in enumerate(bikes_frames()[:2]):
+        Image.fromarray(crop(f, w=64, h=64)).save(d / f"{i}.png")
+    return tmp_path / "pairs"
+
+
+@pytest.mark.skipif(tensorrt_env.tensorrt_available() is None, reason="TensorRT and a GPU are here")
+def test_auto_backend_falls_back_to_the_cpu_default_and_says_why(tmp_path, pairs):
+    rep = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "runtime.infer", str(pairs), "-o", str(tmp_path / "o"), "--backend",
+                        "auto", "--report", str(rep)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    b = json.loads(rep.read_text())["backend"]
+    assert b["backend"] == "ort" and b["chosen_by"].startswith("auto -> ort: ort (CPU default): ")
+    assert "TensorRT" in b["chosen_by"] or "pycuda" in b["chosen_by"] or "GPU" in b["chosen_by"]
+    assert (tmp_path / "o" / "p.png").is_file()
+
+
+@pytest.mark.skipif(tensorrt_env.tensorrt_available() is None, reason="TensorRT and a GPU are here")
+def test_trt_backend_without_engine_says_what_is_missing_before_exporting(tmp_path, pairs, monkeypatch):
+    monkeypatch.setenv("SFADACOF_CACHE", str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "runtime.infer", str(pairs), "-o", str(tmp_path / "o"), "--backend",
+                        "trt"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()
