@@ -1,9 +1,15 @@
 """Without a GPU: the CUDA kernel library that CI compiles loads, has the ABI the wrapper expects, and rejects
-invalid arguments before touching a device (checks the ctypes signatures of plugins.cuda_op)."""
+invalid arguments before touching a device (checks the ctypes signatures of plugins.cuda_op); no CUDA-built
+library depends on the build machine's libcudart."""
 
 from __future__ import annotations
 
 import ctypes
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +31,46 @@ def test_cuda_library_loads_and_validates_arguments():
     assert lib.sfadacof_cuda_synthesis(*null, 0, 0, 0, 3, 8, 8, 5, 1, ctypes.c_void_p(0)) == 0
     assert b"even" in lib.sfadacof_cuda_status_string(-1)
     assert lib.sfadacof_cuda_synthesis_naive(*null, None, None, 0, 0, 1, 3, 8, 8, 4, 1, ctypes.c_void_p(0)) == -1
+
+
+def _cuda_built_libraries() -> list[Path]:
+    """Every library CMake built with CUDA that the loaders or the two-major layout (build/trt*) would use."""
+    dirs = {_libs.DEFAULT_BUILD_DIR.resolve()}
+    if os.environ.get("SFADACOF_PLUGIN_DIR"):
+        dirs.add(Path(os.environ["SFADACOF_PLUGIN_DIR"]).resolve())
+    dirs.update(p.resolve() for p in _libs.DEFAULT_BUILD_DIR.glob("trt*") if p.is_dir())
+    stems = (_libs.CUDA_LIBRARY, _libs.PLUGIN_LIBRARY, _libs.REGISTER_LIBRARY)
+    return sorted(d / _libs.library_filename(s) for d in dirs for s in stems if (d / _libs.library_filename(s)).is_file())
+
+
+def _toolkit_dirs(build_dir: Path) -> list[str]:
+    cache = build_dir / "CMakeCache.txt"
+    dirs = []
+    if cache.is_file():
+        for line in cache.read_text(errors="replace").splitlines():
+            key = line.split(":", 1)[0]
+            if key in ("CUDAToolkit_LIBRARY_DIR", "CUDAToolkit_LIBRARY_ROOT", "CUDAToolkit_BIN_DIR"):
+                value = line.split("=", 1)[1]
+                dirs.append(str(Path(value).parent if key == "CUDAToolkit_BIN_DIR" else Path(value)))
+    return dirs
+
+
+def test_cuda_libraries_do_not_need_the_build_machines_libcudart():
+    """The CUDA runtime is linked statically: no libcudart.so.N to find at run time, no RUNPATH into the build
+    machine's toolkit (which a user's machine does not have)."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) not on PATH")
+    libs = _cuda_built_libraries()
+    if not libs:
+        pytest.skip("no CUDA library built (no CUDA compiler at configure time; plugins/ci_build.sh builds one)")
+    for lib in libs:
+        out = subprocess.run([readelf, "-d", str(lib)], capture_output=True, text=True, check=True).stdout
+        needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out)
+        assert needed, f"readelf -d {lib} listed no NEEDED entry at all:\n{out}"
+        assert not [n for n in needed if "cudart" in n], f"{lib} needs {needed}"
+        paths = [p for entry in re.findall(r"\((?:RUNPATH|RPATH)\)\s+Library r(?:un)?path: \[(.*?)\]", out)
+                 for p in entry.split(":") if p]
+        toolkit = _toolkit_dirs(lib.parent)
+        assert not [p for p in paths if any(p == t or p.startswith(t + "/") for t in toolkit)], (
+            f"{lib} has a RUNPATH/RPATH into the CUDA toolkit {toolkit}: {paths}")
