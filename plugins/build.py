@@ -1,7 +1,7 @@
 """Configure and build the native libraries of plugins/ with CMake into <repo>/build.
 
-    python -m plugins.build [--cuda-archs "75;80;86;89;90"] [--tensorrt-root DIR | --tensorrt-include DIR]
-                            [--no-cuda] [--build-dir DIR] [--jobs N] [--clean]
+    python -m plugins.build [--cuda-archs "90"] [--tensorrt-root DIR | --tensorrt-include DIR]
+                            [--no-tensorrt-python-check] [--no-cuda] [--build-dir DIR] [--jobs N] [--clean]
 
 Prints what was built and what was skipped (and why). The Python loaders (plugins.cpu_op, plugins.cuda_op)
 find the libraries in <repo>/build without further configuration.
@@ -21,9 +21,13 @@ from . import _libs
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m plugins.build", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cuda-archs", help='CMAKE_CUDA_ARCHITECTURES, e.g. "90" or "75;80;86;89;90" (the default)')
+    ap.add_argument("--cuda-archs", help='CMAKE_CUDA_ARCHITECTURES, e.g. "90" (default: 75;80;86;89;90, plus '
+                    '100;120 when nvcc supports them)')
     ap.add_argument("--tensorrt-root", help="TensorRT install root (include/NvInfer*.h below it)")
     ap.add_argument("--tensorrt-include", help="directory holding NvInferRuntime.h")
+    ap.add_argument("--no-tensorrt-python-check", action="store_true",
+                    help="accept TensorRT headers of another major than this interpreter's tensorrt package "
+                         "(building the plugin for another machine's runtime)")
     ap.add_argument("--no-cuda", action="store_true", help="build the CPU kernel only")
     ap.add_argument("--build-dir", type=Path, default=_libs.DEFAULT_BUILD_DIR)
     ap.add_argument("--build-type", default="Release")
@@ -49,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         configure.append(f"-DTensorRT_ROOT={Path(args.tensorrt_root).resolve()}")
     if args.tensorrt_include:
         configure.append(f"-DTensorRT_INCLUDE_DIR={Path(args.tensorrt_include).resolve()}")
-    # Python package discovery in CMake uses this interpreter.
+    # Python package discovery in CMake uses this interpreter (and its tensorrt for the headers' major check).
     configure.append(f"-DPython3_EXECUTABLE={sys.executable}")
+    configure.append(f"-DSFADACOF_CHECK_TENSORRT_PYTHON={'OFF' if args.no_tensorrt_python_check else 'ON'}")
 
     for cmd in (configure, [cmake, "--build", str(build_dir), "--parallel", str(max(1, args.jobs))]):
         print("+", " ".join(cmd), flush=True)
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== plugins.build summary ==")
     if summary.is_file():
         print(summary.read_text().rstrip())
-    for stem in (_libs.CPU_LIBRARY, _libs.CUDA_LIBRARY, _libs.PLUGIN_LIBRARY):
+    for stem in (_libs.CPU_LIBRARY, _libs.CUDA_LIBRARY, _libs.PLUGIN_LIBRARY, _libs.REGISTER_LIBRARY):
         lib = build_dir / _libs.library_filename(stem)
         print(f"{'present' if lib.is_file() else 'absent '}: {lib}")
     if build_dir != _libs.DEFAULT_BUILD_DIR.resolve():
