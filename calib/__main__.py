@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -28,7 +27,10 @@ from pathlib import Path
 
 import onnx
 
+from sfadacof import cli_args
+from sfadacof.data import parse_source_spec
 from sfadacof.errors import UserError, cli_main
+from sfadacof.outputs import atomic_write_text, check_outputs, output_file
 
 from .evaluate import Runner, benchmark, benchmark_estimator, estimator_maps_diff, evaluate, format_sensitivity, format_table, summarise
 from .graph import DEFAULT_GROUPS, GROUPS, check_groups_recognised, conv_nodes, inspect_qdq, parse_groups
@@ -37,7 +39,7 @@ from .sources import calibration_pairs, eval_items, parse_size, split_data
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m calib", description=__doc__,
+    p = cli_args.ArgumentParser(prog="python -m calib", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="video (PATH[@START:END][*SCALE]), folder of sequential frames, or pairs folder")
     p.add_argument("-o", "--output", type=Path, required=True, help="the INT8 Q/DQ ONNX to write")
@@ -48,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --checkpoint: export form to quantize (default plugin: the custom AdaCoFSynthesis "
                         "node TensorRT maps to its plugin; onnx: standard ops only)")
     p.add_argument("--method", choices=tuple(METHODS), default="minmax", help="calibration method (default minmax)")
-    p.add_argument("--percentile", type=float, default=99.999, help="with --method percentile (default 99.999)")
-    p.add_argument("--num", type=int, default=32, help="calibration pairs (default 32)")
+    p.add_argument("--percentile", type=cli_args.percentile, default=99.999, help="with --method percentile (default 99.999)")
+    p.add_argument("--num", type=cli_args.positive_int, default=32, help="calibration pairs (default 32)")
     p.add_argument("--size", default="448x256", help="calibration frame size WxH, multiples of 32 (default 448x256)")
     p.add_argument("--fit", choices=("cover", "crop"), default="cover",
                    help="cover: scale to cover --size then centre-crop; crop: centre-crop at native scale")
@@ -60,15 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "uint8 activations (ONNX Runtime CPU only, not for TensorRT)")
     p.add_argument("--eval", action="append", default=None, metavar="EVAL_DATA",
                    help="evaluation triplets from here instead of held aside (repeatable; same forms as DATA)")
-    p.add_argument("--eval-count", type=int, default=8, help="evaluation triplets (default 8)")
+    p.add_argument("--eval-count", type=cli_args.positive_int, default=8, help="evaluation triplets (default 8)")
     p.add_argument("--eval-size", default=None, help="centre-crop evaluation frames to WxH (default: whole frames)")
     p.add_argument("--no-eval", action="store_true", help="only write the INT8 graph")
     p.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--sensitivity", action="store_true", help="also: cost of quantizing each layer group alone")
     p.add_argument("--benchmark", action="store_true", help="also: ORT CPU seconds per frame, FP32 vs INT8")
     p.add_argument("--bench-size", default="448x256", help="benchmark frame size WxH (default 448x256)")
-    p.add_argument("--bench-runs", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: all cores)")
+    p.add_argument("--bench-runs", type=cli_args.positive_int, default=5)
+    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="ORT intra-op threads (default: all cores)")
     return p
 
 
@@ -91,15 +93,7 @@ def _finite(x):
 
 
 def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite(obj), f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -111,6 +105,8 @@ def run(args: argparse.Namespace) -> dict:
         raise UserError(f"--num must be >= 1, got {args.num}")
     if args.output.suffix.lower() != ".onnx":
         raise UserError(f"{args.output}: the output must be an .onnx file")
+    reads = [parse_source_spec(str(d))[0] for d in [args.data] + (args.eval or [])] + [args.onnx, args.checkpoint]
+    check_outputs(reads, [output_file("-o", args.output), output_file("--report", args.report)])
     report: dict = {"command": "python -m calib " + " ".join(sys.argv[1:]), "data": str(args.data)}
     # Data first: a wrong path should fail before a checkpoint is exported.
     n_eval = 0 if args.no_eval or args.eval is not None else args.eval_count

@@ -15,7 +15,6 @@ boundary); the bias left float (TensorRT refuses int32 DequantizeLinear and quan
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,8 @@ import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, MinMaxCalibrater, QuantFormat,
                                       QuantType, TensorsData, quantize_static, save_tensors_data)
 from onnxruntime.quantization.calibrate import EntropyCalibrater, PercentileCalibrater
+
+from sfadacof.outputs import atomic_path
 
 from .graph import calibration_subgraph, nodes_for_groups
 
@@ -142,46 +143,39 @@ def quantize(model_path: Path, out_path: Path, ranges: TensorsData, groups: tupl
         chosen = set(nodes)
         nodes = nodes + [c.name for n in model.graph.node if n.name in chosen
                          for c in consumers.get(n.output[0], []) if c.op_type == "Relu"]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_out = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
-            cache = Path(tmp) / "ranges.json"
-            save_tensors_data(ranges, cache)
-            if not nodes:
-                # Nothing chosen: the FP32 graph itself (quantize_static treats an empty list as "all nodes").
-                onnx.save(model, tmp_out)
-            else:
-                _quiet_ort_quantizer()
-                if placement == "ort-cpu":
-                    quantize_static(
-                        model_path, tmp_out, calibration_data_reader=None, calibration_cache_path=cache,
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "Relu"], nodes_to_quantize=nodes,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=ranges.calibration_method, extra_options={"WeightSymmetric": True})
-                    q = onnx.load(tmp_out)
-                    _set_metadata(q, metadata)
-                    onnx.save(q, tmp_out)
-                    os.replace(tmp_out, out_path)
-                    return convs
-                quantize_static(
-                    model_path, tmp_out, calibration_data_reader=None, calibration_cache_path=cache,
-                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], nodes_to_quantize=nodes,
-                    per_channel=per_channel, reduce_range=False,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=ranges.calibration_method,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                   "OpTypesToExcludeOutputQuantization": ["Conv"], "QuantizeBias": False},
-                )
-                q = onnx.load(tmp_out)
-                float_consumers_read_float(q, set(nodes))
-                _set_metadata(q, metadata)
-                onnx.save(q, tmp_out)
-        os.replace(tmp_out, out_path)
-    except BaseException:
-        Path(tmp_out).unlink(missing_ok=True)
-        raise
+    # quantize_static picks nothing by extension, but keep ".onnx" so tools reading the temp file see a model
+    with atomic_path(out_path, suffix=".onnx") as tmp_path, tempfile.TemporaryDirectory(prefix="calib.") as tmp:
+        tmp_out = str(tmp_path)
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, cache)
+        if not nodes:
+            # Nothing chosen: the FP32 graph itself (quantize_static treats an empty list as "all nodes").
+            onnx.save(model, tmp_out)
+        elif placement == "ort-cpu":
+            _quiet_ort_quantizer()
+            quantize_static(
+                model_path, tmp_out, calibration_data_reader=None, calibration_cache_path=cache,
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "Relu"], nodes_to_quantize=nodes,
+                per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=ranges.calibration_method, extra_options={"WeightSymmetric": True})
+            q = onnx.load(tmp_out)
+            _set_metadata(q, metadata)
+            onnx.save(q, tmp_out)
+        else:
+            _quiet_ort_quantizer()
+            quantize_static(
+                model_path, tmp_out, calibration_data_reader=None, calibration_cache_path=cache,
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], nodes_to_quantize=nodes,
+                per_channel=per_channel, reduce_range=False,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=ranges.calibration_method,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                               "OpTypesToExcludeOutputQuantization": ["Conv"], "QuantizeBias": False},
+            )
+            q = onnx.load(tmp_out)
+            float_consumers_read_float(q, set(nodes))
+            _set_metadata(q, metadata)
+            onnx.save(q, tmp_out)
     return convs
 
 

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from plugins.onnx_node import DOMAIN, DOMAIN_VERSION, INPUT_NAMES, OP_TYPE, make_attributes
 from sfadacof import __version__ as SFADACOF_VERSION
 from sfadacof.models import SIZE_MULTIPLE, AdaCoFNet
+from sfadacof.outputs import atomic_path
 from sfadacof.synthesis import kernel_pad, synthesis_forward
 
 from .standard_synthesis import lower_synthesis_nodes
@@ -237,21 +238,10 @@ def export_metadata(variant: str, kernel_size: int, dilation: int, synthesis: st
 
 def atomic_save_onnx(model: onnx.ModelProto, path: Path) -> None:
     """Serialize to a temp file in the destination directory, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; give the file the mode open() would (0666 minus the umask): it is a shared artifact
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(model.SerializeToString())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def export_model(model: AdaCoFNet, out: str | os.PathLike, *, synthesis: str = "plugin",

@@ -19,7 +19,9 @@ import json
 import sys
 from pathlib import Path
 
+from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_main
+from sfadacof.outputs import check_outputs, output_file
 
 from .core import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SYNTHESIS_FORMS, ExportInfo, export_model
 
@@ -31,7 +33,7 @@ def standard_form_path(path: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0],
+    p = cli_args.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", type=Path, default=None,
                    help="checkpoint (.pth); default: the shipped sfadacof/weights/sf_adacof_default.pth")
@@ -40,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plugin: one custom AdaCoFSynthesis node (TensorRT plugin / ORT custom op, default); "
                         "onnx: standard ONNX ops only; both: plugin form to OUT and onnx form to OUT .std.onnx")
     p.add_argument("--variant", default=None, help="override the detected variant")
-    p.add_argument("--kernel-size", type=int, default=None, help="override the detected kernel size")
-    p.add_argument("--dilation", type=int, default=None, help="override the dilation (default: config.txt or 1)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}, "
+    p.add_argument("--kernel-size", type=cli_args.positive_int, default=None, help="override the detected kernel size")
+    p.add_argument("--dilation", type=cli_args.positive_int, default=None, help="override the dilation (default: config.txt or 1)")
+    p.add_argument("--opset", type=cli_args.int_range(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}, "
                                                                     f"default {DEFAULT_OPSET})")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx exporter (auto: dynamo when torch has torch.onnx.ops.symbolic, else torchscript)")
@@ -60,15 +62,17 @@ def export_checkpoint(checkpoint: Path | None, output: Path | None = None, synth
                       variant: str | None = None, kernel_size: int | None = None, dilation: int | None = None,
                       opset: int = DEFAULT_OPSET, exporter: str = "auto") -> list[ExportInfo]:
     """Load (UserError on a bad checkpoint) and export; returns one ExportInfo per written file."""
-    from sfadacof.checkpoint import load_checkpoint
+    from sfadacof.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
-    loaded = load_checkpoint(checkpoint, variant=variant, kernel_size=kernel_size, dilation=dilation)
-    out = output or _default_output(loaded.path)
-    if out.exists() and out.is_dir():
-        raise UserError(f"{out}: is a directory; pass a file name with -o")
+    ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    out = Path(output) if output is not None else _default_output(ckpt)
     form, also = synthesis, {}
     if synthesis == "both":
         form, also = "plugin", {"onnx": standard_form_path(out)}
+    # before loading anything: the checkpoint (and its config.txt) must survive any -o
+    check_outputs([ckpt, ckpt.parent / "config.txt"],
+                  [output_file("-o", out)] + [output_file("-o (.std.onnx)", p) for p in also.values()])
+    loaded = load_checkpoint(checkpoint, variant=variant, kernel_size=kernel_size, dilation=dilation)
     try:
         return export_model(loaded.model, out, synthesis=form, exporter=exporter, opset=opset,
                             checkpoint_sha256=loaded.sha256, checkpoint_name=loaded.path.name, epoch=loaded.epoch,

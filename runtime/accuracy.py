@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_main
+from sfadacof.outputs import check_outputs, output_file, output_folder
 
 from .backends.registry import BACKENDS, BackendOptions, create_backend
 from .backends.torch_backend import TorchBackend
@@ -128,22 +130,24 @@ class Checker:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.accuracy", description=__doc__,
+    p = cli_args.ArgumentParser(prog="python -m runtime.accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pairs", type=Path, help="pairs folder (as for runtime.infer)")
     p.add_argument("--backend", choices=BACKENDS, required=True)
     p.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the shipped weights)")
     p.add_argument("--variant", default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=cli_args.device, default="cpu")
     p.add_argument("--onnx", type=Path, default=None)
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="ort: graph precision")
     p.add_argument("--engine", type=Path, default=None)
     p.add_argument("--plugin", type=Path, default=None)
     p.add_argument("--skip-engine-check", action="store_true")
-    p.add_argument("--max-abs", type=float, default=None)
-    p.add_argument("--min-psnr", type=float, default=None)
+    p.add_argument("--max-abs", type=cli_args.nonnegative_float, default=None)
+    p.add_argument("--min-psnr", type=cli_args.finite_float, default=None)
     p.add_argument("--report", type=Path, default=None)
     p.add_argument("-o", "--output", type=Path, default=None, help="also write the backend's frames here")
+    p.add_argument("--max-pixels", type=cli_args.positive_int, default=cli_args.DEFAULT_MAX_PIXELS,
+                   help="refuse frames with more pixels than this (see runtime.infer)")
     return p
 
 
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     from .media import discover_pairs
 
     args = build_parser().parse_args(argv)
+    check_outputs([args.pairs, args.checkpoint, args.onnx, args.engine, args.plugin],
+                  [output_folder("-o", args.output), output_file("--report", args.report)])
     pairs = discover_pairs(args.pairs)
     options = BackendOptions(checkpoint=args.checkpoint, variant=args.variant, device=args.device, onnx=args.onnx,
                              engine=args.engine, plugin=args.plugin, precision=args.precision,
@@ -161,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         t = Thresholds.for_precision(backend.describe().get("precision", "fp32"), args.max_abs, args.min_psnr)
         checker = Checker(t, args.checkpoint, args.variant)
         try:
-            report = run_pairs(backend, pairs, args.output, checker=checker)
+            report = run_pairs(backend, pairs, args.output, checker=checker, max_pixels=args.max_pixels)
         finally:
             checker.close()
     if args.report:

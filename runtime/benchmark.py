@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_main
+from sfadacof.outputs import check_outputs, output_file
 
 from .backends.base import Backend
 from .backends.registry import BACKENDS, BackendOptions, create_backend
@@ -164,21 +166,21 @@ def format_table(results: list[Result]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.benchmark", description=__doc__,
+    p = cli_args.ArgumentParser(prog="python -m runtime.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="torch,ort", help=f"comma list of {', '.join(BACKENDS)}")
     p.add_argument("--precisions", default="fp32", help="comma list: fp32, fp16 (ort fp16 graph; trt: the engine's)")
     p.add_argument("--sizes", default="256x256,960x540", help="comma list of WIDTHxHEIGHT")
     p.add_argument("--batches", default="1", help="comma list of batch sizes")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=cli_args.nonnegative_int, default=2)
+    p.add_argument("--iters", type=cli_args.positive_int, default=10)
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--variant", default="sf_adacof", help="random-weights variant when no checkpoint exists")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=cli_args.device, default="cpu")
     p.add_argument("--onnx", type=Path, default=None, help="ort: graph to run (default: export the checkpoint)")
     p.add_argument("--engine", type=Path, default=None, help="trt: engine")
     p.add_argument("--plugin", type=Path, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", type=Path, default=None, help="write results here")
     return p
 
@@ -205,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from .infer import write_json
 
     args = build_parser().parse_args(argv)
+    check_outputs([args.checkpoint, args.onnx, args.engine, args.plugin], [output_file("--json", args.json)])
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         if b not in BACKENDS:

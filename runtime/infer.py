@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, default=None, help="write a JSON report here")
     p.add_argument("--max-pixels", type=cli_args.positive_int, default=cli_args.DEFAULT_MAX_PIXELS,
                    help="refuse frames with more pixels than this, before decoding (default "
-                        f"{cli_args.DEFAULT_MAX_PIXELS}: 3840x2160; memory grows ~1 GB per megapixel)")
+                        f"{cli_args.DEFAULT_MAX_PIXELS}: 3840x2160; memory grows ~1.6 GB per megapixel)")
     g = p.add_argument_group("accuracy check against the PyTorch model (runtime.accuracy)")
     g.add_argument("--check", action="store_true", help="also run the PyTorch model and compare outputs")
     g.add_argument("--max-abs", type=cli_args.nonnegative_float, default=None, help="largest allowed max|backend - torch| (fp32 default 1e-3)")

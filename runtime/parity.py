@@ -59,7 +59,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_main
+from sfadacof.outputs import check_outputs, output_folder
 
 from .media import atomic_write_bytes, discover_pairs, hwc_to_nchw, load_image, root_images
 
@@ -307,23 +309,23 @@ def _parse_size(s: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.parity", description=__doc__.split("\n\n")[0],
+    p = cli_args.ArgumentParser(prog="python -m runtime.parity", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", type=Path, help="pairs folder or folder of sequential frames")
     p.add_argument("--onnx", type=Path, required=True, help="exported graph (either synthesis form)")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint the graph came from (default: shipped)")
     p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default ./parity_<onnx name>)")
-    p.add_argument("--max-pairs", type=int, default=4, help="use at most this many pairs (default 4; 0 = all)")
-    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL})")
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL}: "
+    p.add_argument("--max-pairs", type=cli_args.nonnegative_int, default=4, help="use at most this many pairs (default 4; 0 = all)")
+    p.add_argument("--atol", type=cli_args.nonnegative_float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL})")
+    p.add_argument("--rtol", type=cli_args.nonnegative_float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL}: "
                                                                     "absolute check only)")
     p.add_argument("--no-polygraphy", action="store_true", help="only the in-process ORT comparison")
     p.add_argument("--benchmark", nargs="?", const="960x540", default=None, metavar="WxH",
                    help="also time ORT vs PyTorch on CPU at this size (default 960x540)")
-    p.add_argument("--bench-iters", type=int, default=3)
+    p.add_argument("--bench-iters", type=cli_args.positive_int, default=3)
     p.add_argument("--bench-onnx", type=Path, action="append", default=[], metavar="OTHER.onnx",
                    help="also time this graph in the same benchmark (repeatable; e.g. the other synthesis form)")
-    p.add_argument("--threads", type=int, default=None, help="threads for ORT and torch (default: all cores)")
+    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="threads for ORT and torch (default: all cores)")
     return p
 
 
@@ -336,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
     custom_op, fp16 = inspect_graph(args.onnx)
     out_dir = args.out or Path.cwd() / f"parity_{args.onnx.stem}"
+    check_outputs([args.src, args.onnx, args.checkpoint, *args.bench_onnx], [output_folder("-o", out_dir)])
     pairs = load_pairs(args.src, args.max_pairs or None)
     loaded = load_reference_model(args.onnx, args.checkpoint)
     refs = reference_outputs(loaded.model, pairs)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import pickle
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .errors import UserError
 from .models import AdaCoFNet, canonical_variant
+from .outputs import atomic_path
 
 PREFIX = "get_kernel."
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "sf_adacof_default.pth"
@@ -109,14 +110,30 @@ def _describe_mismatch(model: AdaCoFNet, state: dict[str, Tensor]) -> str:
     return "; ".join(parts) or "no differences"
 
 
+def safe_torch_load(path: str | os.PathLike) -> object:
+    """torch.load with weights_only=True (tensors and plain containers only: never code from the file); a file that
+    needs more is refused in one line that does not suggest the unsafe weights_only=False."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL\s+([\w.]+)", str(e))
+        if found is None:  # not an object reference: just a corrupt or foreign file
+            raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)[:200]})") from None
+        # torch's message goes on to suggest weights_only=False, i.e. running the file's code: not repeated here
+        raise UserError(f"{path}: holds a Python object ({found.group(1)}) besides tensors and plain containers; "
+                        "refused, since loading it could run code from the file") from None
+    except Exception as e:  # torch raises many types for corrupt/foreign files
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)[:200]})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def _read_state(path: Path) -> tuple[dict[str, Tensor], int | None]:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt/foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first[:200]})") from None
+    obj = safe_torch_load(path)
     epoch = None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         epoch = obj.get("epoch") if isinstance(obj.get("epoch"), int) else None
@@ -141,8 +158,11 @@ def load_checkpoint(path: str | os.PathLike | None = None, variant: str | None =
     if v is None:
         raise UserError(f"{p}: keys match no known variant (first keys: {', '.join(list(state)[:3])}); "
                         "pass --variant to see which keys are missing")
-    k = kernel_size or cfg.get("kernel_size") or detect_kernel_size(state) or 5
-    d = dilation or cfg.get("dilation") or 1
+    for name, value in (("kernel size", kernel_size), ("dilation", dilation)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UserError(f"{p}: {name} must be a positive integer, got {value!r}")
+    k = kernel_size if kernel_size is not None else cfg.get("kernel_size") or detect_kernel_size(state) or 5
+    d = dilation if dilation is not None else cfg.get("dilation") or 1
     try:
         model = AdaCoFNet(v, k, d)
     except ValueError as e:
@@ -156,20 +176,9 @@ def load_checkpoint(path: str | os.PathLike | None = None, variant: str | None =
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same directory, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary shareable file
-    try:
+    """torch.save to a temp file in the same directory, then rename over `path` (sfadacof.outputs.atomic_path)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, model: AdaCoFNet, epoch: int = 0, half: bool = False,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import UserError
 
@@ -34,17 +34,20 @@ def _is_image(p: Path) -> bool:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 HxWx3 RGB (16-bit is scaled down, alpha dropped, gray expanded)."""
+    """An image file as uint8 HxWx3 RGB (16-bit is scaled down, alpha dropped, gray expanded, EXIF orientation
+    applied as viewers do)."""
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened:
+            opened.load()
+            im = ImageOps.exif_transpose(opened)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
                 arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
                 return np.repeat(arr[:, :, None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise UserError(f"{path}: unreadable image ({e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: unreadable image ({first[:200]})") from None
 
 
 def resize_frames(frames: np.ndarray, scale: float) -> np.ndarray:
@@ -168,8 +171,12 @@ class FrameSequenceSource(_SequenceSource):
     def _check_sizes(self) -> None:
         sizes = {}
         for p in self.files:
-            with Image.open(p) as im:
-                sizes.setdefault(im.size, p)
+            try:
+                with Image.open(p) as im:
+                    sizes.setdefault(im.size, p)
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(f"{p}: unreadable image ({first[:200]})") from None
         if len(sizes) > 1:
             (s0, p0), (s1, p1) = list(sizes.items())[:2]
             raise UserError(f"{p1}: size {s1[0]}x{s1[1]} differs from {p0.name} ({s0[0]}x{s0[1]})")

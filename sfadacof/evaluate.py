@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import cli_args
 from .checkpoint import load_checkpoint
-from .data import Source, center_crop, iter_eval_triplets, open_source, to_tensor
+from .data import Source, center_crop, iter_eval_triplets, open_source, parse_source_spec, to_tensor
 from .errors import UserError, cli_main
+from .outputs import atomic_write_text, check_outputs, output_file
 from .metrics import psnr, ssim
 
 METHODS = ("model", "average", "repeat")
@@ -131,31 +131,22 @@ def format_table(clips: list[dict], total: dict, methods: tuple[str, ...]) -> st
 
 
 def write_json_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sfadacof.evaluate", description=__doc__.split("\n\n")[0])
+    p = cli_args.ArgumentParser(prog="python -m sfadacof.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("sources", nargs="+", help="video files (PATH[@START:END][*SCALE]), triplet folders, "
                                               "or folders of sequential frames")
     p.add_argument("--checkpoint", default=None, help="model weights (default: the shipped default checkpoint)")
     p.add_argument("--variant", default=None, help="override the detected variant")
-    p.add_argument("--gap", type=int, default=1, help="triplets (t, t+gap, t+2*gap) from videos and sequences")
-    p.add_argument("--max-triplets", type=int, default=None, help="evenly spaced triplets per clip (default: all)")
+    p.add_argument("--gap", type=cli_args.positive_int, default=1, help="triplets (t, t+gap, t+2*gap) from videos and sequences")
+    p.add_argument("--max-triplets", type=cli_args.positive_int, default=None, help="evenly spaced triplets per clip (default: all)")
     p.add_argument("--crop", default=None, help="centre crop HxW before scoring (default: whole frames)")
     p.add_argument("--baselines-only", action="store_true", help="skip the model (only average and repeat)")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file ('-' = stdout)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", type=cli_args.device, default="cpu")
+    p.add_argument("--threads", type=cli_args.positive_int, default=None)
     return p
 
 
@@ -174,6 +165,11 @@ def run(argv: list[str] | None = None) -> dict:
             crop = (h, w)
         except ValueError:
             raise UserError(f"bad --crop {args.crop!r}: want HxW") from None
+    if args.json not in (None, "-"):
+        check_outputs([parse_source_spec(s)[0] for s in args.sources] + [args.checkpoint],
+                      [output_file("--json", args.json)])
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: this torch build or machine has no CUDA")
     device = torch.device(args.device)
     model, ckpt_info = None, None
     if not args.baselines_only:
@@ -183,6 +179,12 @@ def run(argv: list[str] | None = None) -> dict:
                      "kernel_size": ck.kernel_size, "dilation": ck.dilation}
     methods = METHODS if model is not None else METHODS[1:]
     sources = [open_source(s, (args.gap,)) for s in args.sources]
+    if crop is not None:
+        for src in sources:
+            h, w = src.frame_size()
+            if crop[0] > h or crop[1] > w or min(crop) < 1:
+                raise UserError(f"--crop {crop[0]}x{crop[1]}: larger than the {h}x{w} frames of {src.name} "
+                                "(or not positive); omit it to score whole frames")
 
     from tqdm import tqdm  # local: only the CLI path needs it
 

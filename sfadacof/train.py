@@ -12,7 +12,9 @@ against that motion. It gives the offsets a direct signal; on a CPU budget the s
 the model at frame averaging (see sfadacof/weights/README.md for the measured effect).
 
 Resuming: `OUT/last.pth` is rewritten atomically every `--save-every` steps and at each epoch end, in the authors'
-format ({'epoch', 'state_dict'}, so their code loads it) plus `optimizer`, `scheduler`, `step`, `rng`, `args` keys.
+format ({'epoch', 'state_dict'}, so their code loads it) plus `optimizer`, `scheduler`, `step`, `rng`, `args` keys,
+all tensors and plain containers, so resuming loads it with torch.load(weights_only=True): a last.pth holding any
+other Python object is refused, never unpickled (it could run code).
 The batch of step s depends only on (seed, s) (see data.TripletSampler), so a run killed at any point and
 restarted with the same command continues the same loss curve; `OUT/log.jsonl` is cut back to the resumed step.
 """
@@ -24,7 +26,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,9 +33,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
-from .data import Source, TripletSampler, center_crop, iter_eval_triplets, open_source, to_tensor
+from . import cli_args
+from .checkpoint import load_checkpoint, safe_torch_load, save_checkpoint
+from .data import Source, TripletSampler, center_crop, iter_eval_triplets, open_source, parse_source_spec, to_tensor
 from .errors import UserError, cli_main
+from .outputs import atomic_write_text, check_outputs, output_folder
 from .metrics import psnr
 from .models import AdaCoFNet, KernelMaps, charbonnier_smoothness, pad_to_multiple
 from .synthetic import SyntheticMotionSampler, flow_loss
@@ -167,10 +170,7 @@ def rewrite_log(path: Path, keep_until_step: int) -> None:
             continue  # a line cut by the kill
         if rec.get("step", 0) <= keep_until_step:
             kept.append(line)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -186,33 +186,33 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sfadacof.train", description=__doc__.split("\n\n")[0])
+    p = cli_args.ArgumentParser(prog="python -m sfadacof.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", required=True,
                    help="training sources: video files (PATH, PATH@START:END frame span, PATH*0.5 downscaled), "
                         "Vimeo-style triplet folders, or folders of sequential frames")
     p.add_argument("--val", nargs="*", default=[], help="held-out sources for validation PSNR each epoch")
     p.add_argument("--out", required=True, help="output folder (last.pth, best.pth, log.jsonl)")
     p.add_argument("--variant", default="sf_adacof")
-    p.add_argument("--kernel-size", type=int, default=5)
-    p.add_argument("--dilation", type=int, default=1)
+    p.add_argument("--kernel-size", type=cli_args.positive_int, default=5)
+    p.add_argument("--dilation", type=cli_args.positive_int, default=1)
     p.add_argument("--gaps", default="1,2,3", help="frame gaps for video/sequence triplets (t, t+g, t+2g)")
     p.add_argument("--crop", default="256", help="training crop, N or HxW (spec: 256)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--steps-per-epoch", type=int, default=None,
+    p.add_argument("--batch", type=cli_args.positive_int, default=4)
+    p.add_argument("--epochs", type=cli_args.positive_int, default=50)
+    p.add_argument("--steps-per-epoch", type=cli_args.positive_int, default=None,
                    help="define an epoch as N steps (default: triplets / batch)")
-    p.add_argument("--motion-candidates", type=int, default=1,
+    p.add_argument("--motion-candidates", type=cli_args.positive_int, default=1,
                    help="draw M random crops per sample and keep the one with the most motion (1 = uniform)")
-    p.add_argument("--synthetic", type=float, default=0.0,
+    p.add_argument("--synthetic", type=cli_args.closed_fraction, default=0.0,
                    help="fraction of each batch made of synthetic-motion triplets with a flow loss on their known "
                         "motion (see sfadacof/synthetic.py); 0 = the spec's recipe")
-    p.add_argument("--flow-weight", type=float, default=0.01,
+    p.add_argument("--flow-weight", type=cli_args.nonnegative_float, default=0.01,
                    help="weight of the flow loss (pixels) on synthetic triplets")
-    p.add_argument("--synthetic-max-motion", type=float, default=6.0,
+    p.add_argument("--synthetic-max-motion", type=cli_args.positive_float, default=6.0,
                    help="largest half-interval motion of synthetic triplets, in pixels")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-step", type=int, default=20, help="halve the lr every N epochs")
-    p.add_argument("--lr-gamma", type=float, default=0.5)
+    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3)
+    p.add_argument("--lr-step", type=cli_args.positive_int, default=20, help="halve the lr every N epochs")
+    p.add_argument("--lr-gamma", type=cli_args.positive_float, default=0.5)
     p.add_argument("--init", choices=("default", "average"), default="default",
                    help="'average': start near frame averaging (see init_near_average)")
     p.add_argument("--init-from", default=None, help="start from these weights (fine-tune; not a resume)")
@@ -220,17 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
                    help="mixed precision for the U-Net: auto = bf16/fp16 on CUDA, off on CPU; bf16 also on CPU "
                         "(the synthesis op and the losses stay fp32)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--val-per-source", type=int, default=8, help="evenly spaced triplets per validation source")
+    p.add_argument("--device", type=cli_args.device, default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--val-per-source", type=cli_args.positive_int, default=8, help="evenly spaced triplets per validation source")
     p.add_argument("--val-crop", default="256x448", help="centre crop for validation, HxW or 'full'")
-    p.add_argument("--save-every", type=int, default=100, help="also write last.pth every N steps")
-    p.add_argument("--log-every", type=int, default=10, help="print a line every N steps when not on a terminal")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this global step (for tests)")
+    p.add_argument("--save-every", type=cli_args.positive_int, default=100, help="also write last.pth every N steps")
+    p.add_argument("--log-every", type=cli_args.positive_int, default=10, help="print a line every N steps when not on a terminal")
+    p.add_argument("--max-steps", type=cli_args.positive_int, default=None, help="stop after this global step (for tests)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pth exists")
     p.add_argument("--resume", default=None, help="resume from this checkpoint (default: OUT/last.pth if present)")
     p.add_argument("--quiet", action="store_true")
     return p
+
+
+def device_unavailable(name: str) -> bool:
+    return name.startswith("cuda") and not torch.cuda.is_available()
 
 
 def export_half(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -255,8 +259,13 @@ def train(argv: list[str] | None = None) -> dict:
     resume_path = Path(args.resume) if args.resume else Path(args.out) / "last.pth"
     if args.resume and not resume_path.is_file():
         raise UserError(f"{resume_path}: checkpoint to resume from not found")
+    if device_unavailable(args.device):
+        raise UserError(f"--device {args.device}: this torch build or machine has no CUDA")
     device = torch.device(args.device)
     out = Path(args.out)
+    # OUT/last.pth is read back on resume by design; every other input must stay outside OUT
+    check_outputs([parse_source_spec(s)[0] for s in args.data + args.val] + [args.init_from],
+                  [output_folder("--out", out)])
     out.mkdir(parents=True, exist_ok=True)
 
     sources = [open_source(s, gaps) for s in args.data]
@@ -299,16 +308,17 @@ def train(argv: list[str] | None = None) -> dict:
 
     step, best = 0, -math.inf
     if not args.no_resume and resume_path.is_file():
+        state = safe_torch_load(resume_path)
         try:
-            state = torch.load(resume_path, map_location="cpu", weights_only=False)
             model.load_state_dict(state["state_dict"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state.get("scaler", {})) if state.get("scaler") else None
             set_rng_state(state["rng"])
             step, best = int(state["step"]), float(state.get("best", -math.inf))
-        except (KeyError, RuntimeError, OSError, EOFError) as e:
-            raise UserError(f"{resume_path}: cannot resume from it ({type(e).__name__}: {str(e)[:150]})") from None
+        except (KeyError, RuntimeError, OSError, EOFError, TypeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise UserError(f"{resume_path}: cannot resume from it ({type(e).__name__}: {first[:150]})") from None
         rewrite_log(out / "log.jsonl", step)
         if not args.quiet:
             print(f"resumed from {resume_path} at step {step} (epoch {step // steps_per_epoch})", file=sys.stderr)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -256,6 +257,20 @@ def export_cache_key(checkpoint_sha256: str, options: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def cached_export_ok(path: Path, checkpoint_sha256: str) -> bool:
+    """A cached export parses, passes onnx.checker (every node input defined: a truncated file fails) and names
+    the checkpoint it was exported from."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path))
+        onnx.checker.check_model(m)
+    except Exception:  # DecodeError, ValidationError, ...: any reason to distrust the file
+        return False
+    meta = {p.key: p.value for p in m.metadata_props}
+    return meta.get("checkpoint_sha256") == checkpoint_sha256 and len(m.graph.node) > 0
+
+
 def onnx_for_checkpoint(checkpoint: str | os.PathLike | None = None, synthesis: str = "plugin",
                         precision: str = "fp32", variant: str | None = None, kernel_size: int | None = None,
                         dilation: int | None = None, opset: int | None = None, exporter: str = "auto",
@@ -283,7 +298,11 @@ def onnx_for_checkpoint(checkpoint: str | os.PathLike | None = None, synthesis: 
     stem = f"{loaded.variant}_k{loaded.kernel_size}d{loaded.dilation}_{synthesis}_{precision}_{key}"
     path = root / f"{stem}.onnx"
     if path.is_file():
-        return path
+        if cached_export_ok(path, loaded.sha256):
+            return path
+        # a file cut short by a full disk or a crash of an older version: every later run would fail on it
+        print(f"note: {path}: cached export is corrupt; exporting it again", file=sys.stderr)
+        path.unlink(missing_ok=True)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:

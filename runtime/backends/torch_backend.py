@@ -18,6 +18,8 @@ class TorchBackend(Backend):
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, device: str = "cpu",
                  variant: str | None = None, loaded: LoadedCheckpoint | None = None) -> None:
+        if device != "cpu" and not device.startswith("cuda"):
+            raise UserError(f"--device {device}: choose cpu or cuda[:N]")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {device}: this torch build or machine has no CUDA")
         self.ckpt = loaded if loaded is not None else load_checkpoint(checkpoint, variant=variant)
