@@ -145,11 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (pairs, frames) or video file (.mp4 ...)")
     p.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the shipped weights)")
     p.add_argument("--variant", default=None, help="override the variant detected from the checkpoint")
-    p.add_argument("--backend", choices=BACKENDS, default="ort",
-                   help="ort (default: ONNX Runtime on the CPU, or CUDA with --device cuda), torch, trt")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default): trt where TensorRT, pycuda, a GPU and the plugin are available, else ort; "
+                        "ort: ONNX Runtime on the CPU (or CUDA with --device cuda); torch; trt: --engine E, or an "
+                        "engine built on demand and cached")
     p.add_argument("--device", type=cli_args.device, default="cpu", help="torch/ort device: cpu or cuda[:N]")
     p.add_argument("--onnx", type=Path, default=None, help="ort: ONNX graph to run (default: export the checkpoint)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="ort: graph precision")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="ort: graph precision; trt without --engine: engine precision")
     p.add_argument("--engine", type=Path, default=None, help="trt: serialized TensorRT engine")
     p.add_argument("--plugin", type=Path, default=None, help="trt: plugin library (libsfadacof_plugin.so)")
     p.add_argument("--skip-engine-check", action="store_true",

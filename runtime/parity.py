@@ -35,10 +35,11 @@ side in the two runtimes. That moves one tap of one pixel by weight x (pixel dif
 outlier, not a pattern, and the per-pair report gives the 99.99th percentile next to the max to tell the two apart.
 
 TensorRT (on a machine with TensorRT and the plugin built): the same inputs.json/reference.json serve
-    polygraphy run MODEL.onnx --trt --plugins build/libsfadacof_trt_plugin.so --load-inputs inputs.json
+    polygraphy run MODEL.onnx --trt --plugins build/libsfadacof_trt_register.so --load-inputs inputs.json
         --load-outputs reference.json --atol 1e-4 --rtol 0 --trt-min-shapes ... --trt-opt-shapes ... --trt-max-shapes ...
-(the shape flags are printed for the actual frame sizes; for --fp16 use --atol 2e-2, since FP16 trunk activations
-move offsets by ~1e-3 px).
+(the shape flags are printed for the actual frame sizes). libsfadacof_trt_register.so is the plugin's variant that
+registers its creator when polygraphy ctypes-loads it (plugins/README.md). An fp16 graph (runtime.fp16_graph) is
+built with --strongly-typed and compared with --atol 2e-2, since FP16 trunk activations move offsets by ~1e-3 px.
 
 `--benchmark [WxH]` (default 960x540) also measures ORT and PyTorch CPU seconds per frame in this one process,
 interleaved (torch, ort, torch, ort, ...) so load from other processes hits both alike (`--bench-onnx OTHER.onnx`
@@ -189,13 +190,15 @@ def trt_shape_flags(pairs: list[Pair]) -> list[str]:
 
 def polygraphy_trt_command(onnx_path: Path, inputs: Path, ref: Path, pairs: list[Pair], atol: float, rtol: float,
                            custom_op: bool, fp16: bool = False) -> list[str]:
-    from plugins._libs import DEFAULT_BUILD_DIR, PLUGIN_LIBRARY, library_filename
+    from plugins._libs import DEFAULT_BUILD_DIR, REGISTER_LIBRARY, library_filename
 
     cmd = ["polygraphy", "run", str(onnx_path), "--trt"]
     if custom_op:
-        cmd += ["--plugins", str(DEFAULT_BUILD_DIR.relative_to(REPO_ROOT) / library_filename(PLUGIN_LIBRARY))]
+        cmd += ["--plugins", str(DEFAULT_BUILD_DIR.relative_to(REPO_ROOT) / library_filename(REGISTER_LIBRARY))]
     if fp16:
-        cmd += ["--fp16"]
+        # the graph's own types decide, as in runtime.build_engine: --fp16 (a weakly typed build on 10.x) could move
+        # the offset heads to fp16, and 11.x has no such flag
+        cmd += ["--strongly-typed"]
     cmd += trt_shape_flags(pairs) + ["--load-inputs", str(inputs), "--load-outputs", str(ref),
                                      "--atol", repr(FP16_ATOL if fp16 else atol), "--rtol", repr(rtol)]
     return cmd

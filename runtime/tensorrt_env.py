@@ -124,6 +124,21 @@ def creator_registered(registry) -> bool:
     return False
 
 
+def _check_major(trt, path: Path) -> None:
+    """Refuse a plugin built with the headers of another TensorRT major: ILogger/ILoggerFinder changed layout between
+    10.x and 11.x, so such a library cannot log through this runtime (it falls back to stderr) and is not what the
+    build was meant to be. Libraries without the version export (other plugins) are left to the creator check."""
+    from plugins._libs import plugin_tensorrt_version
+
+    try:
+        built = plugin_tensorrt_version(path)
+    except (OSError, AttributeError):
+        return
+    if built[0] != trt_major(trt.__version__):
+        raise UserError(f"{path}: built with TensorRT {built[0]}.{built[1]} headers, this runtime is TensorRT "
+                        f"{trt.__version__}; rebuild it with that major's headers (python -m plugins.build)")
+
+
 def load_plugin_library(trt, path: Path | None, logger) -> str | None:
     """Register the AdaCoFSynthesis creator from `path` (once per process); returns the library's sha256."""
     trt.init_libnvinfer_plugins(logger, "")
@@ -135,6 +150,12 @@ def load_plugin_library(trt, path: Path | None, logger) -> str | None:
     key = path.resolve()
     registry = trt.get_plugin_registry()
     if key not in _loaded:
+        _check_major(trt, key)
+        if creator_registered(registry):
+            # Already there (libsfadacof_trt_register, or a loadLibrary earlier in this process): TensorRT's
+            # loadLibrary refuses a library whose creator is registered, so there is nothing to load.
+            _loaded[key] = None
+            return file_sha256(path)
         try:
             handle = registry.load_library(str(key))
         except Exception as e:  # TensorRT raises RuntimeError with its own message in some versions

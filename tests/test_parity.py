@@ -94,7 +94,7 @@ def test_parity_passes_and_files_are_polygraphy_loadable(setup, form, tmp_path, 
     assert log.count("PASSED | Output: 'frame1'") == 2 and "Pass Rate: 100.00%" in log
     trt = report["tensorrt_command"]
     assert trt.startswith("polygraphy run") and "--trt" in trt and "--load-outputs" in trt
-    assert ("--plugins build/libsfadacof_trt_plugin.so" in trt) == (form == "plugin")
+    assert ("--plugins build/libsfadacof_trt_register.so" in trt) == (form == "plugin")
     assert "frame0:[1,3,37,45]" in trt and "frame0:[1,3,70,101]" in trt  # min and max shapes of the profile
 
 

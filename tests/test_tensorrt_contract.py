@@ -246,3 +246,24 @@ def test_trt_backend_without_engine_says_what_is_missing_before_exporting(tmp_pa
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("built,runtime", [("trt10", "11.1.0.5"), ("trt11", "10.16.0.1")])
+def test_plugin_of_another_major_is_refused_before_loading(built, runtime, monkeypatch):
+    """A plugin built with the other major's headers (build/trt10, build/trt11: see plugins/README.md, built only
+    where the headers were fetched) is refused in one line before TensorRT is asked to load it."""
+    from plugins._libs import DEFAULT_BUILD_DIR, PLUGIN_LIBRARY, library_filename
+
+    lib = DEFAULT_BUILD_DIR / built / library_filename(PLUGIN_LIBRARY)
+    if not lib.is_file():
+        pytest.skip(f"{lib} not built (needs fetched TensorRT headers, see plugins/README.md)")
+    monkeypatch.setattr(tensorrt_env, "_loaded", {})
+    reg = _Registry(handle="capsule", registers=True)
+    trt = _fake_trt(reg)
+    trt.__version__ = runtime
+    with pytest.raises(UserError, match=f"built with TensorRT {built[3:]}\\.\\d+ headers, this runtime is TensorRT "
+                                        f"{runtime}"):
+        tensorrt_env.load_plugin_library(trt, lib, logger=None)
+    assert reg.loads == []
+    trt.__version__ = {"trt10": "10.16.0.1", "trt11": "11.1.0.5"}[built]  # the same major: loaded
+    assert len(tensorrt_env.load_plugin_library(trt, lib, logger=None)) == 64 and len(reg.loads) == 1
