@@ -173,6 +173,8 @@ class VideoSink(_Sink):
         # their own time base (the source's divided by the factor) and the encoder/muxer rescale from it.
         self.frame_time_base = time_base
         self.stream.time_base = self.frame_time_base
+        # the encoder's own clock: left at 1/rate it would round variable-rate times onto a coarse grid
+        self.stream.codec_context.time_base = self.frame_time_base
         self.stream.options = {"crf": str(crf), "preset": "medium"}
         self.audio = {}
         for tpl in audio_templates:
