@@ -33,7 +33,7 @@ from sfadacof.errors import UserError, cli_main
 
 from .engine_meta import EngineMeta, Profile, format_shape, gpu_info, write_sidecar
 from .media import atomic_write_bytes
-from .tensorrt_env import default_plugin_library, import_tensorrt, load_plugin_library, on_device
+from .tensorrt_env import default_plugin_library, import_tensorrt, load_plugin_library, on_device, trt_major
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -118,7 +118,9 @@ def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_i
           file=sys.stderr)
 
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    # 10.x: strongly typed on request; 11.x: always (its STRONGLY_TYPED flag is deprecated and ignored)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if trt_major(trt.__version__) < 11 else 0
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(parse_path)):  # parse_from_file resolves external weight files
         errs = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]

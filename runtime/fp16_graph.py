@@ -97,6 +97,13 @@ def convert_to_fp16(model: onnx.ModelProto, synthesis: str = "fp32") -> tuple[on
                                    disable_shape_infer=False)
     offsets_rewired = _fp32_offsets_into_synthesis(out) if synthesis == "fp16" else 0
     folded = fold_round_trip_casts(out)
+    # The dynamo exporter also lists initializers in value_info, and the converter retypes those entries to fp16 even
+    # where the initializer stays fp32 (the offset heads): a graph onnx.checker rejects. The initializer itself carries
+    # its type, so the redundant entries go.
+    inits = {t.name for t in out.graph.initializer}
+    keep = [v for v in out.graph.value_info if v.name not in inits]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(keep)
     summary = {"round_trip_casts_folded": folded, "tool": "onnxruntime.transformers.float16.convert_float_to_float16",
                "keep_io_types": True, "synthesis": synthesis, "fp32_offset_inputs_rewired": offsets_rewired,
                "fp32_nodes": len(heads) + (len(synthesis_nodes(out)) if synthesis == "fp32" else 0),

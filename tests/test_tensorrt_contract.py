@@ -267,3 +267,167 @@ def test_plugin_of_another_major_is_refused_before_loading(built, runtime, monke
     assert reg.loads == []
     trt.__version__ = {"trt10": "10.16.0.1", "trt11": "11.1.0.5"}[built]  # the same major: loaded
     assert len(tensorrt_env.load_plugin_library(trt, lib, logger=None)) == 64 and len(reg.loads) == 1
+
+
+# -- build_engine's calls into TensorRT ---------------------------------------------------------------------------------
+
+class _FakeTRT:
+    """Records what runtime.build_engine asks of TensorRT's Python API (names as in the 10.x/11.x bindings; the
+    header check below ties each enum to the real headers where they were fetched)."""
+
+    class Logger:
+        VERBOSE, WARNING = 0, 2
+
+        def __init__(self, level):
+            self.level = level
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 1
+
+    class BuilderFlag:
+        VERSION_COMPATIBLE = 13
+
+    class MemoryPoolType:
+        WORKSPACE = 0
+
+    def __init__(self, version: str) -> None:
+        self.__version__, self.calls = version, {}
+        self.registry = _Registry(handle="capsule", registers=True)
+        fake = self
+
+        class Config:
+            def __init__(self):
+                self.flags, self.plugins_to_serialize = set(), None
+
+            def set_memory_pool_limit(self, pool, size):
+                fake.calls["workspace"] = size
+
+            def set_flag(self, flag):
+                self.flags.add(flag)
+
+            def add_optimization_profile(self, p):
+                fake.calls["profile"] = p.shapes
+
+        class Profile:
+            def __init__(self):
+                self.shapes = {}
+
+            def set_shape(self, name, lo, opt, hi):
+                self.shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
+
+        class Network:
+            num_inputs = 2
+
+            def get_input(self, i):
+                return SimpleNamespace(name=("frame0", "frame2")[i])
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                fake.calls["network_flags"] = flags
+                return Network()
+
+            def create_builder_config(self):
+                fake.calls["config"] = Config()
+                return fake.calls["config"]
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                return b"serialized engine"
+
+        class OnnxParser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                fake.calls["parsed"] = path
+                return True
+
+        self.Builder, self.OnnxParser = Builder, OnnxParser
+
+    def init_libnvinfer_plugins(self, logger, ns):
+        return True
+
+    def get_plugin_registry(self):
+        return self.registry
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from export.core import export_model
+    from tests._runtime_fixtures import seeded_model
+
+    path = tmp_path_factory.mktemp("exp") / "m.onnx"
+    export_model(seeded_model(), path, synthesis="plugin")
+    return path
+
+
+@pytest.mark.parametrize("version,flags", [("10.16.0.1", 1 << 1), ("11.1.0.5", 0)])
+def test_build_engine_requests(exported, tmp_path, monkeypatch, version, flags, capsys):
+    """Strongly typed on both majors (10.x: the flag; 11.x: always, no flag); --fp16 parses the fp16 graph whose
+    synthesis node gets fp32 offsets; --serialize-plugin sets VERSION_COMPATIBLE with plugins_to_serialize and the
+    sidecar says so; the memory estimate and the build notice are printed."""
+    import runtime.build_engine as be
+    from runtime.engine_meta import read_sidecar
+
+    fake = _FakeTRT(version)
+    monkeypatch.setattr(be, "import_tensorrt", lambda: fake)
+    monkeypatch.setattr(be, "gpu_info", lambda device=0: ("NVIDIA Fake", "9.0"))
+    monkeypatch.setattr(tensorrt_env, "_loaded", {})
+    plugin = tmp_path / "libsfadacof_trt_plugin.so"
+    plugin.write_bytes(b"plugin")
+    engine = tmp_path / "m.fp16.engine"
+    be.main([str(exported), "--fp16", "-o", str(engine), "--plugin", str(plugin), "--serialize-plugin",
+             "--max", "1x3x256x256"])
+    assert fake.calls["network_flags"] == flags
+    config = fake.calls["config"]
+    assert config.flags == {_FakeTRT.BuilderFlag.VERSION_COMPATIBLE}
+    assert config.plugins_to_serialize == [str(plugin.resolve())]
+    assert fake.calls["profile"]["frame0"] == ((1, 3, 32, 32), (1, 3, 256, 256), (1, 3, 256, 256))
+    parsed = onnx.load(fake.calls["parsed"])
+    onnx.checker.check_model(parsed, full_check=True)  # types consistent throughout (what ORT and TensorRT read)
+    syn = next(n for n in parsed.graph.node if n.op_type == OP_TYPE)
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(parsed).graph.value_info}
+    assert [types[syn.input[i]] for i in (0, 3, 8)] == [onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT,
+                                                        onnx.TensorProto.FLOAT16]
+    meta = read_sidecar(engine)
+    assert meta.version_compatible and meta.plugin_serialized and meta.strongly_typed and meta.precision == "fp16"
+    assert engine.read_bytes() == b"serialized engine"
+    err = capsys.readouterr().err
+    assert "estimated device memory at the profile's max 1x3x256x256: activations <=" in err
+    assert "this may take minutes" in err
+
+
+def test_build_engine_refuses_to_overwrite_its_input(exported, tmp_path, capsys):
+    from runtime.build_engine import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(exported), "-o", str(exported)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and str(exported) in err[0]
+
+
+def test_tensorrt_enums_used_exist_in_both_majors_headers():
+    """Every `trt.<Enum>.<NAME>` runtime/ uses exists as `k<NAME>` in that enum of the 10.16 and 11.1 headers (fetched
+    into .trt/, see plugins/README.md; skipped where they were not)."""
+    import re
+
+    heads = {v: REPO / ".trt" / v / "include" for v in ("v10.16", "v11.1")}
+    if not all(h.is_dir() for h in heads.values()):
+        pytest.skip("TensorRT headers not fetched into .trt/ (plugins/README.md)")
+    used = set()
+    for f in ("runtime/build_engine.py", "runtime/backends/tensorrt_backend.py", "runtime/tensorrt_env.py"):
+        used |= set(re.findall(r"trt\.([A-Z]\w+)\.([A-Z][A-Z0-9_]+)\b", (REPO / f).read_text()))
+    assert ("BuilderFlag", "VERSION_COMPATIBLE") in used and ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED") in used
+    enum_of = {"Logger": "Severity"}
+    for v, inc in heads.items():
+        text = "\n".join(p.read_text(errors="replace") for p in inc.glob("NvInfer*.h"))
+        for enum, name in sorted(used):
+            body = re.search(r"enum class " + enum_of.get(enum, enum) + r"\b[^{]*\{(.*?)\};", text, re.S)
+            assert body and re.search(r"\bk" + name + r"\b", body.group(1)), f"{v}: {enum}.{name}"
