@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", type=Path, default=None)
     p.add_argument("--plugin", type=Path, default=None)
     p.add_argument("--skip-engine-check", action="store_true")
-    p.add_argument("--max-abs", type=cli_args.nonnegative_float, default=None)
+    p.add_argument("--max-abs", type=cli_args.finite_float, default=None)
     p.add_argument("--min-psnr", type=cli_args.finite_float, default=None)
     p.add_argument("--report", type=Path, default=None)
     p.add_argument("-o", "--output", type=Path, default=None, help="also write the backend's frames here")

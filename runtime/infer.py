@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{cli_args.DEFAULT_MAX_PIXELS}: 3840x2160; memory grows ~1.6 GB per megapixel)")
     g = p.add_argument_group("accuracy check against the PyTorch model (runtime.accuracy)")
     g.add_argument("--check", action="store_true", help="also run the PyTorch model and compare outputs")
-    g.add_argument("--max-abs", type=cli_args.nonnegative_float, default=None, help="largest allowed max|backend - torch| (fp32 default 1e-3)")
+    g.add_argument("--max-abs", type=cli_args.finite_float, default=None, help="largest allowed max|backend - torch| (fp32 default 1e-3)")
     g.add_argument("--min-psnr", type=cli_args.finite_float, default=None, help="smallest allowed PSNR vs torch in dB (fp16 default 45)")
     v = p.add_argument_group("video / frame sequences")
     v.add_argument("--factor", type=int, choices=(2, 4, 8), default=2, help="frame-rate multiplier")
