@@ -5,6 +5,10 @@ kernels the TensorRT plugin launches). Used by the GPU tests and `python -m plug
 
 Tensor layout and meaning as plugins.cpu_op. dtypes: all float32, all float16, or float16 with float32
 alpha1/beta1/alpha2/beta2. Runs on torch's current stream of the tensors' device; returns without synchronising.
+
+Kernels (impl=): "fused" (the one the TensorRT plugin launches), "tiled" (the redesign: 4 pixels x 3 channels per
+thread, vector map loads, 32-bit gathers; same arithmetic; needs C == 3, W % 4 == 0 and 16-byte aligned tensors,
+else ValueError; selectable until a device run proves it), "naive" (original style, benchmark only).
 """
 
 from __future__ import annotations
@@ -32,7 +36,21 @@ def _lib() -> ctypes.CDLL:
     lib.sfadacof_cuda_synthesis.argtypes = [ctypes.c_void_p] * 10 + [ctypes.c_int32] * 8 + [ctypes.c_void_p]
     lib.sfadacof_cuda_synthesis_naive.restype = ctypes.c_int32
     lib.sfadacof_cuda_synthesis_naive.argtypes = [ctypes.c_void_p] * 12 + [ctypes.c_int32] * 8 + [ctypes.c_void_p]
+    if not hasattr(lib, "sfadacof_cuda_synthesis_tiled"):
+        raise _libs.LibraryNotBuilt(f"{lib._name} predates the tiled kernel (no sfadacof_cuda_synthesis_tiled); "
+                                    f"rebuild it with `{_libs.BUILD_COMMAND}`")
+    lib.sfadacof_cuda_synthesis_tiled.restype = ctypes.c_int32
+    lib.sfadacof_cuda_synthesis_tiled.argtypes = [ctypes.c_void_p] * 10 + [ctypes.c_int32] * 8 + [ctypes.c_void_p]
     return lib
+
+
+IMPLS = ("fused", "tiled", "naive")
+UNSUPPORTED = -4  # SFADACOF_CUDA_UNSUPPORTED: the tiled kernel's layout conditions are not met
+
+
+def tiled_supported(channels: int, width: int, tensors=()) -> bool:
+    """Whether impl="tiled" accepts this layout: C == 3, W % 4 == 0, every tensor's data 16-byte aligned."""
+    return channels == 3 and width % 4 == 0 and all(t.data_ptr() % 16 == 0 for t in tensors)
 
 
 def library_path() -> str:
@@ -81,11 +99,16 @@ def _check(lib, status: int, what: str) -> None:
 
 
 def adacof_synthesis_cuda(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion,
-                          kernel_size: int, dilation: int = 1, out=None, naive: bool = False):
-    """The fused op on CUDA tensors. naive=True runs the original-style kernels (one thread per output element,
-    one launch per direction, then a blend; two scratch tensors) instead of the fused kernel."""
+                          kernel_size: int, dilation: int = 1, out=None, naive: bool = False, impl: str = "fused"):
+    """The fused op on CUDA tensors. impl: "fused" (default), "tiled" or "naive" (the original-style kernels: one
+    thread per output element, one launch per direction, then a blend; two scratch tensors). naive=True is
+    impl="naive"."""
     import torch
 
+    if naive:
+        impl = "naive"
+    if impl not in IMPLS:
+        raise ValueError(f"impl {impl!r}: choose one of {', '.join(IMPLS)}")
     ts, (b, c, h, w), k, d, t_code, o_code = _prepare(
         (frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion), kernel_size, dilation)
     if out is None:
@@ -96,11 +119,15 @@ def adacof_synthesis_cuda(frame0, frame2, weight1, alpha1, beta1, weight2, alpha
     stream = ctypes.c_void_p(torch.cuda.current_stream(ts[0].device).cuda_stream)
     ptrs = [t.data_ptr() for t in ts] + [out.data_ptr()]
     with torch.cuda.device(ts[0].device):
-        if naive:
+        if impl == "naive":
             o1, o2 = torch.empty_like(ts[0]), torch.empty_like(ts[0])
             status = lib.sfadacof_cuda_synthesis_naive(*ptrs, o1.data_ptr(), o2.data_ptr(), t_code, o_code,
                                                        b, c, h, w, k, d, stream)
+        elif impl == "tiled":
+            status = lib.sfadacof_cuda_synthesis_tiled(*ptrs, t_code, o_code, b, c, h, w, k, d, stream)
+            if status == UNSUPPORTED:
+                raise ValueError(lib.sfadacof_cuda_status_string(status).decode())
         else:
             status = lib.sfadacof_cuda_synthesis(*ptrs, t_code, o_code, b, c, h, w, k, d, stream)
-    _check(lib, status, "sfadacof_cuda_synthesis" + ("_naive" if naive else ""))
+    _check(lib, status, "sfadacof_cuda_synthesis" + ("" if impl == "fused" else "_" + impl))
     return out

@@ -3,7 +3,8 @@
 // getOutputDataTypes / getOutputShapes (with a stand-in IExprBuilder) / supportsFormatCombination (every
 // combination TensorRT could propose) / configurePlugin / getWorkspaceSize -> clone -> getFieldsToSerialize ->
 // copy of the fields as a serialised engine would hold them -> createPlugin (runtime phase) -> attachToContext ->
-// onShapeChange -> enqueue (fp32, fp16, fp16 + fp32 offsets) against the C++ CPU kernel when a CUDA device exists.
+// onShapeChange -> enqueue (fp32, fp16, fp16 + fp32 offsets) against the C++ CPU kernel when a CUDA device exists,
+// and a CUDA-graph capture + replay of each enqueue (no synchronisation or allocation inside it).
 //
 // The harness also stands in for libnvinfer's version functions and plugin registry: it exports
 // getInferLibVersion / getInferLibMajorVersion (its own headers' major, or --runtime-major N) and a recording
@@ -435,6 +436,43 @@ bool runEnqueue(IPluginV3OneRuntime* runtime, int32_t k, int32_t dil, DataType t
         k, dil, type == DataType::kHALF ? "f16" : "f32", offType == DataType::kHALF ? "f16" : "f32",
         maxErr / maxRef, tol);
     CHECK(maxErr / maxRef <= tol, "enqueue error %.3g > %.3g", maxErr / maxRef, tol);
+
+    // CUDA-graph capture of enqueue (global mode: a synchronising or allocating call inside enqueue invalidates the
+    // capture), then a replay into a cleared output must give the same bytes as the direct launch.
+    {
+        std::vector<unsigned char> direct(outBytes), replay(outBytes);
+        cudaMemcpy(direct.data(), dev[9], outBytes, cudaMemcpyDeviceToHost);
+        cudaMemset(dev[9], 0, outBytes);
+        cudaDeviceSynchronize();
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        cudaError_t e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal);
+        int32_t const crc = e == cudaSuccess ? runtime->enqueue(in.data(), &out, dev.data(), outputs, nullptr, stream)
+                                             : -1;
+        cudaError_t const ee = cudaStreamEndCapture(stream, &graph);
+        bool captured = e == cudaSuccess && crc == 0 && ee == cudaSuccess && graph != nullptr;
+        size_t nodes = 0;
+        if (captured)
+        {
+            cudaGraphGetNodes(graph, nullptr, &nodes);
+            captured = cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess && cudaGraphLaunch(exec, stream) == cudaSuccess
+                && cudaStreamSynchronize(stream) == cudaSuccess;
+        }
+        cudaMemcpy(replay.data(), dev[9], outBytes, cudaMemcpyDeviceToHost);
+        bool const same = captured && std::memcmp(direct.data(), replay.data(), outBytes) == 0;
+        std::printf("  graph capture of enqueue K=%d d=%d type=%s offsets=%s: captured=%d nodes=%zu replay==direct=%d\n",
+            k, dil, type == DataType::kHALF ? "f16" : "f32", offType == DataType::kHALF ? "f16" : "f32",
+            captured ? 1 : 0, nodes, same ? 1 : 0);
+        CHECK(captured, "CUDA-graph capture of enqueue failed (begin %d, enqueue %d, end %d)", static_cast<int>(e), crc,
+            static_cast<int>(ee));
+        CHECK(nodes == 1, "enqueue captured %zu graph nodes, expected one kernel", nodes);
+        CHECK(same, "graph replay differs from the direct enqueue");
+        if (exec)
+            cudaGraphExecDestroy(exec);
+        if (graph)
+            cudaGraphDestroy(graph);
+        cudaGetLastError();
+    }
     for (void* p : dev)
         cudaFree(p);
     cudaStreamDestroy(stream);
