@@ -31,6 +31,13 @@ class BackendOptions:
 
 
 def _torch(o: BackendOptions) -> Backend:
+    if o.precision == "fp16":
+        if not o.device.startswith("cuda"):
+            raise UserError(f"--backend torch --precision fp16 needs --device cuda (got --device {o.device}); "
+                            "on a CPU use --precision fp32, or --backend ort --precision fp16")
+        from .torch_cuda_fp16 import TorchCudaFp16Backend
+
+        return TorchCudaFp16Backend(o.checkpoint, device=o.device, variant=o.variant)
     from .torch_backend import TorchBackend
 
     return TorchBackend(o.checkpoint, device=o.device, variant=o.variant)
