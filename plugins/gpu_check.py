@@ -170,7 +170,8 @@ def step_build(args, report):
     arch = _device_arch()
     if not args.rebuild and _built(args.build_dir, arch):
         return "passed", {"reused": str(args.build_dir.relative_to(REPO)), "arch": arch}
-    rc, out = _run(build_command(args, arch), timeout=args.build_timeout)
+    # --clean: a carried build directory's CMakeCache.txt names another machine's paths, which cmake refuses
+    rc, out = _run(build_command(args, arch) + ["--clean"], timeout=args.build_timeout)
     ok = rc == 0 and (args.build_dir / _libs.library_filename(_libs.CUDA_LIBRARY)).is_file()
     return ("passed" if ok else "failed"), {"arch": arch, "rc": rc, "log_tail": _tail(out)}
 

@@ -98,6 +98,7 @@ class TorchCudaFp16Backend(Backend):
         self.ckpt = loaded if loaded is not None else load_checkpoint(checkpoint, variant=variant)
         self.device = torch.device(device)
         self.model = mixed_precision_model(self.ckpt.model).to(self.device)
+        torch.backends.cudnn.benchmark = True  # fixed frame sizes: let cuDNN pick its fastest NHWC fp16 kernels
         self._buffers: dict[tuple, dict[str, Tensor]] = {}
 
     def _buffers_for(self, shape: tuple[int, ...], padded: tuple[int, ...]) -> dict[str, Tensor]:
