@@ -1,0 +1,215 @@
+"""`python -m runtime.triton_repo`: a Triton Inference Server model repository for serving SF-AdaCoF.
+
+    python -m runtime.triton_repo --engine model.fp16.engine -o REPO [--name sfadacof] [--instances 1]
+    python -m runtime.triton_repo --onnx model.std.onnx -o REPO [--kind cpu|gpu] [--max-batch 4]
+
+Writes REPO/NAME/config.pbtxt and REPO/NAME/1/model.plan (Triton's TensorRT backend) or REPO/NAME/1/model.onnx
+(its ONNX Runtime backend), plus REPO/README.md with the commands to start `tritonserver` and call it with
+`tritonclient`. The configuration is built as Triton's own ModelConfig protobuf message (tritonclient's
+model_config_pb2, the schema the server parses) and written in protobuf text format, from the model's real
+inputs and outputs:
+  * inputs frame0, frame2 and output frame1, FP32, dims [3, -1, -1] (any frame size; the graph pads to a multiple of
+    32 and crops inside), batch dimension implicit (max_batch_size > 0) so dynamic batching can group requests of
+    the same frame size;
+  * an engine: max_batch_size is its profile's largest batch (from its sidecar, which also names its I/O tensors),
+    one GPU instance group per --instances;
+  * an ONNX graph: only the standard-op form (`export.to_onnx --synthesis onnx`): Triton's ONNX Runtime backend has
+    no way to run the project's Python-registered custom op; CPU or GPU instance groups.
+The TensorRT form needs the AdaCoFSynthesis plugin in the server process: the README names the register library
+(libsfadacof_trt_register.so, which registers its creator when loaded) for `LD_PRELOAD` or the TensorRT backend's
+`plugins` option. The model folder appears in REPO at once and whole (written beside it, then renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from sfadacof.cli_args import ArgumentParser, int_range
+from sfadacof.errors import UserError, cli_main
+from sfadacof.outputs import atomic_write_text, check_outputs, output_folder
+
+FRAME_INPUTS = ("frame0", "frame2")
+FRAME_OUTPUT = "frame1"
+DEFAULT_MAX_BATCH_ONNX = 4
+QUEUE_DELAY_US = 2000  # how long a request may wait for others of its size: small against ~10-100 ms per frame
+
+
+def _model_config_pb2():
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise UserError("runtime.triton_repo needs tritonclient (pip install 'tritonclient[grpc]', or the "
+                        "sfadacof[serve] extra)") from None
+    return model_config_pb2
+
+
+def onnx_contract(path: Path) -> tuple[list[str], list[str], bool, int | None]:
+    """(input names, output names, has the custom synthesis node, fixed batch size or None) of an ONNX graph."""
+    import onnx
+
+    from plugins.onnx_node import OP_TYPE
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # DecodeError, OSError, ...
+        raise UserError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+    inits = {t.name for t in m.graph.initializer}
+    inputs = [i for i in m.graph.input if i.name not in inits]
+    for vi in list(inputs) + list(m.graph.output):
+        t = vi.type.tensor_type
+        if t.elem_type != onnx.TensorProto.FLOAT or len(t.shape.dim) != 4:
+            raise UserError(f"{path}: {vi.name} is not a float32 NCHW tensor; not an SF-AdaCoF export")
+    batch = inputs[0].type.tensor_type.shape.dim[0] if inputs else None
+    fixed = batch.dim_value if batch is not None and batch.HasField("dim_value") else None
+    custom = any(n.op_type == OP_TYPE for n in m.graph.node)
+    return [i.name for i in inputs], [o.name for o in m.graph.output], custom, fixed
+
+
+def build_config(*, name: str, platform: str, inputs: list[str], outputs: list[str], max_batch: int, kind: str,
+                 instances: int):
+    """The ModelConfig message for SF-AdaCoF served by `platform` ("tensorrt_plan" or "onnxruntime_onnx")."""
+    pb = _model_config_pb2()
+    if sorted(inputs) != sorted(FRAME_INPUTS) or outputs != [FRAME_OUTPUT]:
+        raise UserError(f"the model's inputs {inputs} and outputs {outputs} are not SF-AdaCoF's "
+                        f"({', '.join(FRAME_INPUTS)} -> {FRAME_OUTPUT})")
+    cfg = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch)
+    for n in FRAME_INPUTS:
+        cfg.input.add(name=n, data_type=pb.TYPE_FP32, dims=[3, -1, -1])
+    cfg.output.add(name=FRAME_OUTPUT, data_type=pb.TYPE_FP32, dims=[3, -1, -1])
+    cfg.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
+    group = cfg.instance_group.add(count=instances)
+    group.kind = pb.ModelInstanceGroup.KIND_GPU if kind == "gpu" else pb.ModelInstanceGroup.KIND_CPU
+    return cfg
+
+
+def _readme(name: str, model_file: str, engine: bool) -> str:
+    plugin = ("The engine's AdaCoFSynthesis layer is the project's TensorRT plugin; the server process needs it before "
+              "the model loads. Build it for the server's TensorRT major (`python -m plugins.build`) and start with\n\n"
+              "    LD_PRELOAD=/path/to/libsfadacof_trt_register.so tritonserver --model-repository=$PWD\n\n"
+              "or `tritonserver --model-repository=$PWD --backend-config=tensorrt,plugins=/path/to/"
+              "libsfadacof_trt_register.so`. The register library registers its creator as soon as it is loaded "
+              "into a process whose TensorRT runtime has its major (plugins/README.md); an engine built with "
+              "`--serialize-plugin` carries the plugin itself. The engine runs only on the TensorRT release and "
+              "GPU compute capability it was built for (its sidecar, 1/model.plan.json, says which): build it with "
+              "the server container's TensorRT.\n" if engine else
+              "The graph uses standard ONNX operators only, so Triton's ONNX Runtime backend runs it as is.\n")
+    return f"""# Triton model repository: SF-AdaCoF frame interpolation
+
+    {name}/config.pbtxt      inputs frame0, frame2 (FP32, [batch, 3, H, W], RGB in [0, 1]); output frame1
+    {name}/1/{model_file}
+
+{plugin}
+Start the server (NVIDIA's container of the same TensorRT/ONNX Runtime as the model was built with):
+
+    docker run --gpus all --rm -p8000:8000 -p8001:8001 -v $PWD:/models nvcr.io/nvidia/tritonserver:<tag>-py3 \\
+        tritonserver --model-repository=/models
+
+Call it (pip install 'tritonclient[grpc]'):
+
+```python
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+client = grpcclient.InferenceServerClient("localhost:8001")
+f0 = f2 = np.zeros((1, 3, 540, 960), np.float32)      # two frames, RGB / 255, NCHW
+inputs = [grpcclient.InferInput("frame0", f0.shape, "FP32"), grpcclient.InferInput("frame2", f2.shape, "FP32")]
+inputs[0].set_data_from_numpy(f0)
+inputs[1].set_data_from_numpy(f2)
+frame1 = client.infer("{name}", inputs).as_numpy("frame1")   # (1, 3, 540, 960), not clamped
+```
+"""
+
+
+def write_repository(out: Path, *, name: str, model: Path, engine: bool, config, sidecar: Path | None) -> Path:
+    """Write REPO/NAME (config, version 1, model file) beside REPO and rename it in, and REPO/README.md."""
+    from google.protobuf import text_format
+
+    out.mkdir(parents=True, exist_ok=True)
+    model_file = "model.plan" if engine else "model.onnx"
+    stage = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
+    target = out / name
+    try:
+        (stage / "1").mkdir()
+        shutil.copyfile(model, stage / "1" / model_file)
+        if sidecar is not None:
+            shutil.copyfile(sidecar, stage / "1" / f"{model_file}.json")
+        (stage / "config.pbtxt").write_text(text_format.MessageToString(config))
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=out))
+            os.replace(target, old / name)
+        os.replace(stage, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    atomic_write_text(out / "README.md", _readme(name, model_file, engine))
+    return target
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="python -m runtime.triton_repo", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--engine", type=Path, help="TensorRT engine from runtime.build_engine (sidecar beside it)")
+    src.add_argument("--onnx", type=Path, help="standard-op ONNX graph (export.to_onnx --synthesis onnx)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="model repository folder")
+    p.add_argument("--name", default="sfadacof", help="model name (default sfadacof)")
+    p.add_argument("--max-batch", type=int_range(1, 1024), default=None,
+                   help=f"largest batch (default: the engine profile's; {DEFAULT_MAX_BATCH_ONNX} for ONNX)")
+    p.add_argument("--instances", type=int_range(1, 64), default=1, help="model instances (instance_group count)")
+    p.add_argument("--kind", choices=("cpu", "gpu"), default=None,
+                   help="instance kind (engine: gpu; ONNX default cpu)")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.name or "/" in args.name or args.name.startswith("."):
+        raise UserError(f"--name {args.name!r}: a plain folder name is needed")
+    model: Path = args.engine or args.onnx
+    check_outputs([model], [output_folder("-o", args.output)])
+    if not model.is_file():
+        raise UserError(f"{model}: no such file")
+    if args.engine is not None:
+        from .engine_meta import Profile, read_sidecar, sidecar_path
+
+        meta = read_sidecar(model)
+        largest = Profile.from_json(meta.profile).max[0]
+        max_batch = args.max_batch or largest
+        if max_batch > largest:
+            raise UserError(f"--max-batch {max_batch}: the engine's profile takes batches up to {largest} "
+                            "(rebuild it with a larger --max)")
+        if args.kind == "cpu":
+            raise UserError("--kind cpu: a TensorRT engine runs on a GPU")
+        config = build_config(name=args.name, platform="tensorrt_plan", inputs=list(meta.inputs),
+                              outputs=list(meta.outputs), max_batch=max_batch, kind="gpu", instances=args.instances)
+        side = sidecar_path(model)
+    else:
+        inputs, outputs, custom, fixed = onnx_contract(model)
+        if custom:
+            raise UserError(f"{model}: holds the AdaCoFSynthesis custom node, which Triton's ONNX Runtime backend "
+                            "cannot run; export the standard-op form (python -m export.to_onnx CKPT --synthesis onnx)")
+        max_batch = args.max_batch or (fixed or DEFAULT_MAX_BATCH_ONNX)
+        if fixed is not None and max_batch != fixed:
+            raise UserError(f"--max-batch {max_batch}: the graph's batch dimension is fixed at {fixed}")
+        config = build_config(name=args.name, platform="onnxruntime_onnx", inputs=inputs, outputs=outputs,
+                              max_batch=max_batch, kind=args.kind or "cpu", instances=args.instances)
+        side = None
+    target = write_repository(args.output, name=args.name, model=model, engine=args.engine is not None,
+                              config=config, sidecar=side)
+    print(f"{target}: {config.platform}, max_batch_size {config.max_batch_size}, "
+          f"{args.instances} {'GPU' if args.engine or args.kind == 'gpu' else 'CPU'} instance(s); "
+          f"see {args.output / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

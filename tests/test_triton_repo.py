@@ -1,0 +1,98 @@
+"""runtime.triton_repo: what it writes is parsed back as Triton's ModelConfig (protobuf text format, tritonclient's
+schema) and checked against the model's real inputs and outputs (the ONNX file as ONNX Runtime loads it; an engine's
+sidecar); the copied model gives the same frames as the source graph. No Triton server runs here (no registry package
+ships one that starts on this machine), so serving itself is not exercised."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is part of the dev extra")
+from google.protobuf import text_format  # noqa: E402
+
+from export.core import export_model  # noqa: E402
+from runtime.engine_meta import EngineMeta, Profile, write_sidecar  # noqa: E402
+from runtime.triton_repo import main  # noqa: E402
+from tests._runtime_fixtures import bikes_frames, crop, seeded_model  # noqa: E402
+
+ORT_TYPES = {"tensor(float)": pb.TYPE_FP32}
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("triton")
+    export_model(seeded_model(), d / "m.onnx", synthesis="plugin", also={"onnx": d / "m.std.onnx"})
+    return d
+
+
+def _config(path) -> "pb.ModelConfig":
+    return text_format.Parse(path.read_text(), pb.ModelConfig())
+
+
+def test_onnx_repository_matches_the_model(graphs, tmp_path, capsys):
+    repo = tmp_path / "repo"
+    assert main(["--onnx", str(graphs / "m.std.onnx"), "-o", str(repo), "--instances", "2"]) == 0
+    cfg = _config(repo / "sfadacof" / "config.pbtxt")
+    sess = ort.InferenceSession(str(repo / "sfadacof" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    real_in, real_out = sess.get_inputs(), sess.get_outputs()
+    assert cfg.name == "sfadacof" and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 4
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == \
+        [(i.name, ORT_TYPES[i.type], [3, -1, -1]) for i in real_in]
+    assert [(o.name, o.data_type) for o in cfg.output] == [(o.name, ORT_TYPES[o.type]) for o in real_out]
+    for t in list(real_in) + list(real_out):  # the batch and spatial dims Triton leaves free are free in the graph
+        assert isinstance(t.shape[0], str) and t.shape[1] == 3 and all(isinstance(d, str) for d in t.shape[2:])
+    assert cfg.HasField("dynamic_batching") and cfg.dynamic_batching.max_queue_delay_microseconds > 0
+    assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, pb.ModelInstanceGroup.KIND_CPU)]
+    # the served file is the graph given: same frames on a real batch of two pairs
+    f0, f2 = (np.stack([crop(f, 96, 64).transpose(2, 0, 1)] * 2).astype(np.float32) / 255 for f in
+              (bikes_frames()[0], bikes_frames()[2]))
+    src = ort.InferenceSession(str(graphs / "m.std.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sess.run(None, {"frame0": f0, "frame2": f2})[0],
+                                  src.run(None, {"frame0": f0, "frame2": f2})[0])
+    readme = (repo / "README.md").read_text()
+    assert "tritonserver --model-repository" in readme and 'client.infer("sfadacof"' in readme
+    # a second run replaces the model folder whole, and leaves no staging folder behind
+    assert main(["--onnx", str(graphs / "m.std.onnx"), "-o", str(repo), "--kind", "gpu", "--max-batch", "8"]) == 0
+    cfg = _config(repo / "sfadacof" / "config.pbtxt")
+    assert cfg.max_batch_size == 8 and cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "sfadacof"]
+
+
+def test_engine_repository_follows_the_sidecar(tmp_path):
+    engine = tmp_path / "m.fp16.engine"
+    engine.write_bytes(b"a serialized engine")
+    profile = Profile.from_args(None, None, "2x3x1088x1920")
+    write_sidecar(engine, EngineMeta(tensorrt_version="10.16.0.1", gpu_name="NVIDIA H100", compute_capability="9.0",
+                                     precision="fp16", profile=profile.to_json(), onnx_path="m.onnx",
+                                     onnx_sha256="a" * 64, inputs=["frame0", "frame2"], outputs=["frame1"]))
+    repo = tmp_path / "repo"
+    assert main(["--engine", str(engine), "-o", str(repo), "--name", "vfi"]) == 0
+    cfg = _config(repo / "vfi" / "config.pbtxt")
+    assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 2
+    assert [g.kind for g in cfg.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
+    assert (repo / "vfi" / "1" / "model.plan").read_bytes() == b"a serialized engine"
+    assert (repo / "vfi" / "1" / "model.plan.json").is_file()
+    assert "libsfadacof_trt_register.so" in (repo / "README.md").read_text()
+
+
+@pytest.mark.parametrize("case", ["plugin_form", "batch_above_profile", "output_is_input", "cpu_engine"])
+def test_refusals_are_one_line(graphs, tmp_path, capsys, case):
+    engine = tmp_path / "e.engine"
+    engine.write_bytes(b"x")
+    write_sidecar(engine, EngineMeta(tensorrt_version="10.16.0.1", gpu_name="g", compute_capability="9.0",
+                                     precision="fp32", profile=Profile().to_json(), onnx_path="m.onnx",
+                                     onnx_sha256="a" * 64, inputs=["frame0", "frame2"], outputs=["frame1"]))
+    argv, expect = {
+        "plugin_form": (["--onnx", str(graphs / "m.onnx"), "-o", str(tmp_path / "r")], "--synthesis onnx"),
+        "batch_above_profile": (["--engine", str(engine), "-o", str(tmp_path / "r"), "--max-batch", "4"],
+                                "batches up to 1"),
+        "output_is_input": (["--onnx", str(graphs / "m.std.onnx"), "-o", str(graphs / "m.std.onnx")], "m.std.onnx"),
+        "cpu_engine": (["--engine", str(engine), "-o", str(tmp_path / "r"), "--kind", "cpu"], "runs on a GPU"),
+    }[case]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "r" / "sfadacof").exists()
