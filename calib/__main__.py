@@ -18,8 +18,6 @@ weight scales on axis 0, float bias); a violation fails the command.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import tempfile
 import time
@@ -29,18 +27,19 @@ import onnx
 
 from sfadacof import cli_args
 from sfadacof.data import parse_source_spec
-from sfadacof.errors import UserError, cli_main
-from sfadacof.outputs import atomic_write_text, check_outputs, output_file
+from sfadacof.errors import UserError, cli_command
+from runtime.report import write_json
+from sfadacof.outputs import check_outputs, output_file
+from sfadacof.sizes import parse_size
 
 from .evaluate import Runner, benchmark, benchmark_estimator, estimator_maps_diff, evaluate, format_sensitivity, format_table, summarise
 from .graph import DEFAULT_GROUPS, GROUPS, check_groups_recognised, conv_nodes, inspect_qdq, parse_groups
 from .quantize import METHODS, PLACEMENTS, calibrate, quantize
-from .sources import calibration_pairs, eval_items, parse_size, split_data
+from .sources import calibration_pairs, eval_items, split_data
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli_args.ArgumentParser(prog="python -m calib", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_args.command_parser("calib", __doc__)
     p.add_argument("data", help="video (PATH[@START:END][*SCALE]), folder of sequential frames, or pairs folder")
     p.add_argument("-o", "--output", type=Path, required=True, help="the INT8 Q/DQ ONNX to write")
     src = p.add_mutually_exclusive_group()
@@ -82,24 +81,15 @@ def export_checkpoint(ckpt: Path | None, form: str, out: Path) -> dict:
     return {"exported_by": "export.to_onnx", **{k: v for k, v in info.as_dict().items() if k not in ("path", "op_counts")}}
 
 
-def _finite(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
-
-
-def write_json(path: Path, obj: dict) -> None:
-    atomic_write_text(path, json.dumps(_finite(obj), indent=2))
+def _hw(size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) as parsed -> (height, width) as the arrays are indexed."""
+    return size[1], size[0]
 
 
 def run(args: argparse.Namespace) -> dict:
-    size = parse_size(args.size, "--size", multiple=32)
-    eval_crop = parse_size(args.eval_size, "--eval-size") if args.eval_size else None
-    bench_size = parse_size(args.bench_size, "--bench-size", multiple=32)
+    size = _hw(parse_size(args.size, "--size", multiple=32))  # (height, width): the order of the arrays
+    eval_crop = _hw(parse_size(args.eval_size, "--eval-size")) if args.eval_size else None
+    bench_size = _hw(parse_size(args.bench_size, "--bench-size", multiple=32))
     groups = parse_groups(args.quantize)
     if args.num < 1:
         raise UserError(f"--num must be >= 1, got {args.num}")
@@ -246,9 +236,8 @@ def sensitivity(fp32_path: Path, fp32_run: Runner, items, ranges, chosen, per_ch
     return rows
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
     run(args)
     return 0
 

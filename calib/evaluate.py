@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import torch
 
+from sfadacof.images import to_uint8
 from sfadacof.metrics import psnr, ssim
 
 from .graph import estimator_subgraph
@@ -72,10 +73,6 @@ class Runner:
 
     def close(self) -> None:
         self.backend.close()
-
-
-def to_uint8(frame: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -221,14 +218,20 @@ def benchmark(fp32: Runner, int8: Runner, size: tuple[int, int], runs: int = 5, 
                  fp32.threads, min(times["fp32"]), min(times["int8"]))
 
 
+def _estimators(fp32_path: Path, int8_path: Path, tmp: Path, stem: str) -> list[Path]:
+    """The kernel estimators of both models (graph.estimator_subgraph), saved as tmp/STEM_fp32.onnx, STEM_int8.onnx."""
+    paths = []
+    for p, tag in ((fp32_path, "fp32"), (int8_path, "int8")):
+        out = tmp / f"{stem}_{tag}.onnx"
+        onnx.save(estimator_subgraph(onnx.load(str(p))), str(out))
+        paths.append(out)
+    return paths
+
+
 def benchmark_estimator(fp32_path: Path, int8_path: Path, size: tuple[int, int], runs: int, tmp: Path,
                         threads: int | None = None) -> Speed:
     """The same measurement on the kernel estimators alone (graph.estimator_subgraph of each model)."""
-    paths = []
-    for p, tag in ((fp32_path, "fp32"), (int8_path, "int8")):
-        out = Path(tmp) / f"estimator_{tag}.onnx"
-        onnx.save(estimator_subgraph(onnx.load(str(p))), str(out))
-        paths.append(out)
+    paths = _estimators(fp32_path, int8_path, Path(tmp), "estimator")
     a, b = Runner(paths[0], threads), Runner(paths[1], threads)
     try:
         return benchmark(a, b, size, runs)
@@ -259,11 +262,7 @@ def estimator_maps_diff(fp32_path: Path, int8_path: Path, items: list[Item], cro
     weight/occlusion are the logits before the softmax / sigmoid. A model whose heads barely depend on the
     features (e.g. early in training) shows tiny frame differences however coarse the features are; these
     numbers show what quantization does to the estimator itself."""
-    paths = []
-    for p, tag in ((fp32_path, "fp32"), (int8_path, "int8")):
-        out = Path(tmp) / f"maps_{tag}.onnx"
-        onnx.save(estimator_subgraph(onnx.load(str(p))), str(out))
-        paths.append(out)
+    paths = _estimators(fp32_path, int8_path, Path(tmp), "maps")
     heads = _head_names(onnx.load(str(paths[0]), load_external_data=False))
     runners = [Runner(p, threads) for p in paths]
     sums: dict[str, list[float]] = {}

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.utils import Extractor
 
+from export.graph import ancestor_nodes, frame_inputs
 from sfadacof.errors import UserError
 
 # Layer groups, in network order. `enc<n>`: the level-n encoder block and its pooling conv; `fd<n>`: the feature-
@@ -147,41 +149,18 @@ def estimator_subgraph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The kernel estimator alone (ancestors of the last Convs, i.e. those no other Conv depends on): where all
     the quantized work is, so its FP32/INT8 speed shows what quantization buys without the float synthesis."""
     g = model.graph
-    producer = {o: n for n in g.node for o in n.output}
-    upstream_of_conv: set[str] = set()
-    stack = [t for n in g.node if n.op_type == "Conv" for t in n.input]
-    while stack:
-        t = stack.pop()
-        n = producer.get(t)
-        if n is None or n.output[0] in upstream_of_conv:
-            continue
-        upstream_of_conv.add(n.output[0])  # keyed by output: node names may be empty
-        stack.extend(n.input)
+    # keyed by output: node names may be empty
+    upstream_of_conv = {n.output[0] for n in ancestor_nodes(model, [t for n in g.node if n.op_type == "Conv"
+                                                                     for t in n.input])}
     last = [n.output[0] for n in g.node if n.op_type == "Conv" and n.output[0] not in upstream_of_conv]
     return _ancestors_model(model, last, "kernel_estimator")
 
 
 def _ancestors_model(model: onnx.ModelProto, conv_outputs: list[str], name: str) -> onnx.ModelProto:
-    g = model.graph
-    producer = {o: i for i, n in enumerate(g.node) for o in n.output}
-    needed: set[int] = set()
-    stack = [producer[t] for t in conv_outputs]
-    while stack:  # walk up from the Conv outputs; nodes are kept in the source's (topological) order
-        i = stack.pop()
-        if i in needed:
-            continue
-        needed.add(i)
-        stack.extend(producer[t] for t in g.node[i].input if t in producer)
-    nodes = [g.node[i] for i in sorted(needed)]
-    used = {t for n in nodes for t in n.input}
-    inits = [t for t in g.initializer if t.name in used]
-    init_names = {t.name for t in g.initializer}
-    inputs = [i for i in g.input if i.name not in init_names]
-    # Outputs with element type only: shapes are left to the calibrator's own shape inference.
-    outputs = [onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in conv_outputs]
-    sub = onnx.helper.make_model(onnx.helper.make_graph(nodes, name, inputs, outputs, inits),
-                                 opset_imports=list(model.opset_import))
-    sub.ir_version = model.ir_version
+    # onnx.utils.Extractor: the nodes between the frame inputs and the Conv outputs, with the initializers they read
+    # (its shape inference passes over the custom synthesis node, which lies downstream and is left out).
+    sub = Extractor(model).extract_model(frame_inputs(model), conv_outputs)
+    sub.graph.name = name
     bad = custom_nodes(sub)
     if bad:
         raise UserError(f"a non-standard node ({bad[0].op_type}, domain {bad[0].domain!r}) lies upstream of a Conv; "

@@ -24,6 +24,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       QuantType, TensorsData, quantize_static, save_tensors_data)
 from onnxruntime.quantization.calibrate import EntropyCalibrater, PercentileCalibrater
 
+from export.graph import frame_inputs
 from sfadacof.outputs import atomic_path
 
 from .graph import calibration_subgraph, nodes_for_groups
@@ -52,8 +53,7 @@ class PairReader(CalibrationDataReader):
 
 
 def input_names(model: onnx.ModelProto) -> tuple[str, str]:
-    inits = {t.name for t in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in inits]
+    names = frame_inputs(model)
     if len(names) != 2:
         raise ValueError(f"expected two graph inputs (frame0, frame2), found {names}")
     return names[0], names[1]

@@ -4,7 +4,7 @@ DATA is one of:
   * a video file (anything PyAV decodes): triplets (t, t+1, t+2) at positions spread evenly across the clip;
   * a folder of sequential frames (more than three images directly inside it, sorted by name): the same;
   * a pairs folder as `runtime.infer` reads it (one subfolder per pair: 2 images = a pair, 3 = a triplet whose
-    middle image is the ground truth), through runtime.media.discover_pairs.
+    middle image is the ground truth), through runtime.pairs.discover_pairs.
 
 Held aside: evaluation triplets never share a frame with a calibration pair, so the accuracy figures are not
 measured on the data the ranges were fitted to.
@@ -19,8 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from runtime.media import discover_pairs, is_image_file, load_image, root_images
+from runtime.pairs import discover_pairs, root_images
 from sfadacof.errors import UserError
+from sfadacof.images import is_image_file, load_image
+from sfadacof.video_decode import count_frames as count_video_frames
+from sfadacof.video_decode import decode_rgb
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".y4m"})
 
@@ -65,49 +68,18 @@ def plan_sequence(n_frames: int, n_calib: int, n_eval: int) -> tuple[list[int], 
 
 
 def _frames_from_video(path: Path, wanted: set[int], scale: float = 1.0) -> dict[int, np.ndarray]:
-    """Decode only what is needed: frames are converted to RGB only at the wanted indices (streamed, not stored)."""
-    import av
-
+    """Decode only what is needed: frames are kept only at the wanted indices (streamed, not stored)."""
     from sfadacof.data import resize_frames
 
     out: dict[int, np.ndarray] = {}
-    last = max(wanted)
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise UserError(f"{path}: no video stream")
-            for i, frame in enumerate(c.decode(video=0)):
-                if i in wanted:
-                    rgb = resize_frames(frame.to_ndarray(format="rgb24")[None], scale)[0]  # as training does
-                    out[i] = rgb.astype(np.float32) / 255.0
-                if i >= last:
-                    break
-    except UserError:
-        raise
-    except Exception as e:  # PyAV raises its own error hierarchy
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{path}: cannot decode video ({msg[:160]})") from None
+    for i, rgb in decode_rgb(path, 0, max(wanted) + 1):
+        if i in wanted:
+            out[i] = resize_frames(rgb[None], scale)[0].astype(np.float32) / 255.0  # resized as training does
     missing = sorted(wanted - set(out))
     if missing:
         raise UserError(f"{path}: decoded only {len(out)} of the frames planned from its packet count "
                         f"(frame {missing[0]} missing)")
     return out
-
-
-def count_video_frames(path: Path) -> int:
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise UserError(f"{path}: no video stream")
-            # The container's count can be missing or approximate; decoding is exact and cheap for clips.
-            return sum(1 for _ in c.demux(video=0) if _.size)
-    except UserError:
-        raise
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{path}: cannot read video ({msg[:160]})") from None
 
 
 def _sequence_split(name: str, n_frames: int, get, n_calib: int, n_eval: int, start: int = 0) -> Split:
@@ -189,17 +161,6 @@ def eval_items(spec: str | Path, n_eval: int) -> list[Item]:
 # Geometry
 
 
-def parse_size(text: str, what: str, multiple: int = 1) -> tuple[int, int]:
-    """'448x256' (width x height, as users say it) -> (height, width)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"{what}: expected WIDTHxHEIGHT such as 448x256, got {text!r}") from None
-    if w < 32 or h < 32 or w % multiple or h % multiple:
-        raise UserError(f"{what}: {w}x{h} must be at least 32x32" + (f" and multiples of {multiple}" if multiple > 1 else ""))
-    return h, w
-
-
 def fit(frame: np.ndarray, size: tuple[int, int], mode: str = "cover") -> np.ndarray:
     """Bring a (H, W, 3) float frame to `size` (h, w).
 
@@ -236,5 +197,5 @@ def calibration_pairs(items: list[Item], size: tuple[int, int], mode: str) -> li
     return [(nchw(fit(it.frame0, size, mode)), nchw(fit(it.frame2, size, mode))) for it in items]
 
 
-__all__ = ["Item", "Split", "split_data", "eval_items", "plan_sequence", "parse_size", "fit", "center_crop", "nchw",
+__all__ = ["Item", "Split", "split_data", "eval_items", "plan_sequence", "fit", "center_crop", "nchw",
            "calibration_pairs", "is_image_file"]

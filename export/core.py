@@ -7,7 +7,7 @@ Batch, height and width are dynamic (any H, W >= 32).
 Synthesis forms (`synthesis=`):
   * "plugin": one fused custom node `sfadacof::AdaCoFSynthesis` (contract in plugins/onnx_node.py: 9 inputs, the
     padded frames, six K*K-channel maps and the occlusion map; attributes kernel_size, dilation, plugin_version,
-    plugin_namespace), the node TensorRT's parser hands to the plugin and ONNX Runtime to export/ort_custom_op.py.
+    plugin_namespace), the node TensorRT's parser hands to the plugin and ONNX Runtime to runtime/backends/ort_custom_op.py.
   * "onnx": the same graph with that node replaced by standard ops (export/standard_synthesis.py). Both forms come
     from one trace, so their trunks are identical node for node.
 
@@ -290,9 +290,3 @@ def export_model(model: AdaCoFNet, out: str | os.PathLike, *, synthesis: str = "
                                 seconds=trace_seconds + time.perf_counter() - t1, size_bytes=path.stat().st_size,
                                 nodes=len(m.graph.node), op_counts=dict(sorted(counts.items())), metadata=meta))
     return infos
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """metadata_props of an ONNX file, without loading its weights."""
-    m = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in m.metadata_props}

@@ -1,7 +1,7 @@
 """FP16 ONNX for strongly typed TensorRT builds (every build of runtime.build_engine, 10.x and 11.x alike): a graph
 whose types say what runs in half precision.
 
-    python -m runtime.fp16_graph MODEL.onnx -o MODEL.fp16.onnx [--synthesis fp16|fp32]
+    python -m export.fp16_graph MODEL.onnx -o MODEL.fp16.onnx [--synthesis fp16|fp32]
 
 Tool: ONNX Runtime's maintained converter, `onnxruntime.transformers.float16.convert_float_to_float16` (shipped in
 the onnxruntime wheel, so no extra dependency), with keep_io_types=True (the engine still takes and returns fp32
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import deque
 from pathlib import Path
 
 import onnx
 
+from export.graph import ancestor_nodes
 from plugins.onnx_node import INPUT_NAMES, OP_TYPE as SYNTHESIS_OP
-from sfadacof.errors import UserError, cli_main
+from sfadacof import cli_args
+from sfadacof.errors import UserError, cli_command
 
 OFFSET_INPUTS = tuple(i for i, n in enumerate(INPUT_NAMES) if n.startswith(("alpha", "beta")))
 OTHER_INPUTS = tuple(i for i in range(len(INPUT_NAMES)) if i not in OFFSET_INPUTS)
@@ -47,16 +48,7 @@ def _name_nodes(model: onnx.ModelProto) -> None:
 
 def _ancestors(model: onnx.ModelProto, tensors: list[str]) -> set[str]:
     """Names of the nodes that (transitively) produce any of `tensors`."""
-    producer = {out: node for node in model.graph.node for out in node.output if out}
-    found: set[str] = set()
-    todo = deque(tensors)
-    while todo:
-        node = producer.get(todo.popleft())
-        if node is None or node.name in found:
-            continue
-        found.add(node.name)
-        todo.extend(t for t in node.input if t)
-    return found
+    return {node.name for node in ancestor_nodes(model, tensors)}
 
 
 def synthesis_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -179,20 +171,21 @@ def fold_round_trip_casts(model: onnx.ModelProto) -> int:
                 continue
             g.node.remove(cast_of[old])  # the Cast(fp32) that produced the output; its Cast(fp16) is now dead
             src.output[list(src.output).index(new)] = old
-            for n in g.node:
-                for i, t in enumerate(n.input):
-                    if t == new:
-                        n.input[i] = old
-            folded += 1
-            continue
-        for n in g.node:
-            for i, t in enumerate(n.input):
-                if t == old:
-                    n.input[i] = new
+            _rename_inputs(g, new, old)
+        else:
+            _rename_inputs(g, old, new)
         folded += 1
     _topological_sort(model)  # first: the dead-node sweep walks backwards in topological order
     _drop_dead_nodes(model)
     return folded
+
+
+def _rename_inputs(g: onnx.GraphProto, old: str, new: str) -> None:
+    """Every node input named `old` reads `new` instead."""
+    for n in g.node:
+        for i, t in enumerate(n.input):
+            if t == old:
+                n.input[i] = new
 
 
 def _drop_dead_nodes(model: onnx.ModelProto) -> None:
@@ -237,7 +230,7 @@ def is_fp16_graph(model: onnx.ModelProto) -> bool:
 
 
 def convert_file(src: Path, dst: Path, synthesis: str = "fp32") -> dict:
-    from .media import atomic_write_bytes
+    from sfadacof.outputs import atomic_write_bytes
 
     try:
         model = onnx.load(str(src))
@@ -250,8 +243,7 @@ def convert_file(src: Path, dst: Path, synthesis: str = "fp32") -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.fp16_graph", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_args.command_parser("export.fp16_graph", __doc__)
     p.add_argument("onnx", type=Path)
     p.add_argument("-o", "--output", type=Path, default=None, help="default: MODEL.fp16.onnx beside the input")
     p.add_argument("--synthesis", choices=SYNTHESIS_PRECISIONS, default="fp16",
@@ -260,14 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
     dst = args.output or args.onnx.with_suffix(".fp16.onnx")
     s = convert_file(args.onnx, dst, args.synthesis)
     node = "the synthesis node in fp32" if args.synthesis == "fp32" else "the synthesis node in fp16 with fp32 offsets"
-    print(f"{dst}: fp16 graph, {s['offset_head_nodes']} of {s['total_nodes']} nodes kept fp32 (the offset heads), "
-          f"{node}")
+    kept = f"{s['offset_head_nodes']} of {s['total_nodes']} nodes kept fp32 (the offset heads)"
+    print(f"{dst}: fp16 graph, {kept}, {node}")
     return 0
 
 

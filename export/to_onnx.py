@@ -1,15 +1,16 @@
 """Export a checkpoint to ONNX.
 
     python -m export.to_onnx [CKPT] [-o OUT.onnx] [--synthesis plugin|onnx|both] [--variant V] [--kernel-size K]
-                             [--dilation D] [--opset N] [--exporter auto|dynamo|torchscript] [--verify]
+                             [--dilation D] [--opset N] [--exporter auto|dynamo|torchscript] [--json]
 
 CKPT defaults to the shipped checkpoint (sfadacof/weights/sf_adacof_default.pth). The checkpoint is read by
 sfadacof.checkpoint.load_checkpoint (variant and K detected from the weights, dilation from a config.txt beside it;
 the flags override). OUT defaults to CKPT's name with `.onnx` (`.std.onnx` for the standard-op form) in the current
 directory. `--synthesis both` writes the plugin form to OUT and the standard-op form beside it (`.std.onnx`) from one
-trace. `--verify` runs the exported graph(s) in ONNX Runtime on two frame sizes (one odd, one a multiple of 32) and
-prints the max |difference| to the PyTorch model. Errors (missing/corrupt/mismatching checkpoint, bad flags) are one
-line on stderr, exit status 2.
+trace. To check an export against the PyTorch model, run it on real pairs with
+    python -m runtime.accuracy PAIRS --backend ort --onnx MODEL.onnx
+(the former --verify flag: export does not depend on the runtime). Errors (missing/corrupt/mismatching checkpoint,
+bad flags) are one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 from sfadacof import cli_args
-from sfadacof.errors import UserError, cli_main
+from sfadacof.errors import UserError, cli_command
 from sfadacof.outputs import check_outputs, output_file
 
 from .core import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SYNTHESIS_FORMS, ExportInfo, export_model
@@ -34,6 +35,8 @@ def standard_form_path(path: Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0],
+                                epilog="check an export against PyTorch: python -m runtime.accuracy PAIRS --backend ort "
+                                       "--onnx MODEL.onnx",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", type=Path, default=None,
                    help="checkpoint (.pth); default: the shipped sfadacof/weights/sf_adacof_default.pth")
@@ -48,8 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     f"default {DEFAULT_OPSET})")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx exporter (auto: dynamo when torch has torch.onnx.ops.symbolic, else torchscript)")
-    p.add_argument("--verify", action="store_true",
-                   help="run the export(s) in ONNX Runtime at two sizes and print max |diff| to PyTorch")
     p.add_argument("--json", action="store_true", help="print the export summary as JSON")
     return p
 
@@ -83,31 +84,8 @@ def export_checkpoint(checkpoint: Path | None, output: Path | None = None, synth
         raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
 
 
-def verify(info: ExportInfo, checkpoint: Path | None, variant: str | None, kernel_size: int | None,
-           dilation: int | None) -> dict[str, float]:
-    """Max |ORT - PyTorch| on seeded random frames at an odd size and at a multiple of 32, batch 2."""
-    import numpy as np
-    import torch
-
-    from runtime.backends.ort_backend import OrtBackend
-    from sfadacof.checkpoint import load_checkpoint
-
-    model = load_checkpoint(checkpoint, variant=variant, kernel_size=kernel_size, dilation=dilation).model
-    rng = np.random.default_rng(0)
-    out = {}
-    with OrtBackend(info.path) as backend:
-        for h, w in ((37, 45), (64, 96)):
-            f0 = rng.random((2, 3, h, w), dtype=np.float32)
-            f2 = np.clip(np.roll(f0, 3, axis=3) + 0.05 * rng.standard_normal(f0.shape).astype(np.float32), 0, 1)
-            with torch.no_grad():
-                ref = model(torch.from_numpy(f0), torch.from_numpy(f2)).numpy()
-            out[f"{w}x{h}"] = float(np.abs(backend.infer(f0, f2) - ref).max())
-    return out
-
-
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
     infos = export_checkpoint(args.checkpoint, args.output, args.synthesis, args.variant, args.kernel_size,
                               args.dilation, args.opset, args.exporter)
     summary = []
@@ -116,14 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": round(info.seconds, 2), "size_mb": round(info.size_bytes / 2**20, 2), "nodes": info.nodes,
                "variant": info.metadata["variant"], "kernel_size": info.metadata["kernel_size"],
                "dilation": info.metadata["dilation"], "checkpoint_sha256": info.metadata["checkpoint_sha256"]}
-        if args.verify:
-            row["verify_max_abs_diff"] = verify(info, args.checkpoint, args.variant, args.kernel_size, args.dilation)
         summary.append(row)
         if not args.json:
-            extra = f", verify max|diff| {row['verify_max_abs_diff']}" if args.verify else ""
             print(f"wrote {info.path} ({info.synthesis} synthesis, {info.metadata['variant']} "
                   f"K={info.metadata['kernel_size']} d={info.metadata['dilation']}, {info.exporter} exporter, opset "
-                  f"{info.opset}, {row['size_mb']} MB, {info.nodes} nodes, {info.seconds:.1f} s){extra}")
+                  f"{info.opset}, {row['size_mb']} MB, {info.nodes} nodes, {info.seconds:.1f} s)")
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0

@@ -87,26 +87,5 @@ def built_cuda_archs(library: Path) -> list[str] | None:
     return None
 
 
-def ensure_built(stems, scratch_dir: Path, cuda_archs: str | None = None, force: bool = False) -> None:
-    """Make the libraries `stems` (_libs.CPU_LIBRARY, ...) findable: if one is missing (or force), build into
-    scratch_dir (CUDA only when a CUDA library is asked for) and point SFADACOF_PLUGIN_DIR there. For tests."""
-    if not force and all(_libs.find_library(s) is not None for s in stems):
-        return
-    args = ["--build-dir", str(scratch_dir), "--jobs", str(os.cpu_count() or 1)]
-    if _libs.CUDA_LIBRARY not in stems and _libs.PLUGIN_LIBRARY not in stems:
-        args.append("--no-cuda")
-    if cuda_archs:
-        args += ["--cuda-archs", cuda_archs]
-    rc = main(args)
-    if rc != 0:
-        raise _libs.LibraryNotBuilt(f"`{_libs.BUILD_COMMAND} {' '.join(args)}` failed with exit status {rc}")
-    os.environ["SFADACOF_PLUGIN_DIR"] = str(Path(scratch_dir).resolve())
-    missing = [_libs.library_filename(s) for s in stems if _libs.find_library(s) is None]
-    if missing:
-        summary = Path(scratch_dir) / "sfadacof_build_summary.txt"
-        why = summary.read_text().strip().replace("\n", "; ") if summary.is_file() else "no summary"
-        raise _libs.LibraryNotBuilt(f"{', '.join(missing)} not built ({why})")
-
-
 if __name__ == "__main__":
     sys.exit(main())

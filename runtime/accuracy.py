@@ -24,11 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from sfadacof import cli_args
-from sfadacof.errors import UserError, cli_main
+from sfadacof.errors import UserError, cli_command
+from sfadacof.images import to_uint8
 from sfadacof.outputs import check_outputs, output_file, output_folder
 
-from .backends.registry import BACKENDS, BackendOptions, create_backend
+from .backends.registry import add_backend_arguments, backend_inputs, backend_options, create_backend
 from .backends.torch_backend import TorchBackend
+from .pairs import discover_pairs, run_pairs
+from .report import write_json
 
 DEFAULT_MAX_ABS = {"fp32": 1e-3}
 DEFAULT_MIN_PSNR = {"fp16": 45.0, "int8": 35.0}
@@ -58,16 +61,20 @@ class Thresholds:
         return " and ".join(parts) or "none"
 
 
-def compare(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Differences of a backend output against the reference (both float NCHW, unclamped)."""
+def abs_difference(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """|out - ref| in float64 (both float NCHW, unclamped); UserError when the shapes differ."""
     if out.shape != ref.shape:
         raise UserError(f"backend output shape {out.shape} differs from the PyTorch output {ref.shape}")
-    d = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    return np.abs(out.astype(np.float64) - ref.astype(np.float64))
+
+
+def compare(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Differences of a backend output against the reference (both float NCHW, unclamped)."""
+    d = abs_difference(out, ref)
     clipped = np.clip(out.astype(np.float64), 0, 1) - np.clip(ref.astype(np.float64), 0, 1)
     mse = float(np.mean(clipped * clipped))
     with np.errstate(invalid="ignore"):  # NaN outputs: the statistics above are NaN and fail every bound
-        u8 = np.abs(np.rint(np.clip(out, 0, 1) * 255).astype(np.int16)
-                    - np.rint(np.clip(ref, 0, 1) * 255).astype(np.int16))
+        u8 = np.abs(to_uint8(out).astype(np.int16) - to_uint8(ref).astype(np.int16))
     return {"nonfinite": int(np.count_nonzero(~np.isfinite(out))),"max_abs": float(d.max()), "mean_abs": float(d.mean()),
             "psnr_vs_torch": math.inf if mse == 0 else 10 * math.log10(1.0 / mse),
             "max_abs_uint8": int(u8.max()), "frac_uint8_differ": float(np.mean(u8 > 0))}
@@ -129,21 +136,24 @@ class Checker:
         self.reference.close()
 
 
+def add_threshold_arguments(p) -> None:
+    p.add_argument("--max-abs", type=cli_args.finite_float, default=None,
+                   help="largest allowed max|backend - torch| (fp32 default 1e-3)")
+    p.add_argument("--min-psnr", type=cli_args.finite_float, default=None,
+                   help="smallest allowed PSNR vs torch in dB (fp16 default 45)")
+
+
+def make_checker(args, backend) -> Checker:
+    """A Checker for `backend` with the thresholds of its precision and the --max-abs / --min-psnr overrides."""
+    t = Thresholds.for_precision(backend.describe().get("precision", "fp32"), args.max_abs, args.min_psnr)
+    return Checker(t, checkpoint=args.checkpoint, variant=args.variant)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = cli_args.ArgumentParser(prog="python -m runtime.accuracy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_args.command_parser("runtime.accuracy", __doc__)
     p.add_argument("pairs", type=Path, help="pairs folder (as for runtime.infer)")
-    p.add_argument("--backend", choices=BACKENDS, required=True)
-    p.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the shipped weights)")
-    p.add_argument("--variant", default=None)
-    p.add_argument("--device", type=cli_args.device, default="cpu")
-    p.add_argument("--onnx", type=Path, default=None)
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="ort: graph precision")
-    p.add_argument("--engine", type=Path, default=None)
-    p.add_argument("--plugin", type=Path, default=None)
-    p.add_argument("--skip-engine-check", action="store_true")
-    p.add_argument("--max-abs", type=cli_args.finite_float, default=None)
-    p.add_argument("--min-psnr", type=cli_args.finite_float, default=None)
+    add_backend_arguments(p, backend=None)
+    add_threshold_arguments(p)
     p.add_argument("--report", type=Path, default=None)
     p.add_argument("-o", "--output", type=Path, default=None, help="also write the backend's frames here")
     p.add_argument("--max-pixels", type=cli_args.positive_int, default=cli_args.DEFAULT_MAX_PIXELS,
@@ -151,21 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    from .infer import run_pairs, write_json
-    from .media import discover_pairs
-
-    args = build_parser().parse_args(argv)
-    check_outputs([args.pairs, args.checkpoint, args.onnx, args.engine, args.plugin],
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
+    check_outputs([args.pairs, *backend_inputs(args)],
                   [output_folder("-o", args.output), output_file("--report", args.report)])
     pairs = discover_pairs(args.pairs)
-    options = BackendOptions(checkpoint=args.checkpoint, variant=args.variant, device=args.device, onnx=args.onnx,
-                             engine=args.engine, plugin=args.plugin, precision=args.precision,
-                             skip_engine_check=args.skip_engine_check)
-    with create_backend(args.backend, options) as backend:
-        t = Thresholds.for_precision(backend.describe().get("precision", "fp32"), args.max_abs, args.min_psnr)
-        checker = Checker(t, args.checkpoint, args.variant)
+    with create_backend(args.backend, backend_options(args)) as backend:
+        checker = make_checker(args, backend)
         try:
             report = run_pairs(backend, pairs, args.output, checker=checker, max_pixels=args.max_pixels)
         finally:
@@ -174,12 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.report, report)
     print(checker.format_table(report["pairs"]))
     s = report["check"]
-    if not s["passed"]:
+    if s["passed"]:
+        print(f"passed: {s['pairs']} pair(s), worst max|Δ| {s['worst_max_abs']:.3g}, "
+              f"worst PSNR vs torch {s['worst_psnr_vs_torch']:.2f} dB")
+    else:
         print(f"FAILED: {s['reason']}", file=sys.stderr)
-        return 1
-    print(f"passed: {s['pairs']} pair(s), worst max|Δ| {s['worst_max_abs']:.3g}, "
-          f"worst PSNR vs torch {s['worst_psnr_vs_torch']:.2f} dB")
-    return 0
+    return 0 if s["passed"] else 1
 
 
 if __name__ == "__main__":

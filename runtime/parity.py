@@ -5,7 +5,7 @@
 
 PAIRS_OR_FRAMES: a pairs folder (one subfolder per pair with 2 images, or 3 with the ground truth in the middle,
 as runtime.infer takes) or a folder of sequential frames (consecutive frames form the pairs). Images are read
-with runtime.media (8/16-bit PNG, JPEG, ...), float32 RGB in [0, 1].
+with sfadacof.images (8/16-bit PNG, JPEG, ...), float32 RGB in [0, 1].
 
 Writes into OUT_DIR (default ./parity_<onnx name>):
   * inputs.json     -- polygraphy `--load-inputs` file: a list of feed dicts {frame0, frame2} (1 x 3 x H x W each,
@@ -18,7 +18,7 @@ Writes into OUT_DIR (default ./parity_<onnx name>):
 Then runs polygraphy against those files:
   * standard-op graph:  polygraphy run MODEL.onnx --onnxrt --load-inputs inputs.json --load-outputs reference.json
                         --atol 1e-4 --rtol 0
-  * plugin-form graph:  python -m export.polygraphy_ort run MODEL.onnx --onnxrt ... (the same polygraphy CLI with the
+  * plugin-form graph:  python -m runtime.backends.polygraphy_ort run MODEL.onnx --onnxrt ... (the same polygraphy CLI with the
                         custom op registered in its ORT sessions: plain polygraphy --onnxrt cannot load custom ops)
 and also compares through runtime.backends.ort_backend (the backend runtime.infer uses). Exit status 1 when either
 comparison fails the tolerance.
@@ -38,7 +38,7 @@ TensorRT (on a machine with TensorRT and the plugin built): the same inputs.json
     polygraphy run MODEL.onnx --trt --plugins build/libsfadacof_trt_register.so --load-inputs inputs.json
         --load-outputs reference.json --atol 1e-4 --rtol 0 --trt-min-shapes ... --trt-opt-shapes ... --trt-max-shapes ...
 (the shape flags are printed for the actual frame sizes). libsfadacof_trt_register.so is the plugin's variant that
-registers its creator when polygraphy ctypes-loads it (plugins/README.md). An fp16 graph (runtime.fp16_graph) is
+registers its creator when polygraphy ctypes-loads it (plugins/README.md). An fp16 graph (export.fp16_graph) is
 built with --strongly-typed and compared with --atol 2e-2, since FP16 trunk activations move offsets by ~1e-3 px.
 
 `--benchmark [WxH]` (default 960x540) also measures ORT and PyTorch CPU seconds per frame in this one process,
@@ -49,7 +49,6 @@ adds more graphs to the same run): see benchmark_graphs / benchmark_ort_vs_torch
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -61,10 +60,16 @@ from pathlib import Path
 import numpy as np
 
 from sfadacof import cli_args
-from sfadacof.errors import UserError, cli_main
+from sfadacof.errors import UserError, cli_command
 from sfadacof.outputs import check_outputs, output_folder
 
-from .media import atomic_write_bytes, discover_pairs, hwc_to_nchw, load_image, root_images
+from sfadacof.images import hwc_to_nchw, nchw_to_hwc, to_uint8
+from sfadacof.outputs import atomic_write_bytes
+from sfadacof.sizes import parse_size
+
+from .accuracy import abs_difference
+from .pairs import PairSpec, discover_pairs, load_pair, root_images
+from .report import write_json
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 0.0
@@ -81,7 +86,8 @@ class Pair:
 
 
 def load_pairs(src: str | os.PathLike, max_pairs: int | None = None) -> list[Pair]:
-    """Pairs from a pairs folder (subfolders) or a folder of sequential frames (consecutive frames)."""
+    """Pairs from a pairs folder (subfolders) or a folder of sequential frames (consecutive frames), loaded and
+    checked as runtime.infer loads them (runtime.pairs.load_pair)."""
     root = Path(src)
     if not root.is_dir():
         raise UserError(f"{root}: not a folder (expected a pairs folder or a folder of frames)")
@@ -89,19 +95,13 @@ def load_pairs(src: str | os.PathLike, max_pairs: int | None = None) -> list[Pai
     if frames:
         if len(frames) < 2:
             raise UserError(f"{root}: a frame sequence needs at least 2 images, found {len(frames)}")
-        specs = [(f"{a.stem}_{b.stem}", a, b) for a, b in zip(frames, frames[1:])]
+        specs = [PairSpec(f"{a.stem}_{b.stem}", a, b) for a, b in zip(frames, frames[1:])]
     else:
-        specs = [(p.name, p.frame0, p.frame2) for p in discover_pairs(root)]
-    if max_pairs:
-        specs = specs[:max_pairs]
+        specs = [PairSpec(p.name, p.frame0, p.frame2) for p in discover_pairs(root)]  # ground truth not needed
     out = []
-    for name, p0, p2 in specs:
-        i0, i2 = load_image(p0), load_image(p2)
-        if i0.rgb.shape != i2.rgb.shape:
-            raise UserError(f"{p2}: {i2.size[0]}x{i2.size[1]} differs from {p0.name} ({i0.size[0]}x{i0.size[1]})")
-        if min(i0.rgb.shape[:2]) < 32:
-            raise UserError(f"{p0}: frame is {i0.size[0]}x{i0.size[1]}; frames must be at least 32x32")
-        out.append(Pair(name, hwc_to_nchw(i0.rgb), hwc_to_nchw(i2.rgb)))
+    for spec in specs[:max_pairs] if max_pairs else specs:
+        i0, i2, _ = load_pair(spec)
+        out.append(Pair(spec.name, hwc_to_nchw(i0.rgb), hwc_to_nchw(i2.rgb)))
     return out
 
 
@@ -172,7 +172,7 @@ def _polygraphy_executable() -> list[str]:
 
 def polygraphy_onnxrt_command(onnx_path: Path, inputs: Path, ref: Path, atol: float, rtol: float,
                               custom_op: bool) -> list[str]:
-    head = [sys.executable, "-m", "export.polygraphy_ort"] if custom_op else _polygraphy_executable()
+    head = [sys.executable, "-m", "runtime.backends.polygraphy_ort"] if custom_op else _polygraphy_executable()
     return head + ["run", str(onnx_path), "--onnxrt", "--providers", "cpu", "--load-inputs", str(inputs),
                    "--load-outputs", str(ref), "--atol", repr(atol), "--rtol", repr(rtol)]
 
@@ -206,7 +206,7 @@ def polygraphy_trt_command(onnx_path: Path, inputs: Path, ref: Path, pairs: list
 
 def run_polygraphy(cmd: list[str], log_path: Path) -> tuple[int, str]:
     env = dict(os.environ)
-    # the hook module (export.polygraphy_ort) must import from this checkout even when it is not pip-installed
+    # the hook module (runtime.backends.polygraphy_ort) must import from this checkout even when it is not pip-installed
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)  # caller's cwd: paths stay as given
@@ -218,7 +218,9 @@ def run_polygraphy(cmd: list[str], log_path: Path) -> tuple[int, str]:
 
 
 def compare(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    d = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    """runtime.accuracy's |difference|, summarised for parity: max, mean, the 99.99th percentile (a single outlier
+    at an integer offset vs a pattern, see the module doc) and the count over 1e-4."""
+    d = abs_difference(out, ref)
     return {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "p9999_abs": float(np.quantile(d, 0.9999)),
             "count_above_1e-4": int((d > 1e-4).sum())}
 
@@ -294,21 +296,10 @@ def resize_pair(pair: Pair, width: int, height: int) -> tuple[np.ndarray, np.nda
     from PIL import Image
 
     def one(x: np.ndarray) -> np.ndarray:
-        rgb8 = np.rint(np.clip(x[0].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
-        img = Image.fromarray(rgb8).resize((width, height), Image.BILINEAR)
+        img = Image.fromarray(to_uint8(nchw_to_hwc(x))).resize((width, height), Image.BILINEAR)
         return hwc_to_nchw(np.asarray(img, dtype=np.float32) / 255.0)
 
     return one(pair.frame0), one(pair.frame2)
-
-
-def _parse_size(s: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in s.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--benchmark {s!r}: expected WxH, e.g. 960x540") from None
-    if w < 32 or h < 32:
-        raise UserError(f"--benchmark {s}: frames must be at least 32x32")
-    return w, h
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,9 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
     if not args.onnx.is_file():
         raise UserError(f"{args.onnx}: ONNX model not found")
     from .backends.ort_backend import OrtBackend, inspect_graph
@@ -378,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc != 0:
             failed.append(f"polygraphy exited with {rc} (see {out_dir / 'polygraphy.log'})")
     if args.benchmark:
-        w, h = _parse_size(args.benchmark)
+        w, h = parse_size(args.benchmark, "--benchmark")
         for extra in args.bench_onnx:
             if not extra.is_file():
                 raise UserError(f"{extra}: ONNX model not found (--bench-onnx)")
@@ -393,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"TensorRT: $ {report['tensorrt_command']}")
     report["passed"] = not failed
     report["failures"] = failed
-    atomic_write_bytes(out_dir / "parity.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    write_json(out_dir / "parity.json", report)
     if fp16:
         print("note: an fp16 graph; compare it with --atol 2e-2 (or runtime.accuracy's PSNR threshold)")
     if failed:

@@ -35,12 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from sfadacof.errors import UserError
+from sfadacof.images import MIN_SIZE, check_pixel_budget, hwc_to_nchw, load_image, nchw_to_hwc, save_png_rgb8, to_uint8
 from sfadacof.outputs import StagedFolder, default_file_mode, temp_path_beside
+from sfadacof.video_decode import av_message, open_video
 
 from .backends.base import Backend
 from .backends.registry import BackendOptions, create_backend
-from .media import (MIN_SIZE, check_pixel_budget, hwc_to_nchw, load_image, nchw_to_hwc, root_images, save_png_rgb8,
-                    to_uint8)
+from .pairs import root_images
+from .report import progress, write_json
 
 VIDEO_OUTPUT_EXTENSIONS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".m4v": "mp4"}
 # Names that look like a video but are not written here: refused instead of becoming a folder of PNGs.
@@ -215,19 +217,6 @@ class VideoSink(_Sink):
         self.tmp.unlink(missing_ok=True)
 
 
-def _open_video(path: Path):
-    import av
-
-    try:
-        container = av.open(str(path))
-    except Exception as e:  # PyAV: InvalidDataError, FileNotFoundError, ...
-        raise UserError(f"{path}: cannot open video ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if not container.streams.video:
-        container.close()
-        raise UserError(f"{path}: has no video stream")
-    return container
-
-
 def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut: float | None = None,
               fps: float | None = None, crf: int = 18, max_pixels: int | None = None) -> dict:
     """Up-convert `src` (video file or frames folder) into `dst` (video file or frames folder); returns a report."""
@@ -256,7 +245,7 @@ def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut:
             frames, audio, total, time_base = folder_frames(), [], len(paths), 1 / Fraction(rate)
             packets = None
         else:
-            container = _open_video(src)
+            container = open_video(src)
             vs = container.streams.video[0]
             vs.thread_type = "AUTO"
             w, h = vs.codec_context.width, vs.codec_context.height
@@ -301,12 +290,9 @@ def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut:
                             n += 1
                             yield fr.to_ndarray(format="rgb24").astype(np.float32) / np.float32(255.0), pts
                 except av.FFmpegError as e:
-                    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-                    raise UserError(f"{src}: corrupt video stream after {n} frame(s) ({msg[:160]})") from None
+                    raise UserError(f"{src}: corrupt video stream after {n} frame(s) ({av_message(e)})") from None
 
             frames = video_frames()
-
-        from .infer import progress
 
         t0 = time.perf_counter()
         for rgb8, pts in progress(upconvert(backend, frames, factor, scene_cut, stats),
@@ -338,8 +324,6 @@ def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut:
 
 def run_video_cli(args, options: BackendOptions) -> int:
     """`runtime.infer` on a video file or a frames folder (called by runtime.infer.main)."""
-    from .infer import write_json
-
     if args.check:
         raise UserError("--check works on pairs folders; run runtime.accuracy on pairs extracted from the video")
     check_video_output_name(args.output)

@@ -24,6 +24,11 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def command_parser(module: str, doc: str | None) -> ArgumentParser:
+    """The parser of `python -m MODULE`, its module docstring as the description, laid out as written."""
+    return ArgumentParser(prog=f"python -m {module}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _number(text: str, kind: type) -> float | int:
     try:
         value = kind(text)

@@ -15,39 +15,31 @@ state needs to be checkpointed.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .errors import UserError
+from .images import IMAGE_EXTENSIONS, load_image, to_uint8
+from .video_decode import decode_rgb
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".y4m", ".ts")
 
 
 def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTS
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 HxWx3 RGB (16-bit is scaled down, alpha dropped, gray expanded, EXIF orientation
-    applied as viewers do)."""
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            im = ImageOps.exif_transpose(opened)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
-                return np.repeat(arr[:, :, None], 3, axis=2)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: unreadable image ({first[:200]})") from None
+    """An image file as uint8 HxWx3 RGB, decoded as everywhere else (sfadacof.images.load_image: 16-bit / 65535,
+    alpha dropped, gray expanded, EXIF orientation applied) and rounded to 8 bits with to_uint8. No pixel budget:
+    training data is the user's own, and Pillow's decompression-bomb check still applies."""
+    return to_uint8(load_image(path, max_pixels=sys.maxsize).rgb)
 
 
 def resize_frames(frames: np.ndarray, scale: float) -> np.ndarray:
@@ -61,24 +53,7 @@ def resize_frames(frames: np.ndarray, scale: float) -> np.ndarray:
 
 def decode_video(path: Path, start: int = 0, end: int | None = None, scale: float = 1.0) -> np.ndarray:
     """Frames [start, end) of the first video stream as (T, H, W, 3) uint8 RGB, decoded once."""
-    import av  # local: importing PyAV costs time and only video sources need it
-
-    if not path.is_file():
-        raise UserError(f"{path}: video file not found")
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise UserError(f"{path}: no video stream")
-            for i, frame in enumerate(container.decode(video=0)):
-                if end is not None and i >= end:
-                    break
-                if i >= start:
-                    frames.append(frame.to_ndarray(format="rgb24"))
-    except UserError:
-        raise
-    except Exception as e:  # PyAV raises its own error hierarchy (InvalidDataError, ...)
-        raise UserError(f"{path}: cannot decode video ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    frames = [rgb for _, rgb in decode_rgb(path, start, end)]
     if not frames:
         raise UserError(f"{path}: no frames decoded in range [{start}, {end})")
     return resize_frames(np.stack(frames), scale)
@@ -196,7 +171,7 @@ class TripletFolderSource(Source):
         self.triplets: list[tuple[Path, Path, Path]] = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames.sort()
-            imgs = sorted(Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in IMAGE_EXTS)
+            imgs = sorted(Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
             if len(imgs) == 3:
                 self.triplets.append((imgs[0], imgs[1], imgs[2]))
         if not self.triplets:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import argparse
 
 T = TypeVar("T")
 
@@ -47,3 +50,18 @@ def cli_main(main: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(1) from None
 
     return wrapper
+
+
+def cli_command(build_parser: Callable[[], "argparse.ArgumentParser"]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """`@cli_command(build_parser)` on `def main(args) -> int`: the decorated name is `main(argv=None)`, which parses
+    argv (None: sys.argv) with build_parser() and runs the body under cli_main's error handling."""
+
+    def decorate(run: Callable[..., T]) -> Callable[..., T]:
+        @cli_main
+        @wraps(run)
+        def main(argv: list[str] | None = None) -> T:
+            return run(build_parser().parse_args(argv))
+
+        return main
+
+    return decorate

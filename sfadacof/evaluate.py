@@ -7,7 +7,7 @@ folders, or folders of sequential frames. Every triplet (t, t+gap, t+2*gap) is p
   * model   — the checkpoint (default: the shipped one), output clamped to [0, 1];
   * average — (frame0 + frame2) / 2;
   * repeat  — frame0 (repeating the previous frame).
-Every prediction is rounded to 8 bits (round half up) before scoring, as it would be when written to a PNG, so the
+Every prediction is rounded to 8 bits (round half to even, sfadacof.images.to_uint8) before scoring, as it would be when written to a PNG, so the
 three are scored on the same terms. PSNR and SSIM are per triplet, averaged per clip; "overall" averages all
 triplets, and "mean of clips" averages the clip means (each clip counts once whatever its length).
 """
@@ -29,15 +29,17 @@ from . import cli_args
 from .checkpoint import load_checkpoint
 from .data import Source, center_crop, iter_eval_triplets, open_source, parse_source_spec, to_tensor
 from .errors import UserError, cli_main
+from .images import to_uint8
 from .outputs import atomic_write_text, check_outputs, output_file
+from .sizes import parse_size
 from .metrics import psnr, ssim
 
 METHODS = ("model", "average", "repeat")
 
 
 def quantize(x: torch.Tensor) -> np.ndarray:
-    """Float [0, 1] (3, H, W) -> uint8 (H, W, 3), clamped and rounded half up (as runtime.infer writes)."""
-    return torch.floor(x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    """Float [0, 1] (3, H, W) -> uint8 (H, W, 3) with sfadacof.images.to_uint8 (as runtime.infer writes)."""
+    return to_uint8(x.permute(1, 2, 0))
 
 
 def average_baseline(f0: np.ndarray, f2: np.ndarray) -> np.ndarray:
@@ -142,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default=None, help="override the detected variant")
     p.add_argument("--gap", type=cli_args.positive_int, default=1, help="triplets (t, t+gap, t+2*gap) from videos and sequences")
     p.add_argument("--max-triplets", type=cli_args.positive_int, default=None, help="evenly spaced triplets per clip (default: all)")
-    p.add_argument("--crop", default=None, help="centre crop HxW before scoring (default: whole frames)")
+    p.add_argument("--crop", default=None, help="centre crop WIDTHxHEIGHT before scoring (default: whole frames; it was HxW until the size flags "
+                        "were unified)")
     p.add_argument("--baselines-only", action="store_true", help="skip the model (only average and repeat)")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file ('-' = stdout)")
     p.add_argument("--device", type=cli_args.device, default="cpu")
@@ -160,11 +163,8 @@ def run(argv: list[str] | None = None) -> dict:
         raise UserError(f"--max-triplets must be >= 1, got {args.max_triplets}")
     crop = None
     if args.crop:
-        try:
-            h, w = (int(v) for v in args.crop.lower().split("x"))
-            crop = (h, w)
-        except ValueError:
-            raise UserError(f"bad --crop {args.crop!r}: want HxW") from None
+        w, h = parse_size(args.crop, "--crop", minimum=1)
+        crop = (h, w)  # (height, width): the order of the arrays
     if args.json not in (None, "-"):
         check_outputs([parse_source_spec(s)[0] for s in args.sources] + [args.checkpoint],
                       [output_file("--json", args.json)])
@@ -183,7 +183,7 @@ def run(argv: list[str] | None = None) -> dict:
         for src in sources:
             h, w = src.frame_size()
             if crop[0] > h or crop[1] > w or min(crop) < 1:
-                raise UserError(f"--crop {crop[0]}x{crop[1]}: larger than the {h}x{w} frames of {src.name} "
+                raise UserError(f"--crop {crop[1]}x{crop[0]}: larger than the {w}x{h} frames of {src.name} "
                                 "(or not positive); omit it to score whole frames")
 
     from tqdm import tqdm  # local: only the CLI path needs it

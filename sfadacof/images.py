@@ -1,4 +1,6 @@
-"""Image I/O for the runtime: decode any PNG/JPEG a user hands us into float32 RGB, write 8-bit PNGs atomically.
+"""Image I/O, the one home for it: decode any PNG/JPEG a user hands us into float32 RGB, write 8-bit PNGs atomically.
+
+Used by the runtime (pairs, frame folders), calibration and training data (sfadacof.data.read_image).
 
 Decoding rules (the same for inputs and ground truth):
   * 8-bit images -> value / 255; 16-bit PNGs -> value / 65535 (Pillow's 'I;16*' / 'I' modes for grayscale; 16-bit
@@ -9,7 +11,8 @@ Decoding rules (the same for inputs and ground truth):
 Size limit: an image over `max_pixels` (default sfadacof.cli_args.DEFAULT_MAX_PIXELS, `--max-pixels`) is refused
 from its header, before decoding: a 27 KB PNG may declare 15000x15000 pixels (a decompression bomb), and the model's
 memory grows with the frame area (see README "Limits").
-Encoding: clip to [0, 1], x255, round half to even (numpy.rint, the same rule as torch.round), uint8 RGB PNG.
+Encoding (to_uint8, everywhere a float frame becomes 8 bits: written PNGs and videos, scores on 8-bit output):
+clip to [0, 1], x255, round half to even (numpy.rint, the same rule as torch.round), uint8.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sfadacof.cli_args import DEFAULT_MAX_PIXELS
-from sfadacof.errors import UserError
-from sfadacof.outputs import atomic_write_bytes, default_file_mode  # noqa: F401 -- re-exported for runtime modules
+from .cli_args import DEFAULT_MAX_PIXELS
+from .errors import UserError
+from .outputs import atomic_write_bytes
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 MIN_SIZE = 32  # the model needs five 2x poolings' worth of context; smaller frames are refused
@@ -140,8 +143,11 @@ def check_min_size(img: DecodedImage) -> None:
         raise UserError(f"{img.path}: frame is {w}x{h}; frames must be at least {MIN_SIZE}x{MIN_SIZE}")
 
 
-def to_uint8(frame: np.ndarray) -> np.ndarray:
-    """Float image in [0, 1] (any layout) -> uint8, clipped and rounded (not truncated)."""
+def to_uint8(frame) -> np.ndarray:
+    """Float image in [0, 1] (numpy or torch, any layout) -> uint8 numpy, clipped, x255, rounded half to even
+    (numpy.rint; not truncated, not half up). The one 8-bit conversion of the project."""
+    if hasattr(frame, "detach"):  # a torch tensor: the same rule on its values
+        frame = frame.detach().cpu().numpy()
     return np.rint(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
@@ -159,61 +165,3 @@ def save_png_rgb8(path: str | os.PathLike, rgb8: np.ndarray) -> None:
         raise ValueError(f"expected (H, W, 3) uint8, got {rgb8.shape} {rgb8.dtype}")
     image = Image.fromarray(rgb8, "RGB")
     atomic_write_bytes(Path(path), lambda tmp: image.save(tmp, format="PNG"))
-
-
-@dataclass
-class PairSpec:
-    """One unit of work from a pairs folder: two input frames and optionally the true middle frame."""
-
-    name: str  # folder path relative to the pairs root, '/'-separated; the output is OUT_DIR/<name>.png
-    frame0: Path
-    frame2: Path
-    ground_truth: Path | None = None
-
-
-def _image_files(folder: Path) -> list[Path]:
-    try:
-        return sorted((p for p in folder.iterdir() if is_image_file(p)), key=lambda p: p.name)
-    except OSError as e:
-        raise UserError(f"{folder}: cannot list folder ({e.strerror or e})") from None
-
-
-def discover_pairs(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[PairSpec]:
-    """Every folder under `root` (at any depth, so Vimeo-90k's sequences/00001/0001 works) that holds images.
-
-    Two images = frame0, frame2 (sorted by name); three = frame0, ground truth, frame2. Any other count is an
-    error naming the folder: guessing which files were meant would silently interpolate the wrong frames.
-    `exclude` (the output folder, when it lies inside root) is skipped: its NAME.png results are not a pair.
-    """
-    root = Path(root)
-    skip = Path(exclude).resolve() if exclude is not None else None
-    if not root.is_dir():
-        raise UserError(f"{root}: not a folder")
-    pairs: list[PairSpec] = []
-    for folder, dirs, _files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        here = Path(folder)
-        if skip is not None and here.resolve() == skip:
-            dirs[:] = []
-            continue
-        if here == root:
-            continue  # images directly in root make it a frame sequence, handled by the caller
-        images = _image_files(here)
-        if not images:
-            continue
-        name = here.relative_to(root).as_posix()
-        if len(images) == 2:
-            pairs.append(PairSpec(name, images[0], images[1]))
-        elif len(images) == 3:
-            pairs.append(PairSpec(name, images[0], images[2], images[1]))
-        else:
-            raise UserError(f"{here}: holds {len(images)} images; a pair folder needs 2 (two frames) "
-                            "or 3 (frame, ground truth, frame)")
-    if not pairs:
-        raise UserError(f"{root}: no pair folders found (expected one subfolder per pair with 2 or 3 images)")
-    return pairs
-
-
-def root_images(root: str | os.PathLike) -> list[Path]:
-    """Images directly inside `root` (a folder of sequential frames), sorted by name."""
-    return _image_files(Path(root))

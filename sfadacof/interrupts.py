@@ -1,6 +1,6 @@
 """Ctrl-C inside foreign code: `deferred_sigint()` holds SIGINT while a native call that calls back into Python runs.
 
-Why: ONNX Runtime calls the sfadacof custom op's Python function (export/ort_custom_op.py) from C++ through
+Why: ONNX Runtime calls the sfadacof custom op's Python function (runtime/backends/ort_custom_op.py) from C++ through
 onnxruntime-extensions. Python delivers a pending SIGINT as KeyboardInterrupt at the next bytecode the main thread
 runs -- which, while `session.run` is in progress, is that callback; the exception then unwinds into C++ and
 std::terminate() aborts the process (SIGABRT, temp files left behind). No try/except inside the callback can

@@ -299,7 +299,3 @@ class AdaCoFNet(nn.Module):
                         for wt, x in ((m.weight1, m.alpha1), (m.weight1, m.beta1),
                                       (m.weight2, m.alpha2), (m.weight2, m.beta2)))
         return frame1, g_spatial, charbonnier_smoothness(m.occlusion)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -179,3 +179,17 @@ class StagedFolder:
 
     def abort(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def cache_dir(kind: str) -> Path:
+    """$SFADACOF_CACHE/KIND (default ~/.cache/sfadacof/KIND): the ONNX export cache ("onnx"), the engines ("engines")."""
+    env = os.environ.get("SFADACOF_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "sfadacof") / kind
+
+
+def create_cache_dir(root: Path, what: str) -> None:
+    """mkdir -p a cache folder; UserError naming it (and SFADACOF_CACHE, to put it elsewhere) when that fails."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{root}: cannot create the {what} ({e.strerror or e}); set SFADACOF_CACHE") from None

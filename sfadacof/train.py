@@ -38,6 +38,7 @@ from .checkpoint import load_checkpoint, safe_torch_load, save_checkpoint
 from .data import Source, TripletSampler, center_crop, iter_eval_triplets, open_source, parse_source_spec, to_tensor
 from .errors import UserError, cli_main
 from .outputs import atomic_write_text, check_outputs, output_folder
+from .sizes import parse_size
 from .metrics import psnr
 from .models import AdaCoFNet, KernelMaps, charbonnier_smoothness, pad_to_multiple
 from .synthetic import SyntheticMotionSampler, flow_loss
@@ -173,16 +174,10 @@ def rewrite_log(path: Path, keep_until_step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None or text.lower() == "full":
-        return None
-    try:
-        if "x" in text.lower():
-            h, w = text.lower().split("x")
-            return int(h), int(w)
-        return int(text), int(text)
-    except ValueError:
-        raise UserError(f"bad size {text!r}: want N, HxW or 'full'") from None
+def crop_hw(text: str, flag: str, full: bool = False) -> tuple[int, int] | None:
+    """A crop flag (N, WIDTHxHEIGHT, or 'full' where allowed) as (height, width), the order of the arrays."""
+    size = parse_size(text, flag, minimum=1, square=True, full=full)
+    return None if size is None else (size[1], size[0])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel-size", type=cli_args.positive_int, default=5)
     p.add_argument("--dilation", type=cli_args.positive_int, default=1)
     p.add_argument("--gaps", default="1,2,3", help="frame gaps for video/sequence triplets (t, t+g, t+2g)")
-    p.add_argument("--crop", default="256", help="training crop, N or HxW (spec: 256)")
+    p.add_argument("--crop", default="256", help="training crop, N or WIDTHxHEIGHT (spec: 256)")
     p.add_argument("--batch", type=cli_args.positive_int, default=4)
     p.add_argument("--epochs", type=cli_args.positive_int, default=50)
     p.add_argument("--steps-per-epoch", type=cli_args.positive_int, default=None,
@@ -223,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=cli_args.device, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch CPU threads")
     p.add_argument("--val-per-source", type=cli_args.positive_int, default=8, help="evenly spaced triplets per validation source")
-    p.add_argument("--val-crop", default="256x448", help="centre crop for validation, HxW or 'full'")
+    p.add_argument("--val-crop", default="448x256",
+                   help="centre crop for validation, WIDTHxHEIGHT or 'full' (WxH as every size flag; it was HxW, "
+                        "default 256x448, until the size flags were unified)")
     p.add_argument("--save-every", type=cli_args.positive_int, default=100, help="also write last.pth every N steps")
     p.add_argument("--log-every", type=cli_args.positive_int, default=10, help="print a line every N steps when not on a terminal")
     p.add_argument("--max-steps", type=cli_args.positive_int, default=None, help="stop after this global step (for tests)")
@@ -251,7 +248,7 @@ def train(argv: list[str] | None = None) -> dict:
         gaps = tuple(int(g) for g in args.gaps.split(","))
     except ValueError:
         raise UserError(f"bad --gaps {args.gaps!r}: want e.g. 1,2,3") from None
-    crop = parse_size(args.crop)
+    crop = crop_hw(args.crop, "--crop")
     if crop is None or min(crop) < 32 or crop[0] % 32 or crop[1] % 32:
         raise UserError(f"--crop must be a multiple of 32 (got {args.crop})")
     if args.batch < 1 or args.epochs < 1:
@@ -272,9 +269,9 @@ def train(argv: list[str] | None = None) -> dict:
     for s in sources:
         h, w = s.frame_size()
         if h < crop[0] or w < crop[1]:
-            raise UserError(f"{s.name}: frames {h}x{w} are smaller than the crop {crop[0]}x{crop[1]}")
+            raise UserError(f"{s.name}: frames {w}x{h} are smaller than the crop {crop[1]}x{crop[0]}")
     val_sources = [open_source(s, (1,)) for s in args.val]
-    val_set = collect_val(val_sources, args.val_per_source, parse_size(args.val_crop))
+    val_set = collect_val(val_sources, args.val_per_source, crop_hw(args.val_crop, "--val-crop", full=True))
     n_triplets = sum(len(s) for s in sources)
     steps_per_epoch = args.steps_per_epoch or max(1, n_triplets // args.batch)
     total_steps = steps_per_epoch * args.epochs

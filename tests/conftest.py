@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT
 # The model contract lives beside the repo (../shared/spec); SFADACOF_SPEC_DIR points elsewhere if needed.
 SPEC_DIR = Path(os.environ.get("SFADACOF_SPEC_DIR", REPO_ROOT.parent / "shared" / "spec"))
 
@@ -47,3 +47,23 @@ def spec_dir() -> Path:
     if not (SPEC_DIR / "MODEL.md").is_file():
         pytest.fail(f"the model contract is missing: {SPEC_DIR}/MODEL.md (set SFADACOF_SPEC_DIR)")
     return SPEC_DIR
+
+
+@pytest.fixture
+def single_torch_thread():
+    """One intra-op thread (test modules opt in with pytestmark): on a shared 2-core CI box two spinning threads per
+    process oversubscribe the CPU and run ~20x slower (measured 1.1-4 s vs 0.065 s for a 64x64 forward at load 3.4)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A seeded random checkpoint (tests.helpers.seeded_model), one per test module."""
+    from tests.helpers import seeded_checkpoint
+
+    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")

@@ -13,12 +13,9 @@ from PIL import Image
 from runtime.accuracy import Thresholds, compare, violations
 from runtime.accuracy import main as accuracy_main
 from runtime.infer import main as infer_main
-from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint, seeded_model, single_torch_thread  # noqa: F401 (autouse)
+from tests.helpers import bikes_frames, crop, seeded_model
 
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from runtime.accuracy import main as accuracy_main
-from runtime.backends.ort_backend import onnx_for_checkpoint
+from export.cache import onnx_for_checkpoint
 from runtime.infer import main as infer_main
-from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint, single_torch_thread  # noqa: F401 (autouse)
+from tests.helpers import bikes_frames, crop, seeded_checkpoint
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

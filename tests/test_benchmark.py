@@ -9,9 +9,12 @@ import json
 
 import pytest
 
-from runtime.benchmark import main, parse_size
+from runtime.benchmark import main
+from sfadacof.sizes import parse_size
 from sfadacof.errors import UserError
-from tests._runtime_fixtures import seeded_checkpoint, single_torch_thread  # noqa: F401 (autouse)
+from tests.helpers import seeded_checkpoint
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 HAVE_ORT_BACKEND = importlib.util.find_spec("runtime.backends.ort_backend") is not None
 
@@ -49,8 +52,8 @@ def test_benchmark_torch_and_ort(tmp_path, capsys, keep_torch_threads):
 
 
 def test_parse_size_errors():
-    assert parse_size("960x540") == (960, 540)
+    assert parse_size("960x540", "--sizes") == (960, 540)
     with pytest.raises(UserError):
-        parse_size("960")
+        parse_size("960", "--sizes")
     with pytest.raises(UserError):
-        parse_size("16x16")
+        parse_size("16x16", "--sizes")

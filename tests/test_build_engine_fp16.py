@@ -1,4 +1,4 @@
-"""runtime.fp16_graph on a real exported SF-AdaCoF graph: which nodes stay fp32, and the fp16 graph run in ONNX
+"""export.fp16_graph on a real exported SF-AdaCoF graph: which nodes stay fp32, and the fp16 graph run in ONNX
 Runtime on CPU against PyTorch fp32 on real frames.
 
 ONNX Runtime cannot run the AdaCoFSynthesis custom node without the export package's op registration, so the
@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from plugins.onnx_node import DOMAIN, DOMAIN_VERSION, INPUT_NAMES, OP_TYPE, make_attributes
-from runtime.fp16_graph import convert_to_fp16, offset_head_nodes, synthesis_nodes
+from export.fp16_graph import convert_to_fp16, offset_head_nodes, synthesis_nodes
 from sfadacof.metrics import psnr
 from sfadacof.models import KernelMaps, pad_to_multiple
-from tests._runtime_fixtures import bikes_frames, crop, seeded_model, single_torch_thread  # noqa: F401 (autouse)
+from tests.helpers import bikes_frames, crop, seeded_model
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 
 class _Estimator(torch.nn.Module):

@@ -23,7 +23,7 @@ from calib.quantize import calibrate, quantize
 from calib.sources import calibration_pairs, fit, plan_sequence, split_data
 from sfadacof.errors import UserError
 from sfadacof.models import RGB_MEAN
-from tests._runtime_fixtures import seeded_model
+from tests.helpers import seeded_model
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 96)  # (h, w) calibration shape: small, multiples of 32
@@ -321,7 +321,7 @@ def test_pairs_folder_holds_a_triplet_aside():
 def test_frame_sequence_folder(tmp_path, bikes):
     from PIL import Image
 
-    from tests._runtime_fixtures import bikes_frames
+    from tests.helpers import bikes_frames
 
     frames = bikes_frames(8, 40)
     for i, f in enumerate(frames):

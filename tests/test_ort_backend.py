@@ -11,14 +11,14 @@ import numpy as np
 import onnx
 import pytest
 
+from export.cache import export_cache_key, onnx_for_checkpoint
 from export.core import export_model
-from runtime.backends.ort_backend import (OrtBackend, available_cores, export_cache_key, make_session_options,
-                                          onnx_for_checkpoint)
+from runtime.backends.ort_backend import OrtBackend, available_cores, make_session_options
 from runtime.backends.registry import BackendOptions, create_backend
 from sfadacof.checkpoint import file_sha256, save_checkpoint
 from sfadacof.errors import UserError
 
-from ._export_fixtures import large_motion_model, real_pair, torch_forward
+from tests.helpers import large_motion_model, real_pair, torch_forward
 
 TOL = 1e-4
 
@@ -66,7 +66,7 @@ def test_plugin_form_op_is_the_cpp_kernel(graphs, monkeypatch):
     per inference with the node's K and dilation, and the output is the C++ result (bit-identity of node and
     kernel on the op alone is in test_export.py)."""
     import plugins.cpu_op as cpu_op
-    from export.ort_custom_op import cpu_library_path
+    from runtime.backends.ort_custom_op import cpu_library_path
 
     calls = []
     real = cpu_op.adacof_synthesis_cpu
@@ -101,7 +101,7 @@ def test_errors_are_one_line_user_errors(graphs, tmp_path):
 
 
 def test_fp16_graph_runs_with_fp32_synthesis(graphs, tmp_path):
-    from runtime.fp16_graph import convert_file
+    from export.fp16_graph import convert_file
 
     dst = tmp_path / "p16.onnx"
     convert_file(graphs["plugin"], dst)

@@ -1,5 +1,5 @@
 """runtime.parity: polygraphy-loadable inputs and PyTorch reference files from real frames, polygraphy --onnxrt on
-both forms (the plugin form through export.polygraphy_ort), detection of a wrong graph, refusal of a checkpoint
+both forms (the plugin form through runtime.backends.polygraphy_ort), detection of a wrong graph, refusal of a checkpoint
 the graph did not come from, and the ORT-vs-torch benchmark function."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from export.core import export_model
 from runtime.parity import benchmark_ort_vs_torch, load_pairs, main
 from sfadacof.checkpoint import file_sha256, save_checkpoint
 
-from ._export_fixtures import large_motion_model, torch_forward
-from ._runtime_fixtures import bikes_frames, crop
-from .conftest import REPO_ROOT
+from tests.helpers import large_motion_model, torch_forward
+from tests.helpers import bikes_frames, crop
+from tests.helpers import REPO_ROOT
 
 
 def _save(path, rgb8):
@@ -88,7 +88,7 @@ def test_parity_passes_and_files_are_polygraphy_loadable(setup, form, tmp_path, 
     assert report["passed"] and report["synthesis"] == form and report["polygraphy"]["exit_status"] == 0
     assert all(r["max_abs"] <= 1e-4 for r in report["pairs"])
     cmd = report["polygraphy"]["command"]
-    assert ("export.polygraphy_ort run" in cmd) == (form == "plugin")
+    assert ("runtime.backends.polygraphy_ort run" in cmd) == (form == "plugin")
     assert "--onnxrt" in cmd and "--atol 0.0001" in cmd and "--rtol 0.0" in cmd
     log = (out_dir / "polygraphy.log").read_text()
     assert log.count("PASSED | Output: 'frame1'") == 2 and "Pass Rate: 100.00%" in log
@@ -99,7 +99,7 @@ def test_parity_passes_and_files_are_polygraphy_loadable(setup, form, tmp_path, 
 
 
 def test_plain_polygraphy_cannot_load_the_custom_op(setup, tmp_path, capsys):
-    """Why export.polygraphy_ort exists: polygraphy's own --onnxrt has no way to register the op."""
+    """Why runtime.backends.polygraphy_ort exists: polygraphy's own --onnxrt has no way to register the op."""
     assert main([str(setup["pairs"]), "--onnx", str(setup["onnx"]), "--checkpoint", str(setup["ckpt"]), "-o",
                  str(tmp_path), "--no-polygraphy"]) == 0
     r = subprocess.run([str(_polygraphy_script()), "run", str(setup["plugin"]), "--onnxrt", "--load-inputs",
@@ -156,8 +156,8 @@ def test_benchmark_function_measures_both_in_one_process(setup):
 
 
 def test_polygraphy_hook_module_runs_polygraphy(setup, tmp_path):
-    """`python -m export.polygraphy_ort` is polygraphy's CLI: a plain inference run on the plugin graph works."""
-    r = subprocess.run([sys.executable, "-m", "export.polygraphy_ort", "run", str(setup["plugin"]), "--onnxrt",
+    """`python -m runtime.backends.polygraphy_ort` is polygraphy's CLI: a plain inference run on the plugin graph works."""
+    r = subprocess.run([sys.executable, "-m", "runtime.backends.polygraphy_ort", "run", str(setup["plugin"]), "--onnxrt",
                         "--input-shapes", "frame0:[1,3,40,48]", "frame2:[1,3,40,48]"],
                        capture_output=True, text=True, cwd=REPO_ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

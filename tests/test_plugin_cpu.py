@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from plugins import _libs
+from tests.helpers import ensure_built
 from tests.naive_synthesis import naive_adacof, replication_pad
 
 # max |kernel - reference| <= REL_TOL * max(1, max |reference|)
@@ -23,11 +24,11 @@ REL_TOL = 1e-6
 
 @pytest.fixture(scope="session")
 def cpu_op(tmp_path_factory):
-    from plugins import build, cpu_op as mod
+    from plugins import cpu_op as mod
 
     if _libs.find_library(_libs.CPU_LIBRARY) is None and shutil.which("cmake") is None:
         pytest.fail("libsfadacof_cpu is not built and cmake is not on PATH: run `python -m plugins.build`")
-    build.ensure_built([_libs.CPU_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"))
+    ensure_built([_libs.CPU_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"))
     mod.library_path()  # loads it, checks the ABI version
     return mod
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from plugins import _libs
+from tests.helpers import ensure_built
 
 pytestmark = pytest.mark.gpu
 
@@ -39,7 +40,7 @@ def cuda_op(tmp_path_factory):
     archs = build.built_cuda_archs(found) if found else None
     # A library compiled for other architectures (e.g. CI's single arch) has no code for this GPU: rebuild.
     force = archs is not None and arch not in archs
-    build.ensure_built([_libs.CPU_LIBRARY, _libs.CUDA_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"),
+    ensure_built([_libs.CPU_LIBRARY, _libs.CUDA_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"),
                        cuda_archs=arch, force=force)
     mod._lib.cache_clear()
     mod.library_path()

@@ -22,25 +22,18 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from runtime.infer import main as infer_main
-from runtime.media import load_image
+from sfadacof.images import load_image
 from sfadacof.checkpoint import load_checkpoint
 from sfadacof.errors import UserError
-from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint, single_torch_thread  # noqa: F401
+from tests.helpers import bikes_frames, crop, save_frames, write_bikes_pair, write_video
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")
-
-
 def write_pair(folder: Path, size: int = 64) -> Path:
-    f = bikes_frames(count=3, start=40)
-    folder.mkdir(parents=True)
-    Image.fromarray(crop(f[0], w=size, h=size)).save(folder / "im1.png")
-    Image.fromarray(crop(f[2], w=size, h=size)).save(folder / "im3.png")
-    return folder
+    return write_bikes_pair(folder, size)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -70,10 +63,7 @@ class Evil:
 def test_training_resume_refuses_pickle_payload(tmp_path, capsys):
     from sfadacof.train import main as train_main
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for i, f in enumerate(bikes_frames(count=4, start=40)):
-        Image.fromarray(crop(f, w=64, h=64)).save(frames / f"{i:04d}.png")
+    frames = save_frames(tmp_path / "frames", [crop(f, w=64, h=64) for f in bikes_frames(count=4, start=40)])
     out, marker = tmp_path / "out", tmp_path / "PWNED"
     out.mkdir()
     torch.save({"state_dict": {}, "optimizer": Evil(marker)}, out / "last.pth")
@@ -165,10 +155,7 @@ def test_read_only_outputs_refused_before_work(tmp_path, ckpt, capsys):
     """-o and --report in a read-only folder: one line before the run (no frame written first)."""
     pairs = tmp_path / "pairs"
     write_pair(pairs / "a")
-    seq = tmp_path / "seq"
-    seq.mkdir()
-    for i, f in enumerate(bikes_frames(count=2, start=40)):
-        Image.fromarray(crop(f, w=64, h=64)).save(seq / f"{i}.png")
+    seq = save_frames(tmp_path / "seq", [crop(f, w=64, h=64) for f in bikes_frames(count=2, start=40)])
     with read_only(tmp_path / "ro") as ro:
         base = [str(pairs), "--checkpoint", str(ckpt), "--backend", "torch"]
         line = one_line_error(lambda: infer_main(base + ["-o", str(ro / "out")]), capsys)
@@ -237,30 +224,9 @@ VFR_MS = [0, 100, 400, 500, 900]
 
 
 def make_vfr_clip(path: Path) -> Path:
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=10)
-        v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
-        v.codec_context.time_base = Fraction(1, 1000)
-        a = c.add_stream("aac", rate=44100)
-        a.layout = "mono"
-        frames = bikes_frames(count=len(VFR_MS), start=40)
-        for t, f in zip(VFR_MS, frames):
-            vf = av.VideoFrame.from_ndarray(crop(f, w=64, h=64), format="rgb24")
-            vf.pts, vf.time_base = t, Fraction(1, 1000)
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-        sr = 44100
-        s = (0.3 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)).astype(np.float32)
-        for k in range(0, sr, 1024):
-            af = av.AudioFrame.from_ndarray(s[None, k:k + 1024], format="fltp", layout="mono")
-            af.sample_rate, af.pts, af.time_base = sr, k, Fraction(1, sr)
-            for p in a.encode(af):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
-    return path
+    frames = [crop(f, w=64, h=64) for f in bikes_frames(count=len(VFR_MS), start=40)]
+    return write_video(path, frames, rate=10, time_base=Fraction(1, 1000), pts=VFR_MS,
+                       codec_time_base=Fraction(1, 1000), audio_seconds=1.0)
 
 
 def test_vfr_video_keeps_source_times_and_audio(tmp_path, ckpt):
@@ -343,28 +309,16 @@ def test_numeric_flags_other_clis(module, argv, want):
 def test_evaluate_oversized_crop_refused(tmp_path, capsys):
     from sfadacof.evaluate import main as evaluate_main
 
-    seq = tmp_path / "seq"
-    seq.mkdir()
-    for i, f in enumerate(bikes_frames(count=3, start=40)):
-        Image.fromarray(crop(f, w=64, h=48)).save(seq / f"{i}.png")
+    seq = save_frames(tmp_path / "seq", [crop(f, w=64, h=48) for f in bikes_frames(count=3, start=40)])
     line = one_line_error(lambda: evaluate_main([str(seq), "--baselines-only", "--crop", "64x64"]), capsys)
-    assert "--crop 64x64" in line and "48x64" in line
+    assert "--crop 64x64" in line and "64x48" in line  # WIDTHxHEIGHT, as every size
 
 
 def test_corrupt_mid_stream_video(tmp_path, ckpt, capsys):
     """Bytes destroyed in the middle of an mp4: one line naming the file, and no partial frames in the output."""
     src = tmp_path / "c.mp4"
-    with av.open(str(src), "w") as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
-        rng = np.random.default_rng(0)
-        for i in range(40):
-            vf = av.VideoFrame.from_ndarray((rng.random((64, 64, 3)) * 255).astype(np.uint8), format="rgb24")
-            vf.pts, vf.time_base = i, Fraction(1, 25)
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
+    rng = np.random.default_rng(0)
+    write_video(src, [(rng.random((64, 64, 3)) * 255).astype(np.uint8) for _ in range(40)])
     b = bytearray(src.read_bytes())
     n = len(b)
     b[n // 3:2 * n // 3] = np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8).tobytes()[n // 3:2 * n // 3]
@@ -392,10 +346,7 @@ def test_exif_orientation_applied(tmp_path):
 
 @pytest.mark.parametrize("name", ["x.avi", "x.webm"])
 def test_unsupported_video_container_refused(tmp_path, ckpt, capsys, name):
-    seq = tmp_path / "seq"
-    seq.mkdir()
-    for i, f in enumerate(bikes_frames(count=2, start=40)):
-        Image.fromarray(crop(f, w=64, h=64)).save(seq / f"{i}.png")
+    seq = save_frames(tmp_path / "seq", [crop(f, w=64, h=64) for f in bikes_frames(count=2, start=40)])
     line = one_line_error(lambda: infer_main([str(seq), "-o", str(tmp_path / name), "--checkpoint", str(ckpt),
                                               "--backend", "torch"]), capsys)
     assert name in line and "not supported" in line and not (tmp_path / name).exists()
@@ -421,7 +372,8 @@ def test_odd_size_video_is_even_yuv420p(tmp_path, ckpt):
 
 
 def test_corrupt_export_cache_rebuilt(tmp_path, ckpt, capsys):
-    from runtime.backends.ort_backend import OrtBackend, onnx_for_checkpoint
+    from export.cache import onnx_for_checkpoint
+    from runtime.backends.ort_backend import OrtBackend
 
     root = tmp_path / "cache"
     path = onnx_for_checkpoint(ckpt, cache_dir_override=root)

@@ -12,7 +12,7 @@ from sfadacof.metrics import psnr
 from sfadacof.models import KernelMaps
 from sfadacof.synthesis import adacof_synthesis_unpadded
 from sfadacof.synthetic import SyntheticMotionSampler, expected_displacement, flow_loss
-from tests.test_data import CARPHONE
+from tests.helpers import CARPHONE
 
 
 @pytest.fixture(scope="module")

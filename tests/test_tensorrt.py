@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from runtime.tensorrt_env import tensorrt_available
-from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint
+from tests.helpers import bikes_frames, crop, seeded_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from runtime.engine_cache import Target, cached_engine, engine_cache_key
 from runtime.engine_meta import EngineMeta, Profile, sidecar_path, write_sidecar
 from runtime.memory_estimate import peak_activation_bytes, weight_bytes
 from sfadacof.errors import UserError
-from tests._runtime_fixtures import bikes_frames, crop
+from tests.helpers import bikes_frames, crop
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = Target("10.16.0.1", "NVIDIA H100 80GB HBM3", "9.0")
@@ -129,7 +129,7 @@ def test_tensor_sizes_of_the_exported_model_match_a_run_at_that_size(tmp_path):
 
     from export.core import export_model
     from runtime.memory_estimate import tensor_sizes
-    from tests._runtime_fixtures import seeded_model
+    from tests.helpers import seeded_model
 
     path = tmp_path / "m.onnx"
     export_model(seeded_model(), path, synthesis="plugin")
@@ -361,7 +361,7 @@ class _FakeTRT:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from export.core import export_model
-    from tests._runtime_fixtures import seeded_model
+    from tests.helpers import seeded_model
 
     path = tmp_path_factory.mktemp("exp") / "m.onnx"
     export_model(seeded_model(), path, synthesis="plugin")

@@ -21,7 +21,9 @@ from sfadacof.checkpoint import load_checkpoint
 from sfadacof.errors import UserError
 from sfadacof.metrics import psnr
 from sfadacof.models import pad_to_multiple
-from tests._runtime_fixtures import bikes_frames, crop, seeded_model, single_torch_thread  # noqa: F401
+from tests.helpers import bikes_frames, crop, seeded_model
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 MIN_PSNR_DB = 45.0
 

@@ -17,7 +17,7 @@ from sfadacof.data import to_tensor
 from sfadacof.metrics import psnr
 from sfadacof.models import AdaCoFNet
 from sfadacof.train import charbonnier, forward_train, init_near_average, train
-from tests.test_data import CARPHONE, carphone
+from tests.helpers import CARPHONE, carphone
 
 # Tiny runs: 32x32 crops of real 176x144 footage, batch 2, steps-per-epoch 2 so that an epoch boundary (scheduler
 # step, validation, best.pth) falls inside every run. --lr-step 1 makes the lr change at each epoch.

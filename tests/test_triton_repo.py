@@ -15,7 +15,7 @@ from google.protobuf import text_format  # noqa: E402
 from export.core import export_model  # noqa: E402
 from runtime.engine_meta import EngineMeta, Profile, write_sidecar  # noqa: E402
 from runtime.triton_repo import main  # noqa: E402
-from tests._runtime_fixtures import bikes_frames, crop, seeded_model  # noqa: E402
+from tests.helpers import bikes_frames, crop, seeded_model  # noqa: E402
 
 ORT_TYPES = {"tensor(float)": pb.TYPE_FP32}
 

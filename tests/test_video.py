@@ -15,7 +15,9 @@ import torch
 from PIL import Image
 
 from runtime.infer import main
-from tests._runtime_fixtures import bikes_frames, crop, seeded_checkpoint, seeded_model, single_torch_thread  # noqa: F401 (autouse)
+from tests.helpers import bikes_frames, crop, save_frames, seeded_model, write_video
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 W, H, FPS = 96, 64, 25
 
@@ -29,31 +31,8 @@ def clip_frames(n: int, cut_at: int | None = None) -> list[np.ndarray]:
 
 
 def make_clip(path: Path, n: int, audio: bool = True, cut_at: int | None = None) -> Path:
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=FPS)
-        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
-        a = c.add_stream("aac", rate=44100) if audio else None
-        if a is not None:
-            a.layout = "mono"
-        for i, img in enumerate(clip_frames(n, cut_at)):
-            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-            vf.pts, vf.time_base = i, Fraction(1, FPS)
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-        if a is not None:
-            sr = 44100
-            t = np.arange(int(sr * n / FPS)) / sr
-            s = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-            for k in range(0, len(s), 1024):
-                af = av.AudioFrame.from_ndarray(s[None, k:k + 1024], format="fltp", layout="mono")
-                af.sample_rate, af.pts, af.time_base = sr, k, Fraction(1, sr)
-                for p in a.encode(af):
-                    c.mux(p)
-            for p in a.encode():
-                c.mux(p)
-    return path
+    return write_video(path, clip_frames(n, cut_at), rate=FPS, time_base=Fraction(1, FPS),
+                       audio_seconds=n / FPS if audio else None)
 
 
 def decode_rgb(path: Path) -> list[np.ndarray]:
@@ -76,11 +55,6 @@ def mid(model, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def u8(x: np.ndarray) -> np.ndarray:
     return torch.round(torch.from_numpy(x) * 255).to(torch.uint8).numpy()
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")
 
 
 def test_mp4_double_rate_keeps_audio_and_timestamps(tmp_path, ckpt):
@@ -123,10 +97,7 @@ def test_mp4_to_frames_exact_midpoints(tmp_path, ckpt):
 
 def test_frame_folder_factor4_recursive(tmp_path, ckpt):
     frames = clip_frames(2)
-    src = tmp_path / "seq"
-    src.mkdir()
-    for i, img in enumerate(frames):
-        Image.fromarray(img).save(src / f"{i:04d}.png")
+    src = save_frames(tmp_path / "seq", frames)
     out = tmp_path / "o"
     assert main([str(src), "-o", str(out), "--factor", "4", "--checkpoint", str(ckpt), "--backend", "torch"]) == 0
     got = [np.asarray(Image.open(p)) for p in sorted(out.glob("frame_*.png"))]
@@ -151,10 +122,7 @@ def test_factor8_frame_count_and_rate(tmp_path, ckpt):
 
 def test_scene_cut_repeats_frame(tmp_path, ckpt):
     frames = clip_frames(4, cut_at=2)
-    src = tmp_path / "seq"
-    src.mkdir()
-    for i, img in enumerate(frames):
-        Image.fromarray(img).save(src / f"{i:04d}.png")
+    src = save_frames(tmp_path / "seq", frames)
     out, rep = tmp_path / "o", tmp_path / "r.json"
     assert main([str(src), "-o", str(out), "--factor", "2", "--scene-cut", "0.3", "--checkpoint", str(ckpt),
                  "--report", str(rep), "--backend", "torch"]) == 0

@@ -1,11 +1,10 @@
 """ONNX Runtime backend (`--backend ort`): runs an export of export.to_onnx, either form.
 
     OrtBackend(onnx_path, providers=None, threads=None, device="cpu", optimization="all", verify_io=True)
-    onnx_for_checkpoint(checkpoint=None, synthesis="plugin", precision="fp32", variant=None, kernel_size=None,
-                        dilation=None, opset=None, exporter="auto", cache_dir=None) -> Path
 
-Plugin-form graphs (the custom `sfadacof::AdaCoFSynthesis` node) get the node from export.ort_custom_op (the C++
-CPU kernel through onnxruntime-extensions); standard-op graphs need nothing extra.
+Without a graph, the registry exports the checkpoint through export.cache.onnx_for_checkpoint (cached).
+Plugin-form graphs (the custom `sfadacof::AdaCoFSynthesis` node) get the node from runtime.backends.ort_custom_op
+(the C++ CPU kernel through onnxruntime-extensions); standard-op graphs need nothing extra.
 
 Session options, chosen for the small shared CPU machines this runs on (2 cores here):
   * intra_op_num_threads = the cores this process may use (sched_getaffinity), inter_op = 1: the graph is one
@@ -18,18 +17,11 @@ Session options, chosen for the small shared CPU machines this runs on (2 cores 
   * the CPU memory arena and memory-pattern planning stay on (fixed shapes within a run reuse buffers).
 CUDA: device="cuda" (or providers naming CUDAExecutionProvider) needs onnxruntime-gpu; a plugin-form graph on CUDA
 runs the custom node on the CPU (ORT copies its inputs over), so prefer the onnx form or TensorRT there.
-
-onnx_for_checkpoint caches exports under $SFADACOF_CACHE or ~/.cache/sfadacof/onnx, in a file named by a key over
-the checkpoint's sha256, every export option and the versions that shape the graph (sfadacof, torch, onnx); the
-file is written atomically (temp file + rename), so concurrent runs never see a half-written model.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +52,7 @@ def inspect_graph(model_path: Path) -> tuple[bool, bool]:
     """(has the custom AdaCoFSynthesis node, is an fp16 graph), read without loading external weights."""
     import onnx
 
-    from ..fp16_graph import is_fp16_graph
+    from export.fp16_graph import is_fp16_graph
 
     m = onnx.load(str(model_path), load_external_data=False)
     return bool(custom_nodes(m)), is_fp16_graph(m)
@@ -111,7 +103,7 @@ def io_contract_problem(session) -> str | None:
     meta = session.get_modelmeta()
     if "variant" not in meta.custom_metadata_map and meta.producer_name != "sfadacof":
         return ("no SF-AdaCoF metadata (variant, checkpoint_sha256 ...): not a graph written by export.to_onnx, "
-                "runtime.fp16_graph or calib")
+                "export.fp16_graph or calib")
     return None
 
 
@@ -147,7 +139,7 @@ def make_session_options(ort, threads: int | None, optimization: str, custom_op:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # errors only: ORT's warnings about unused initializers etc. are not the user's concern
     if custom_op:
-        from export.ort_custom_op import add_to_session_options, set_threads
+        from .ort_custom_op import add_to_session_options, set_threads
 
         set_threads(so.intra_op_num_threads)
         add_to_session_options(so)
@@ -198,11 +190,11 @@ class OrtBackend(Backend):
         return out.astype(np.float32, copy=False)
 
     def run(self, output_names, feed: dict) -> list:
-        """session.run; with the custom op, through export.ort_custom_op.run_session, so that Ctrl-C and op errors
+        """session.run; with the custom op, through ort_custom_op.run_session, so that Ctrl-C and op errors
         end as KeyboardInterrupt / one-line UserError instead of aborting inside C++."""
         if not self.custom_op:
             return self.session.run(output_names, feed)
-        from export.ort_custom_op import CustomOpError, run_session
+        from .ort_custom_op import CustomOpError, run_session
 
         try:
             return run_session(self.session, output_names, feed)
@@ -231,91 +223,3 @@ class OrtBackend(Backend):
 def _first_line(e: Exception) -> str:
     s = str(e).strip()
     return (s.splitlines()[0] if s else type(e).__name__)[:200]
-
-
-# -- cached exports --------------------------------------------------------------------------------------------------
-
-def cache_dir() -> Path:
-    env = os.environ.get("SFADACOF_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "sfadacof") / "onnx"
-
-
-def export_cache_key(checkpoint_sha256: str, options: dict) -> str:
-    """sha256 over the checkpoint's hash, the export options and the versions that determine the graph."""
-    import onnx
-    import torch
-
-    from sfadacof import __version__
-
-    from export.core import __file__ as core_file
-    from export.standard_synthesis import __file__ as std_file
-
-    # The exporter's own source is part of the key: an edited export/ must not serve a stale graph from the cache.
-    src = hashlib.sha256(Path(core_file).read_bytes() + Path(std_file).read_bytes()).hexdigest()[:16]
-    blob = json.dumps({"checkpoint": checkpoint_sha256, "options": options, "sfadacof": __version__,
-                       "torch": torch.__version__, "onnx": onnx.__version__, "export_src": src}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def cached_export_ok(path: Path, checkpoint_sha256: str) -> bool:
-    """A cached export parses, passes onnx.checker (every node input defined: a truncated file fails) and names
-    the checkpoint it was exported from."""
-    import onnx
-
-    try:
-        m = onnx.load(str(path))
-        onnx.checker.check_model(m)
-    except Exception:  # DecodeError, ValidationError, ...: any reason to distrust the file
-        return False
-    meta = {p.key: p.value for p in m.metadata_props}
-    return meta.get("checkpoint_sha256") == checkpoint_sha256 and len(m.graph.node) > 0
-
-
-def onnx_for_checkpoint(checkpoint: str | os.PathLike | None = None, synthesis: str = "plugin",
-                        precision: str = "fp32", variant: str | None = None, kernel_size: int | None = None,
-                        dilation: int | None = None, opset: int | None = None, exporter: str = "auto",
-                        cache_dir_override: str | os.PathLike | None = None) -> Path:
-    """Path of an ONNX export of `checkpoint` (None: the shipped default), exported on first use and cached.
-
-    precision "fp16" converts the fp32 export with runtime.fp16_graph (offset heads and the synthesis stay fp32)."""
-    from export.core import DEFAULT_OPSET, SYNTHESIS_FORMS, export_model, resolve_exporter
-    from sfadacof.checkpoint import load_checkpoint
-
-    if synthesis not in SYNTHESIS_FORMS:
-        raise UserError(f"synthesis {synthesis!r}: choose {', '.join(SYNTHESIS_FORMS)}")
-    if precision not in ("fp32", "fp16"):
-        raise UserError(f"precision {precision!r}: choose fp32 or fp16")
-    loaded = load_checkpoint(checkpoint, variant=variant, kernel_size=kernel_size, dilation=dilation)
-    try:
-        exporter = resolve_exporter(exporter)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    options = {"synthesis": synthesis, "precision": precision, "variant": loaded.variant,
-               "kernel_size": loaded.kernel_size, "dilation": loaded.dilation, "opset": opset or DEFAULT_OPSET,
-               "exporter": exporter}
-    key = export_cache_key(loaded.sha256, options)
-    root = Path(cache_dir_override) if cache_dir_override else cache_dir()
-    stem = f"{loaded.variant}_k{loaded.kernel_size}d{loaded.dilation}_{synthesis}_{precision}_{key}"
-    path = root / f"{stem}.onnx"
-    if path.is_file():
-        if cached_export_ok(path, loaded.sha256):
-            return path
-        # a file cut short by a full disk or a crash of an older version: every later run would fail on it
-        print(f"note: {path}: cached export is corrupt; exporting it again", file=sys.stderr)
-        path.unlink(missing_ok=True)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{root}: cannot create the export cache ({e.strerror or e}); set SFADACOF_CACHE") from None
-    fp32_path = path if precision == "fp32" else root / f".{stem}.{os.getpid()}.fp32.onnx"
-    # export_model writes atomically; a concurrent export of the same key just replaces the file with an equal one
-    export_model(loaded.model, fp32_path, synthesis=synthesis, exporter=exporter, opset=options["opset"],
-                 checkpoint_sha256=loaded.sha256, checkpoint_name=loaded.path.name, epoch=loaded.epoch)
-    if precision == "fp16":
-        from runtime.fp16_graph import convert_file
-
-        try:
-            convert_file(fp32_path, path)  # writes atomically itself
-        finally:
-            fp32_path.unlink(missing_ok=True)
-    return path

@@ -1,6 +1,6 @@
 """polygraphy's command line with the sfadacof custom op available to ONNX Runtime.
 
-    python -m export.polygraphy_ort run MODEL.onnx --onnxrt --load-inputs inputs.json --load-outputs ref.json \
+    python -m runtime.backends.polygraphy_ort run MODEL.onnx --onnxrt --load-inputs inputs.json --load-outputs ref.json \
         --atol 1e-4 --rtol 0
 
 Why this exists: `polygraphy run --onnxrt` builds its own onnxruntime.SessionOptions (polygraphy 0.53:
@@ -8,7 +8,7 @@ backend/onnxrt/loader.py, SessionFromOnnx) and has no flag for a custom-op libra
 plugin-form graph it stops with "sfadacof:AdaCoFSynthesis(-1) is not a registered function/op". This module is
 polygraphy's own CLI entry point (polygraphy.tools.main, every flag unchanged), run after one addition:
 onnxruntime.InferenceSession is wrapped so that each session polygraphy creates gets the op registered
-(export.ort_custom_op: the C++ CPU kernel through onnxruntime-extensions). Nothing else in polygraphy is touched.
+(runtime.backends.ort_custom_op: the C++ CPU kernel through onnxruntime-extensions). Nothing else in polygraphy is touched.
 The standard-op form needs none of this: plain `polygraphy run MODEL.std.onnx --onnxrt ...` runs it.
 """
 

@@ -1,15 +1,21 @@
 """One place that turns `--backend NAME` and its options into a Backend.
 
+    add_backend_arguments(parser)  -- the backend flags runtime.infer / accuracy / benchmark share
+    backend_options(args)          -- BackendOptions from the parsed flags
+    create_backend(name, options)
+
 Each backend module is imported only when chosen, so a machine without onnxruntime / TensorRT / pycuda can still
 use the others, and a missing piece is reported as one line naming it.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from sfadacof import cli_args
 from sfadacof.errors import UserError
 
 from .base import Backend
@@ -30,6 +36,42 @@ class BackendOptions:
     skip_engine_check: bool = False  # trt: run even if the sidecar does not match this machine
 
 
+def add_backend_arguments(p: argparse.ArgumentParser, *, backend: str | None = "auto", choose: bool = True,
+                          variant_default: str | None = None,
+                          variant_help: str = "override the variant detected from the checkpoint") -> None:
+    """The backend flags: --checkpoint --variant --device --onnx --engine --plugin, and with `choose` also --backend
+    (default `backend`; None: required), --precision and --skip-engine-check (runtime.benchmark chooses those per
+    configuration with its own --backends / --precisions)."""
+    p.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint (default: the shipped weights)")
+    p.add_argument("--variant", default=variant_default, help=variant_help)
+    if choose:
+        p.add_argument("--backend", choices=BACKENDS, default=backend, required=backend is None,
+                       help="auto: trt where TensorRT, pycuda, a GPU and the plugin are available, else ort; "
+                            "ort: ONNX Runtime on the CPU (or CUDA with --device cuda); torch; trt: --engine E, or "
+                            "an engine built on demand and cached" + (" (default auto)" if backend == "auto" else ""))
+    p.add_argument("--device", type=cli_args.device, default="cpu", help="torch/ort device: cpu or cuda[:N]")
+    p.add_argument("--onnx", type=Path, default=None, help="ort: ONNX graph to run (default: export the checkpoint)")
+    if choose:
+        p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                       help="ort: graph precision; torch: fp16 on CUDA; trt without --engine: engine precision")
+    p.add_argument("--engine", type=Path, default=None, help="trt: serialized TensorRT engine")
+    p.add_argument("--plugin", type=Path, default=None, help="trt: plugin library (libsfadacof_plugin.so)")
+    if choose:
+        p.add_argument("--skip-engine-check", action="store_true",
+                       help="trt: run even when the engine's sidecar does not match this machine")
+
+
+def backend_options(args: argparse.Namespace, **override) -> BackendOptions:
+    """BackendOptions from flags added by add_backend_arguments; `override` replaces single fields."""
+    values = {f.name: getattr(args, f.name) for f in fields(BackendOptions) if hasattr(args, f.name)}
+    return BackendOptions(**{**values, **override})
+
+
+def backend_inputs(args: argparse.Namespace) -> list:
+    """The files the backend flags name (for check_outputs: no output may overwrite them)."""
+    return [args.checkpoint, args.onnx, args.engine, args.plugin]
+
+
 def _torch(o: BackendOptions) -> Backend:
     if o.precision == "fp16":
         if not o.device.startswith("cuda"):
@@ -45,11 +87,13 @@ def _torch(o: BackendOptions) -> Backend:
 
 def _ort(o: BackendOptions) -> Backend:
     try:
-        from .ort_backend import OrtBackend, onnx_for_checkpoint
+        from .ort_backend import OrtBackend
     except ModuleNotFoundError as e:
         if e.name == "onnxruntime":
             raise UserError("--backend ort: onnxruntime is not installed (pip install onnxruntime)") from None
         raise
+    from export.cache import onnx_for_checkpoint
+
     # Without --onnx, export the checkpoint (or reuse a cached export keyed by its hash and the export options).
     onnx_path = o.onnx if o.onnx is not None else onnx_for_checkpoint(o.checkpoint, precision=o.precision,
                                                                       variant=o.variant)
@@ -76,7 +120,7 @@ def _trt(o: BackendOptions) -> Backend:
     import_tensorrt(), import_pycuda()  # say what is missing before exporting anything
     onnx_path = o.onnx
     if onnx_path is None:
-        from .ort_backend import onnx_for_checkpoint  # the same cached export ORT uses; the build converts to fp16
+        from export.cache import onnx_for_checkpoint  # the same cached export ORT uses; the build converts to fp16
 
         onnx_path = onnx_for_checkpoint(o.checkpoint, precision="fp32", variant=o.variant)
     return OnDemandTensorRTBackend(onnx_path, precision=o.precision, plugin=o.plugin, device=device)

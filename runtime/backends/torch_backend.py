@@ -34,11 +34,14 @@ class TorchBackend(Backend):
             return self.model(f0, f2).float().cpu().numpy()
 
     def describe(self) -> dict:
-        c = self.ckpt
         return {"backend": self.name, "precision": "fp32", "device": str(self.device),
-                "torch": torch.__version__, "threads": torch.get_num_threads(),
-                "variant": c.variant, "kernel_size": c.kernel_size, "dilation": c.dilation,
-                "checkpoint": str(c.path), "checkpoint_sha256": c.sha256, "epoch": c.epoch}
+                "torch": torch.__version__, "threads": torch.get_num_threads(), **checkpoint_description(self.ckpt)}
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+
+
+def checkpoint_description(c) -> dict:
+    """What a torch backend's describe() says about its checkpoint (a sfadacof.checkpoint.LoadedCheckpoint)."""
+    return {"variant": c.variant, "kernel_size": c.kernel_size, "dilation": c.dilation, "checkpoint": str(c.path),
+            "checkpoint_sha256": c.sha256, "epoch": c.epoch}

@@ -31,6 +31,7 @@ from sfadacof.errors import UserError
 from sfadacof.models import AdaCoFNet, KernelMaps, normalize, pad_to_multiple
 
 from .base import Backend
+from .torch_backend import checkpoint_description
 
 #: heads whose outputs are offsets (alpha vertical, beta horizontal): kept in float32
 OFFSET_HEADS: tuple[str, ...] = ("moduleAlpha1", "moduleBeta1", "moduleAlpha2", "moduleBeta2")
@@ -140,12 +141,10 @@ class TorchCudaFp16Backend(Backend):
             return buf["result"].numpy().copy()
 
     def describe(self) -> dict:
-        c = self.ckpt
         return {"backend": self.name, "precision": "fp16", "device": str(self.device), "torch": torch.__version__,
                 "fp16_layout": "channels_last convolutions; offset heads fp32; synthesis: libsfadacof_cuda "
                                f"{self.impl} kernel (fp16 tensors, fp32 offsets, fp32 arithmetic)",
-                "variant": c.variant, "kernel_size": c.kernel_size, "dilation": c.dilation,
-                "checkpoint": str(c.path), "checkpoint_sha256": c.sha256, "epoch": c.epoch}
+                **checkpoint_description(self.ckpt)}
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]

@@ -1,0 +1,104 @@
+"""The export cache: an ONNX export of a checkpoint, made on first use and reused (runtime backends without --onnx).
+
+    onnx_for_checkpoint(checkpoint=None, synthesis="plugin", precision="fp32", variant=None, kernel_size=None,
+                        dilation=None, opset=None, exporter="auto", cache_dir_override=None) -> Path
+
+Exports are cached under $SFADACOF_CACHE/onnx (default ~/.cache/sfadacof/onnx), in a file named by a key over the
+checkpoint's sha256, every export option, the versions that shape the graph (sfadacof, torch, onnx) and a hash of
+the exporter's own source (an edited export/ must not serve a stale graph); the file is written atomically (temp
+file + rename), so concurrent runs never see a half-written model, and a cached file that fails onnx.checker is
+exported again. precision "fp16" converts the fp32 export with export.fp16_graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from sfadacof import outputs
+from sfadacof.errors import UserError
+
+from .core import DEFAULT_OPSET, SYNTHESIS_FORMS, export_model, resolve_exporter
+
+
+def cache_dir() -> Path:
+    return outputs.cache_dir("onnx")
+
+
+def export_cache_key(checkpoint_sha256: str, options: dict) -> str:
+    """sha256 over the checkpoint's hash, the export options and the versions that determine the graph."""
+    import onnx
+    import torch
+
+    from sfadacof import __version__
+
+    from . import core, standard_synthesis
+
+    # The exporter's own source is part of the key: an edited export/ must not serve a stale graph from the cache.
+    src = hashlib.sha256(Path(core.__file__).read_bytes() + Path(standard_synthesis.__file__).read_bytes()).hexdigest()[:16]
+    blob = json.dumps({"checkpoint": checkpoint_sha256, "options": options, "sfadacof": __version__,
+                       "torch": torch.__version__, "onnx": onnx.__version__, "export_src": src}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def cached_export_ok(path: Path, checkpoint_sha256: str) -> bool:
+    """A cached export parses, passes onnx.checker (every node input defined: a truncated file fails) and names
+    the checkpoint it was exported from."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path))
+        onnx.checker.check_model(m)
+    except Exception:  # DecodeError, ValidationError, ...: any reason to distrust the file
+        return False
+    meta = {p.key: p.value for p in m.metadata_props}
+    return meta.get("checkpoint_sha256") == checkpoint_sha256 and len(m.graph.node) > 0
+
+
+def onnx_for_checkpoint(checkpoint: str | os.PathLike | None = None, synthesis: str = "plugin",
+                        precision: str = "fp32", variant: str | None = None, kernel_size: int | None = None,
+                        dilation: int | None = None, opset: int | None = None, exporter: str = "auto",
+                        cache_dir_override: str | os.PathLike | None = None) -> Path:
+    """Path of an ONNX export of `checkpoint` (None: the shipped default), exported on first use and cached.
+
+    precision "fp16" converts the fp32 export with export.fp16_graph (offset heads and the synthesis stay fp32)."""
+    from sfadacof.checkpoint import load_checkpoint
+
+    if synthesis not in SYNTHESIS_FORMS:
+        raise UserError(f"synthesis {synthesis!r}: choose {', '.join(SYNTHESIS_FORMS)}")
+    if precision not in ("fp32", "fp16"):
+        raise UserError(f"precision {precision!r}: choose fp32 or fp16")
+    loaded = load_checkpoint(checkpoint, variant=variant, kernel_size=kernel_size, dilation=dilation)
+    try:
+        exporter = resolve_exporter(exporter)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    options = {"synthesis": synthesis, "precision": precision, "variant": loaded.variant,
+               "kernel_size": loaded.kernel_size, "dilation": loaded.dilation, "opset": opset or DEFAULT_OPSET,
+               "exporter": exporter}
+    key = export_cache_key(loaded.sha256, options)
+    root = Path(cache_dir_override) if cache_dir_override else cache_dir()
+    stem = f"{loaded.variant}_k{loaded.kernel_size}d{loaded.dilation}_{synthesis}_{precision}_{key}"
+    path = root / f"{stem}.onnx"
+    if path.is_file():
+        if cached_export_ok(path, loaded.sha256):
+            return path
+        # a file cut short by a full disk or a crash of an older version: every later run would fail on it
+        print(f"note: {path}: cached export is corrupt; exporting it again", file=sys.stderr)
+        path.unlink(missing_ok=True)
+    outputs.create_cache_dir(root, "export cache")
+    fp32_path = path if precision == "fp32" else root / f".{stem}.{os.getpid()}.fp32.onnx"
+    # export_model writes atomically; a concurrent export of the same key just replaces the file with an equal one
+    export_model(loaded.model, fp32_path, synthesis=synthesis, exporter=exporter, opset=options["opset"],
+                 checkpoint_sha256=loaded.sha256, checkpoint_name=loaded.path.name, epoch=loaded.epoch)
+    if precision == "fp16":
+        from .fp16_graph import convert_file
+
+        try:
+            convert_file(fp32_path, path)  # writes atomically itself
+        finally:
+            fp32_path.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,66 @@
+"""Video decoding, the one home for it (PyAV): training data, calibration, the runtime's up-conversion, benchmarks.
+
+    open_video(path)               -- the container, its first video stream checked; UserError naming the file
+    decode_rgb(path, start, end)   -- (index, uint8 (H, W, 3) RGB) for frames [start, end) of the first video stream
+    count_frames(path)             -- frames of the first video stream, counted from its packets
+
+Every PyAV failure (its error types differ between versions) becomes one UserError line naming the file.
+PyAV is imported inside the functions: it costs time to import and only video inputs need it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+
+def av_message(e: BaseException) -> str:
+    """The first line of a PyAV error (its messages can run over several lines), at most 160 characters."""
+    return (str(e).splitlines()[0] if str(e) else type(e).__name__)[:160]
+
+
+def open_video(path: str | os.PathLike):
+    """av container of `path` with at least one video stream (the caller closes it, e.g. `with open_video(p)`)."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as e:  # PyAV: InvalidDataError, FileNotFoundError, ...
+        raise UserError(f"{path}: cannot open video ({av_message(e)})") from None
+    if not container.streams.video:
+        container.close()
+        raise UserError(f"{path}: has no video stream")
+    return container
+
+
+def decode_rgb(path: str | os.PathLike, start: int = 0, end: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, uint8 RGB frame) for every frame index in [start, end) of the first video stream, streamed."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: video file not found")
+    with open_video(path) as container:
+        try:
+            for i, frame in enumerate(container.decode(video=0)):
+                if end is not None and i >= end:
+                    break
+                if i >= start:
+                    yield i, frame.to_ndarray(format="rgb24")
+        except UserError:
+            raise
+        except Exception as e:  # PyAV raises its own error hierarchy (InvalidDataError, ...)
+            raise UserError(f"{path}: cannot decode video ({av_message(e)})") from None
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Frames of the first video stream. The container's own count can be missing or approximate; counting the
+    demuxed packets is exact and cheap for clips."""
+    with open_video(path) as container:
+        try:
+            return sum(1 for packet in container.demux(video=0) if packet.size)
+        except Exception as e:
+            raise UserError(f"{path}: cannot read video ({av_message(e)})") from None
