@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from onnx.utils import Extractor
 
 from export.graph import ancestor_nodes, frame_inputs
 from sfadacof.errors import UserError
@@ -157,10 +156,19 @@ def estimator_subgraph(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _ancestors_model(model: onnx.ModelProto, conv_outputs: list[str], name: str) -> onnx.ModelProto:
-    # onnx.utils.Extractor: the nodes between the frame inputs and the Conv outputs, with the initializers they read
-    # (its shape inference passes over the custom synthesis node, which lies downstream and is left out).
-    sub = Extractor(model).extract_model(frame_inputs(model), conv_outputs)
-    sub.graph.name = name
+    # Not onnx.utils.Extractor: it needs a value_info for every output it cuts at, from shape inference over the
+    # whole graph, and on the TorchScript exporter's graph (onnx 1.23, tests/test_calib.py) inference
+    # leaves the Conv outputs without one ("names were not found in value_infos"); on the dynamo graph it works.
+    g = model.graph
+    nodes = ancestor_nodes(model, conv_outputs)  # in the source's (topological) order
+    used = {t for n in nodes for t in n.input}
+    inits = [t for t in g.initializer if t.name in used]
+    inputs = [i for i in g.input if i.name in frame_inputs(model)]
+    # Outputs with element type only: shapes are left to the calibrator's own shape inference.
+    outputs = [onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in conv_outputs]
+    sub = onnx.helper.make_model(onnx.helper.make_graph(nodes, name, inputs, outputs, inits),
+                                 opset_imports=list(model.opset_import))
+    sub.ir_version = model.ir_version
     bad = custom_nodes(sub)
     if bad:
         raise UserError(f"a non-standard node ({bad[0].op_type}, domain {bad[0].domain!r}) lies upstream of a Conv; "

@@ -3,10 +3,12 @@
     frame_inputs(model)            -- the graph inputs that are not initializers (frame0, frame2 for an export)
     ancestor_nodes(model, tensors) -- the nodes that (transitively) produce any of `tensors`, in graph order
 
-Extracting a subgraph with its own inputs/outputs is onnx.utils.Extractor's job (calib.graph uses it); these walks
-stay hand-written where no new model is wanted: export.fp16_graph needs the node names of the offset heads inside
-the graph it converts (Extractor returns a new model without the source's metadata and runs shape inference over
-the whole graph on every call).
+These walks are hand-written on purpose. onnx.utils.Extractor would cut a subgraph too, but it needs a value_info
+for every tensor it cuts at, from shape inference over the whole graph: on the dynamo exporter's graph (with the
+custom synthesis node) that works, on the TorchScript exporter's graph the Conv outputs get none and it refuses
+("names were not found in value_infos"). It also returns a new model without the source's metadata, while
+export.fp16_graph needs node names inside the graph it converts. onnx-graphsurgeon was not added: it would not
+remove either walk.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import math
 import sys
 from collections.abc import Callable
 
-# 3840x2160 (4K UHD) fits; peak memory ~0.7 GB + 1.6 GB per megapixel (runtime.media.estimated_gb): ~14 GB here
+# 3840x2160 (4K UHD) fits; peak memory ~0.7 GB + 1.6 GB per megapixel (sfadacof.images.estimated_gb): ~14 GB here
 DEFAULT_MAX_PIXELS = 8_400_000
 
 
