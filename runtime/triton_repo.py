@@ -29,8 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sfadacof.cli_args import ArgumentParser, int_range
-from sfadacof.errors import UserError, cli_main
+from sfadacof.cli_args import command_parser, int_range
+from sfadacof.errors import UserError, cli_command
 from sfadacof.outputs import atomic_write_text, check_outputs, output_folder
 
 FRAME_INPUTS = ("frame0", "frame2")
@@ -154,8 +154,7 @@ def write_repository(out: Path, *, name: str, model: Path, engine: bool, config,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m runtime.triton_repo", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("runtime.triton_repo", __doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--engine", type=Path, help="TensorRT engine from runtime.build_engine (sidecar beside it)")
     src.add_argument("--onnx", type=Path, help="standard-op ONNX graph (export.to_onnx --synthesis onnx)")
@@ -169,9 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
     if not args.name or "/" in args.name or args.name.startswith("."):
         raise UserError(f"--name {args.name!r}: a plain folder name is needed")
     model: Path = args.engine or args.onnx

@@ -27,7 +27,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -84,12 +84,25 @@ def midpoints(backend: Backend, a: np.ndarray, b: np.ndarray, depth: int, stats:
     return midpoints(backend, a, m, depth - 1, stats) + [m] + midpoints(backend, m, b, depth - 1, stats)
 
 
-def upconvert(backend: Backend, frames: Iterator[tuple[np.ndarray, int]], factor: int, scene_cut: float | None,
-              stats: VideoStats) -> Iterator[tuple[np.ndarray, int]]:
+def inner_frames(backend: Backend, prev: np.ndarray, cur: np.ndarray, depth: int, scene_cut: float | None,
+                 stats: VideoStats, index: int) -> list[np.ndarray]:
+    """The 2**depth - 1 output frames (H, W, 3) uint8 between input frames `index` (prev) and `index` + 1 (cur), both
+    NCHW float32: recursive midpoints, or prev repeated across a scene cut. Depends on the two frames only, which is
+    what lets runtime.batch compute spans of a video on different workers."""
+    if scene_cut is not None and scene_change(prev, cur) > scene_cut:
+        stats.scene_cuts.append(index + 1)
+        return [to_uint8(nchw_to_hwc(prev))] * (2 ** depth - 1)
+    return [to_uint8(nchw_to_hwc(m)) for m in midpoints(backend, prev, cur, depth, stats)]
+
+
+def upconvert(backend: Backend | None, frames: Iterator[tuple[np.ndarray, int]], factor: int, scene_cut: float | None,
+              stats: VideoStats, between: Callable[[int], list[np.ndarray]] | None = None
+              ) -> Iterator[tuple[np.ndarray, int]]:
     """Input (frame (H, W, 3) float32, pts) -> output (frame (H, W, 3) uint8, pts), factor per input frame.
 
     Input pts are integers in some time base tb; output pts are in tb / factor, so that the in-between times
-    t_i + k (t_i+1 - t_i) / factor are integers too (see the module doc)."""
+    t_i + k (t_i+1 - t_i) / factor are integers too (see the module doc). `between(i)`, when given, supplies the
+    in-between frames of input frames i and i + 1 already computed (runtime.batch's spans) instead of the backend."""
     depth = int(math.log2(factor))
     if 2 ** depth != factor:
         raise UserError(f"--factor {factor}: must be 2, 4 or 8")
@@ -104,18 +117,81 @@ def upconvert(backend: Backend, frames: Iterator[tuple[np.ndarray, int]], factor
                                 "the video's timestamps are broken (re-mux it, e.g. ffmpeg -i IN -c copy OUT)")
             step = pts - prev_pts
             yield to_uint8(nchw_to_hwc(prev)), prev_pts * factor
-            if scene_cut is not None and scene_change(prev, cur) > scene_cut:
-                stats.scene_cuts.append(stats.frames_in - 1)
-                inner = [prev] * (factor - 1)
-            else:
-                inner = midpoints(backend, prev, cur, depth, stats)
+            i = stats.frames_in - 2
+            inner = between(i) if between is not None else inner_frames(backend, prev, cur, depth, scene_cut,
+                                                                        stats, i)
             for k, m in enumerate(inner, start=1):
-                yield to_uint8(nchw_to_hwc(m)), prev_pts * factor + k * step
+                yield m, prev_pts * factor + k * step
         prev, prev_pts = cur, pts
     if prev is not None:
         last = to_uint8(nchw_to_hwc(prev))
         for k in range(factor):  # hold the last frame over the previous interval: duration (and audio sync) kept
             yield last, prev_pts * factor + k * step
+
+
+# -- spans: the in-between frames of input frames [a, b], computed apart (runtime.batch) ----------------------------
+
+def compute_span(backend: Backend, src: Path, span_file: Path, start: int, stop: int, *, factor: int,
+                 scene_cut: float | None = None, max_pixels: int | None = None) -> int:
+    """Write the in-between frames of input frames start..stop (the pairs (start, start+1) ... (stop-1, stop)) of the
+    video `src` to `span_file` (npz, atomically); returns how many frames it holds."""
+    from sfadacof.outputs import atomic_path
+    from sfadacof.video_decode import decode_rgb
+
+    depth = int(math.log2(factor))
+    stats = VideoStats()
+    inner: list[np.ndarray] = []
+    prev = None
+    seen = start
+    for i, rgb in decode_rgb(src, start, stop + 1):
+        if prev is None:
+            check_pixel_budget(src, rgb.shape[1], rgb.shape[0], max_pixels)
+        cur = hwc_to_nchw(rgb.astype(np.float32) / np.float32(255.0))  # as run_video decodes
+        if prev is not None:
+            inner.extend(inner_frames(backend, prev, cur, depth, scene_cut, stats, i - 1))
+        prev, seen = cur, i
+    if prev is None or seen != stop:
+        raise UserError(f"{src}: decoded frames up to {seen}, the span needs {start}..{stop} (a corrupt or "
+                        "truncated video?)")
+    with atomic_path(span_file, suffix=".npz") as tmp:
+        np.savez(tmp, frames=np.stack(inner), start=start, stop=stop, factor=factor, scene_cuts=np.array(stats.scene_cuts, int))
+    return len(inner)
+
+
+class SpanFrames:
+    """`between(i)` for upconvert from span files; one span in memory at a time (they are read in order)."""
+
+    def __init__(self, spans: list[Path], factor: int) -> None:
+        self.factor, self.index, self.loaded = factor, [], None
+        for p in spans:
+            with np.load(p) as z:
+                a, b, f = int(z["start"]), int(z["stop"]), int(z["factor"])
+            if f != factor:
+                raise UserError(f"{p}: computed for --factor {f}, not {factor}")
+            self.index.append((a, b, p))
+        self.index.sort()
+        self.scene_cuts: list[int] = []
+
+    def __call__(self, i: int) -> list[np.ndarray]:
+        if self.loaded is None or not self.loaded[0] <= i < self.loaded[1]:
+            span = next(((a, b, p) for a, b, p in self.index if a <= i < b), None)
+            if span is None:
+                raise UserError(f"no computed span holds input frame {i}")
+            with np.load(span[2]) as z:
+                self.loaded = (span[0], span[1], z["frames"])
+                self.scene_cuts.extend(int(c) for c in z["scene_cuts"])
+        a, _, frames = self.loaded
+        n = self.factor - 1
+        return list(frames[(i - a) * n:(i - a + 1) * n])
+
+
+def assemble_spans(src: Path, dst: Path, spans: list[Path], *, factor: int, crf: int = 18,
+                   max_pixels: int | None = None) -> int:
+    """Write `dst` from `src` and its computed spans with run_video's own writer (timestamps, audio); returns the
+    number of output frames."""
+    report = run_video(None, src, dst, factor=factor, crf=crf, max_pixels=max_pixels,
+                       between=SpanFrames(spans, factor))
+    return report["frames_out"]
 
 
 def _check_size(w: int, h: int, what: Path) -> None:
@@ -217,9 +293,11 @@ class VideoSink(_Sink):
         self.tmp.unlink(missing_ok=True)
 
 
-def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut: float | None = None,
-              fps: float | None = None, crf: int = 18, max_pixels: int | None = None) -> dict:
-    """Up-convert `src` (video file or frames folder) into `dst` (video file or frames folder); returns a report."""
+def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, scene_cut: float | None = None,
+              fps: float | None = None, crf: int = 18, max_pixels: int | None = None,
+              between: SpanFrames | None = None) -> dict:
+    """Up-convert `src` (video file or frames folder) into `dst` (video file or frames folder); returns a report.
+    With `between` (runtime.batch), the in-between frames come from computed spans and no backend runs."""
     stats = VideoStats()
     check_video_output_name(dst)
     to_video = dst.suffix.lower() in VIDEO_OUTPUT_EXTENSIONS
@@ -295,7 +373,7 @@ def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut:
             frames = video_frames()
 
         t0 = time.perf_counter()
-        for rgb8, pts in progress(upconvert(backend, frames, factor, scene_cut, stats),
+        for rgb8, pts in progress(upconvert(backend, frames, factor, scene_cut, stats, between),
                                   total=total * factor if total else None, desc="interpolating", unit="frame"):
             sink.add(rgb8, pts)
             stats.frames_out += 1
@@ -311,7 +389,11 @@ def run_video(backend: Backend, src: Path, dst: Path, *, factor: int, scene_cut:
         if container is not None:
             container.close()
     padded = isinstance(sink, VideoSink) and any(sink.pad)
-    return {"input": src, "output": dst, "backend": backend.describe(), "factor": factor,
+    if between is not None:
+        stats.scene_cuts = between.scene_cuts
+    return {"input": src, "output": dst,
+            "backend": backend.describe() if backend is not None else {"backend": "computed spans (runtime.batch)"},
+            "factor": factor,
             **({"note": f"odd size {w}x{h} padded to {w + w % 2}x{h + h % 2} (one replicated column/row) for "
                         "yuv420p H.264"} if padded else {}),
             "fps_in": float(rate), "fps_out": float(out_rate), "fps_out_exact": str(out_rate),

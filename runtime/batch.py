@@ -1,0 +1,286 @@
+"""`python -m runtime.batch`: pair folders and videos, any mix, on a Ray cluster -- fault-tolerant and resumable.
+
+    python -m runtime.batch SRC... -o OUT [--workers N] [--ray-address ADDR] [--backend ...] [--factor 2|4|8]
+
+Output layout (the same files `runtime.infer` writes, frame for frame):
+  * a pairs folder SRC  -> OUT/<basename of SRC>/<pair name>.png   (= runtime.infer SRC -o OUT/<basename>)
+  * a video clip.mp4    -> OUT/clip.mp4                          (= runtime.infer clip.mp4 -o OUT/clip.mp4 --factor F)
+                           or, with --video-output frames, OUT/clip/frame_NNNNNN.png (= runtime.infer ... -o OUT/clip)
+
+Engine: Ray (https://docs.ray.io). Without --ray-address a local cluster of --workers CPUs starts and stops with the
+command; with one, the command joins that cluster (every node needs this package installed, and the inputs and OUT on
+a shared filesystem). Work units are Ray tasks; each worker process builds its backend (model, session or engine)
+once, on the first unit it runs, and keeps it for every later unit (on its own GPU where the backend uses one: one GPU
+per task).
+
+Units: a pairs folder is cut into chunks of --chunk-pairs pairs; each pair's PNG is written atomically where
+runtime.infer writes it. A video is cut into spans of --chunk-frames input frames with one frame of overlap (the
+span [a, b] computes the in-between frames of the pairs (a, a+1) ... (b-1, b)); a unit writes its frames losslessly
+to OUT/.<clip>.batch/ (atomically, one file per span), and when every span is done the driver writes the video with
+runtime.video's own writer -- timestamps from the source, audio copied -- reading the in-between frames from there.
+Scene cuts (--scene-cut) are decided per pair, so a span boundary changes nothing.
+
+Faults: a worker process that dies (SIGKILL, out of memory, a lost node) fails its unit's task, and Ray runs the task
+again on another worker (up to --retries times); nothing written is partial, so the job still ends complete. A unit
+that fails on bad input fails alone: one line in the summary and a non-zero exit at the end, the others complete.
+Resume: re-running the same command skips every output already complete (a PNG, a finished video, a finished span:
+all written atomically, so a file under its final name is complete) and computes only the rest.
+
+Progress (units done, frames/s, ETA) goes to stderr; OUT/batch_summary.json holds one entry per unit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sfadacof.cli_args import command_parser, int_range
+from sfadacof.errors import UserError, cli_command
+from sfadacof.outputs import check_outputs, output_folder
+
+from .backends.registry import BackendOptions, add_backend_arguments, backend_inputs, backend_options
+from .report import write_json
+from .infer import VIDEO_EXTENSIONS
+
+SUMMARY = "batch_summary.json"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One Ray task: a chunk of a pairs folder, or a span of a video's input frames."""
+
+    id: str
+    kind: str                       # "pairs" | "video"
+    src: str
+    out: str                        # pairs: the output folder; video: the span file
+    names: tuple[str, ...] = ()     # pairs: pair names (PairSpec.name)
+    start: int = 0                  # video: first input frame of the span
+    stop: int = 0                   # video: last input frame (the next span starts here)
+    frames: int = 0                 # frames this unit produces (for progress)
+
+
+@dataclass
+class Job:
+    units: list[Unit] = field(default_factory=list)
+    videos: list[dict] = field(default_factory=list)   # {src, out, stage, spans} to assemble when their spans are done
+    skipped: list[str] = field(default_factory=list)   # outputs already complete
+
+
+# -- planning ------------------------------------------------------------------------------------------------------
+
+def _is_video(src: Path) -> bool:
+    return src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def plan(sources: list[Path], out: Path, *, chunk_pairs: int, chunk_frames: int, factor: int,
+         video_output: str = "mp4") -> Job:
+    from sfadacof.video_decode import count_frames
+
+    from .pairs import discover_pairs
+
+    job = Job()
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UserError(f"two sources share the name {dupes[0]!r}: their outputs would collide in {out}")
+    for src in sources:
+        if _is_video(src):
+            n = count_frames(src)
+            # mp4: OUT/clip.mp4, written whole and renamed (complete when present); frames: OUT/clip/ as
+            # runtime.infer clip.mp4 -o OUT/clip writes it (complete when it holds every frame)
+            dst = out / (src.name if video_output == "mp4" else src.stem)
+            if (dst.is_file() if video_output == "mp4" else
+                    dst.is_dir() and len(list(dst.glob("frame_*.png"))) == n * factor):
+                job.skipped.append(str(dst))
+                continue
+            if n < 2:
+                raise UserError(f"{src}: needs at least 2 video frames, found {n}")
+            stage = out / f".{src.name}.batch"
+            spans = []
+            for a in range(0, n - 1, chunk_frames):
+                b = min(a + chunk_frames, n - 1)
+                span = stage / f"span_{a:07d}_{b:07d}.npz"
+                spans.append(str(span))
+                if not span.is_file():
+                    job.units.append(Unit(id=f"{src.name}[{a}:{b}]", kind="video", src=str(src), out=str(span),
+                                          start=a, stop=b, frames=(b - a) * (factor - 1)))
+            job.videos.append({"src": str(src), "out": str(dst), "stage": str(stage), "spans": spans})
+            if video_output == "frames" and dst.is_dir():
+                shutil.rmtree(dst)  # an incomplete frame folder from an interrupted assembly: written again
+        elif src.is_dir():
+            dst = out / src.name
+            todo = [p.name for p in discover_pairs(src) if not (dst / f"{p.name}.png").is_file()]
+            job.skipped += [str(dst / f"{p.name}.png") for p in discover_pairs(src)
+                            if (dst / f"{p.name}.png").is_file()]
+            for i in range(0, len(todo), chunk_pairs):
+                chunk = tuple(todo[i:i + chunk_pairs])
+                job.units.append(Unit(id=f"{src.name}[{i}:{i + len(chunk)}]", kind="pairs", src=str(src),
+                                      out=str(dst), names=chunk, frames=len(chunk)))
+        else:
+            raise UserError(f"{src}: not a pairs folder or a video ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+    return job
+
+
+# -- the worker side -----------------------------------------------------------------------------------------------
+
+_backend_cache: dict[tuple, object] = {}  # per worker process: one backend for the process's lifetime
+
+
+def _backend(name: str, options: BackendOptions):
+    from .backends.registry import create_backend
+
+    key = (name, tuple(sorted((k, str(v)) for k, v in asdict(options).items())))
+    if key not in _backend_cache:
+        _backend_cache[key] = create_backend(name, options)
+    return _backend_cache[key]
+
+
+def run_unit(unit: Unit, backend_name: str, options: BackendOptions, factor: int, scene_cut: float | None,
+             max_pixels: int | None) -> dict:
+    """Run one unit in this process; returns its summary entry. UserError -> {"error": one line}."""
+    t0 = time.perf_counter()
+    try:
+        backend = _backend(backend_name, options)
+        if unit.kind == "pairs":
+            from .pairs import discover_pairs, run_pairs
+
+            wanted = set(unit.names)
+            specs = [p for p in discover_pairs(unit.src) if p.name in wanted]
+            report = run_pairs(backend, specs, Path(unit.out), max_pixels=max_pixels)
+            done = report["summary"]["pairs"]
+        else:
+            from .video import compute_span
+
+            done = compute_span(backend, Path(unit.src), Path(unit.out), unit.start, unit.stop, factor=factor,
+                                scene_cut=scene_cut, max_pixels=max_pixels)
+    except UserError as e:
+        return {"unit": unit.id, "status": "failed", "error": str(e), "seconds": time.perf_counter() - t0,
+                "pid": os.getpid()}
+    return {"unit": unit.id, "status": "done", "frames": done, "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+
+
+# -- the driver ----------------------------------------------------------------------------------------------------
+
+def _start_ray(address: str | None, workers: int, threads: int):
+    try:
+        import ray
+    except ImportError:
+        raise UserError("runtime.batch needs Ray (pip install 'ray>=2.40', or the sfadacof[batch] extra)") from None
+    env = {"OMP_NUM_THREADS": str(threads)}  # torch and OpenMP kernels: share the cores between workers
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
+    return ray
+
+
+def _progress_line(done: int, total: int, frames: int, t0: float) -> str:
+    elapsed = time.perf_counter() - t0
+    rate = frames / elapsed if elapsed > 0 else 0.0
+    eta = elapsed / done * (total - done) if done else float("nan")
+    return f"[{done}/{total} units] {frames} frames, {rate:.2f} frames/s, ETA {eta:.0f} s"
+
+
+def run_job(job: Job, *, backend_name: str, options: BackendOptions, factor: int, scene_cut: float | None,
+            max_pixels: int | None, workers: int, address: str | None, retries: int, gpus_per_unit: float,
+            crf: int) -> list[dict]:
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    results: list[dict] = []
+    if job.units:
+        ray = _start_ray(address, workers, threads)
+        try:
+            task = ray.remote(run_unit).options(max_retries=retries, num_cpus=1, num_gpus=gpus_per_unit)
+            pending = {task.remote(u, backend_name, options, factor, scene_cut, max_pixels): u for u in job.units}
+            t0, frames = time.perf_counter(), 0
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                unit = pending.pop(ready[0])
+                try:
+                    r = ray.get(ready[0])
+                except ray.exceptions.RayError as e:  # out of retries: the worker kept dying
+                    r = {"unit": unit.id, "status": "failed",
+                         "error": f"worker lost {retries + 1} time(s): {str(e).splitlines()[0][:200]}"}
+                results.append(r)
+                frames += r.get("frames", 0)
+                print(_progress_line(len(results), len(job.units), frames, t0)
+                      + (f"  {unit.id}: FAILED: {r['error']}" if r["status"] != "done" else ""), file=sys.stderr)
+        finally:
+            ray.shutdown()
+    failed_src = {r["unit"].split("[")[0] for r in results if r["status"] != "done"}
+    from .video import assemble_spans
+
+    for v in job.videos:
+        name = Path(v["src"]).name
+        if name in failed_src:
+            results.append({"unit": name, "status": "failed", "error": "not assembled: a span failed"})
+            continue
+        try:
+            n = assemble_spans(Path(v["src"]), Path(v["out"]), [Path(s) for s in v["spans"]], factor=factor, crf=crf,
+                               max_pixels=max_pixels)
+        except UserError as e:
+            results.append({"unit": name, "status": "failed", "error": str(e)})
+            continue
+        shutil.rmtree(v["stage"], ignore_errors=True)
+        results.append({"unit": name, "status": "done", "frames": n, "output": v["out"]})
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = command_parser("runtime.batch", __doc__)
+    p.add_argument("sources", nargs="+", type=Path, help="pairs folders and videos, any mix")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--workers", type=int_range(1, 4096), default=max(1, os.cpu_count() or 1),
+                   help="local cluster size in worker processes (default: the CPU count); ignored with --ray-address")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. ray://head:10001 or auto)")
+    p.add_argument("--chunk-pairs", type=int_range(1, 100000), default=8, help="pairs per unit (default 8)")
+    p.add_argument("--chunk-frames", type=int_range(1, 1000000), default=48,
+                   help="input frames per video unit (default 48)")
+    p.add_argument("--retries", type=int_range(0, 100), default=3, help="re-runs of a unit whose worker died")
+    p.add_argument("--gpus-per-unit", type=float, default=None,
+                   help="GPUs a unit reserves (default: 1 for trt or a cuda device, else 0)")
+    add_backend_arguments(p)
+    v = p.add_argument_group("video")
+    v.add_argument("--factor", type=int, choices=(2, 4, 8), default=2, help="frame-rate multiplier")
+    v.add_argument("--scene-cut", type=float, default=None, metavar="T", help="as runtime.infer --scene-cut")
+    v.add_argument("--crf", type=int_range(0, 51), default=18, help="x264 quality of the written videos")
+    v.add_argument("--video-output", choices=("mp4", "frames"), default="mp4",
+                   help="mp4: OUT/<clip>.mp4 (default); frames: OUT/<clip stem>/frame_NNNNNN.png, lossless")
+    p.add_argument("--max-pixels", type=int_range(1), default=None, help="as runtime.infer --max-pixels")
+    return p
+
+
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
+    for s in args.sources:
+        if not s.exists():
+            raise UserError(f"{s}: no such file or folder")
+    check_outputs([*args.sources, *backend_inputs(args)],
+                  [output_folder("-o", args.output)])
+    options = backend_options(args)
+    job = plan(list(args.sources), args.output, chunk_pairs=args.chunk_pairs, chunk_frames=args.chunk_frames,
+               factor=args.factor, video_output=args.video_output)
+    if job.skipped:
+        print(f"resume: {len(job.skipped)} output(s) already complete, skipped", file=sys.stderr)
+    gpus = args.gpus_per_unit
+    if gpus is None:
+        gpus = 1.0 if args.backend == "trt" or args.device.startswith("cuda") else 0.0
+    args.output.mkdir(parents=True, exist_ok=True)
+    results = run_job(job, backend_name=args.backend, options=options, factor=args.factor, scene_cut=args.scene_cut,
+                      max_pixels=args.max_pixels, workers=args.workers, address=args.ray_address,
+                      retries=args.retries, gpus_per_unit=gpus, crf=args.crf)
+    failed = [r for r in results if r["status"] != "done"]
+    write_json(args.output / SUMMARY, {"units": results, "skipped": job.skipped, "failed": len(failed)})
+    print(f"{len(results) - len(failed)} unit(s) done, {len(failed)} failed, {len(job.skipped)} output(s) skipped "
+          f"as complete -> {args.output}")
+    for r in failed:
+        print(f"failed: {r['unit']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
