@@ -270,9 +270,15 @@ def main(args: argparse.Namespace) -> int:
     if gpus is None:
         gpus = 1.0 if args.backend == "trt" or args.device.startswith("cuda") else 0.0
     args.output.mkdir(parents=True, exist_ok=True)
-    results = run_job(job, backend_name=args.backend, options=options, factor=args.factor, scene_cut=args.scene_cut,
-                      max_pixels=args.max_pixels, workers=args.workers, address=args.ray_address,
-                      retries=args.retries, gpus_per_unit=gpus, crf=args.crf)
+    try:
+        results = run_job(job, backend_name=args.backend, options=options, factor=args.factor,
+                          scene_cut=args.scene_cut, max_pixels=args.max_pixels, workers=args.workers,
+                          address=args.ray_address, retries=args.retries, gpus_per_unit=gpus, crf=args.crf)
+    except KeyboardInterrupt:
+        # Ctrl-C leaves complete outputs only: the finished pair PNGs stay, the videos' span folders go
+        for v in job.videos:
+            shutil.rmtree(v["stage"], ignore_errors=True)
+        raise
     failed = [r for r in results if r["status"] != "done"]
     write_json(args.output / SUMMARY, {"units": results, "skipped": job.skipped, "failed": len(failed)})
     print(f"{len(results) - len(failed)} unit(s) done, {len(failed)} failed, {len(job.skipped)} output(s) skipped "
