@@ -1,6 +1,6 @@
 """The export cache: an ONNX export of a checkpoint, made on first use and reused (runtime backends without --onnx).
 
-    onnx_for_checkpoint(checkpoint=None, synthesis="plugin", precision="fp32", variant=None, kernel_size=None,
+    onnx_for_checkpoint(checkpoint=None, synthesis=None, precision="fp32", variant=None, kernel_size=None,
                         dilation=None, opset=None, exporter="auto", cache_dir_override=None) -> Path
 
 Exports are cached under $SFADACOF_CACHE/onnx (default ~/.cache/sfadacof/onnx), in a file named by a key over the
@@ -8,6 +8,10 @@ checkpoint's sha256, every export option, the versions that shape the graph (sfa
 the exporter's own source (an edited export/ must not serve a stale graph); the file is written atomically (temp
 file + rename), so concurrent runs never see a half-written model, and a cached file that fails onnx.checker is
 exported again. precision "fp16" converts the fp32 export with export.fp16_graph.
+
+synthesis None (the default) is "plugin" (the fused custom op, run by ONNX Runtime through the C++ CPU kernel
+library) where that library is found, else "onnx" (standard ops only): an install without a C++ compiler still runs,
+and says so once on stderr.
 """
 
 from __future__ import annotations
@@ -22,6 +26,24 @@ from sfadacof import outputs
 from sfadacof.errors import UserError
 
 from .core import DEFAULT_OPSET, SYNTHESIS_FORMS, export_model, resolve_exporter
+
+
+_FALLBACK_SAID = False
+
+
+def default_synthesis() -> str:
+    """"plugin" where the C++ CPU kernel library (plugins/) is found, else "onnx", saying so once on stderr."""
+    global _FALLBACK_SAID
+    from plugins import _libs
+
+    if _libs.find_library(_libs.CPU_LIBRARY) is not None:
+        return "plugin"
+    if not _FALLBACK_SAID:
+        _FALLBACK_SAID = True
+        print(f"note: the C++ CPU kernel library ({_libs.library_filename(_libs.CPU_LIBRARY)}) is not built: "
+              "using the standard-op graph (synthesis=onnx); `pip install .` with a C++ compiler, or "
+              f"`{_libs.BUILD_COMMAND}`, builds it", file=sys.stderr)
+    return "onnx"
 
 
 def cache_dir() -> Path:
@@ -58,15 +80,18 @@ def cached_export_ok(path: Path, checkpoint_sha256: str) -> bool:
     return meta.get("checkpoint_sha256") == checkpoint_sha256 and len(m.graph.node) > 0
 
 
-def onnx_for_checkpoint(checkpoint: str | os.PathLike | None = None, synthesis: str = "plugin",
+def onnx_for_checkpoint(checkpoint: str | os.PathLike | None = None, synthesis: str | None = None,
                         precision: str = "fp32", variant: str | None = None, kernel_size: int | None = None,
                         dilation: int | None = None, opset: int | None = None, exporter: str = "auto",
                         cache_dir_override: str | os.PathLike | None = None) -> Path:
     """Path of an ONNX export of `checkpoint` (None: the shipped default), exported on first use and cached.
 
-    precision "fp16" converts the fp32 export with export.fp16_graph (offset heads and the synthesis stay fp32)."""
+    synthesis None: default_synthesis(). precision "fp16" converts the fp32 export with export.fp16_graph (offset
+    heads and the synthesis stay fp32)."""
     from sfadacof.checkpoint import load_checkpoint
 
+    if synthesis is None:
+        synthesis = default_synthesis()
     if synthesis not in SYNTHESIS_FORMS:
         raise UserError(f"synthesis {synthesis!r}: choose {', '.join(SYNTHESIS_FORMS)}")
     if precision not in ("fp32", "fp16"):

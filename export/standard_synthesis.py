@@ -4,7 +4,7 @@
 of plain ONNX ops, so the exact trunk of the plugin graph runs on any ONNX runtime (ONNX Runtime, OpenVINO,
 TensorRT without the plugin). Both forms therefore share every node up to the synthesis.
 
-Arithmetic: ../shared/spec/MODEL.md, "The AdaCoF synthesis op", in the model form that reads the 32-padded frame F
+Arithmetic: docs/MODEL.md, "The AdaCoF synthesis op", in the model form that reads the 32-padded frame F
 directly with the replication pad folded into the clamp (row index i + k*d - pad + trunc(alpha), clamped into
 [0, H-1]). Choices, and why:
   * trunc(x) = Sign(x) * Floor(|x|). No GridSample (it floors; the op truncates toward zero, so a negative offset

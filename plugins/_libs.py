@@ -1,7 +1,7 @@
 """Finding the native libraries built by the top-level CMakeLists.txt (no path needed from the user).
 
 Search order: $SFADACOF_PLUGIN_DIR, then <repo>/build (where `python -m plugins.build` puts them), then this
-package's directory (an installed copy).
+package's directory (where `pip install .` puts them, and `pip install -e .` in the source tree: setup.py).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def load_library(stem: str) -> ctypes.CDLL:
         where = ", ".join(str(d) for d in search_dirs())
         raise LibraryNotBuilt(
             f"{library_filename(stem)} not found (looked in {where}); build it with `{BUILD_COMMAND}` "
-            "from the repository root, or set SFADACOF_PLUGIN_DIR"
+            "from the repository root (or `pip install .` with a C++ compiler), or set SFADACOF_PLUGIN_DIR"
         )
     return ctypes.CDLL(str(path))
 

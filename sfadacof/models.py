@@ -1,4 +1,4 @@
-"""The AdaCoF model family, built from ../shared/spec/MODEL.md with the authors' module names.
+"""The AdaCoF model family, built from docs/MODEL.md with the authors' module names.
 
 Module names and shapes must equal the released checkpoints' (`checkpoints/*.json`), so that their state_dicts load
 with strict=True: everything lives under `get_kernel.` and keeps the original `moduleConvN`, `modulePoolN`,

@@ -1,6 +1,6 @@
 """The AdaCoF synthesis op in PyTorch: the reference every other backend is checked against.
 
-Arithmetic (../shared/spec/MODEL.md, "The AdaCoF synthesis op"): for each tap (k, l) the offset is split with
+Arithmetic (docs/MODEL.md, "The AdaCoF synthesis op"): for each tap (k, l) the offset is split with
 truncation toward zero (C's int cast, not floor), so the fractional part lies in (-1, 1) and a negative offset
 extrapolates; each of the four corner indices is clamped into the source on its own.
 

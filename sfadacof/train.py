@@ -1,4 +1,4 @@
-"""Train any AdaCoF-family variant with the recipe of ../shared/spec/MODEL.md, resumably.
+"""Train any AdaCoF-family variant with the recipe of docs/MODEL.md, resumably.
 
     python -m sfadacof.train --data clip.mp4 other.mp4*0.5 vimeo/sequences --val held_out.mp4 --out runs/x
 

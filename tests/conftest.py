@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO_ROOT
-# The model contract lives beside the repo (../shared/spec); SFADACOF_SPEC_DIR points elsewhere if needed.
-SPEC_DIR = Path(os.environ.get("SFADACOF_SPEC_DIR", REPO_ROOT.parent / "shared" / "spec"))
+# The model contract (docs/MODEL.md) and the released checkpoints' layouts (docs/checkpoints/*.json, test data) are
+# the project's own files; SFADACOF_SPEC_DIR points at another copy if needed.
+SPEC_DIR = Path(os.environ.get("SFADACOF_SPEC_DIR", REPO_ROOT / "docs"))
 
 
 def _gpu_reason() -> str | None:
