@@ -42,8 +42,8 @@ def _motion_fields(n: int, h: int, w: int, max_motion: float, gen: torch.Generat
 def _warp(img: Tensor, disp: Tensor) -> tuple[Tensor, Tensor]:
     """img sampled at x + disp (pixels, (row, col)); also a mask of where that stays inside the image."""
     n, _, h, w = img.shape
-    rows = torch.arange(h, dtype=img.dtype).view(1, h, 1) + disp[:, 0]
-    cols = torch.arange(w, dtype=img.dtype).view(1, 1, w) + disp[:, 1]
+    rows = torch.arange(h, dtype=img.dtype, device=img.device).view(1, h, 1) + disp[:, 0]
+    cols = torch.arange(w, dtype=img.dtype, device=img.device).view(1, 1, w) + disp[:, 1]
     grid = torch.stack([cols / (w - 1) * 2 - 1, rows / (h - 1) * 2 - 1], dim=-1)
     out = F.grid_sample(img, grid, mode="bicubic", padding_mode="border", align_corners=True).clamp(0, 1)
     inside = (rows >= 0) & (rows <= h - 1) & (cols >= 0) & (cols <= w - 1)
@@ -59,11 +59,16 @@ class SyntheticMotionSampler:
         self.max_motion = float(max_motion)
         self.seed = int(seed)
 
-    def sample(self, step: int, batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def sample(self, step: int, batch_size: int, device: torch.device | str | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The synthetic batch of step `step`; the warps run on `device` (default: the CPU). The motion is drawn on
+        the CPU either way, so a step's motion does not depend on the device."""
         _, mid, _, _ = self.sampler.sample(step, batch_size)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
         n, _, h2, w2 = mid.shape
         v2 = _motion_fields(n, h2, w2, 2 * self.max_motion, gen)  # at the doubled size
+        if device is not None:
+            mid, v2 = mid.to(device), v2.to(device)
         f0, in0 = _warp(mid, v2)
         f2, in2 = _warp(mid, -v2)
         valid = (in0 & in2).float()

@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -366,13 +367,24 @@ def train(argv: list[str] | None = None, sources: list[Source] | None = None,
             best = last_val["val_psnr"]
             save(out / "best.pth", epoch)
 
+    def make_batch(s: int):
+        """The batch of step s (a pure function of seed and s, so it can be made ahead in a thread)."""
+        f0, f1, f2, _ = sampler.sample(s, args.batch - n_syn)
+        f0, f1, f2 = f0.to(device), f1.to(device), f2.to(device)
+        if synth is None:
+            return f0, f1, f2, None, None
+        s0, s1, s2, motion, valid = synth.sample(s, n_syn, device)
+        return torch.cat([f0, s0]), torch.cat([f1, s1]), torch.cat([f2, s2]), motion, valid
+
+    # The next batch is cut (and its synthetic warps run) while this step trains: on a GPU the CPU-side sampling
+    # would otherwise be a large part of each step.
+    prefetch = ThreadPoolExecutor(max_workers=1)
+    pending = prefetch.submit(make_batch, step) if step < total_steps else None
     try:
         while step < total_steps:
-            f0, f1, f2, _ = sampler.sample(step, args.batch - n_syn)
-            if synth is not None:
-                s0, s1, s2, motion, valid = synth.sample(step, n_syn)
-                f0, f1, f2 = torch.cat([f0, s0]), torch.cat([f1, s1]), torch.cat([f2, s2])
-            f0, f1, f2 = f0.to(device), f1.to(device), f2.to(device)
+            f0, f1, f2, motion, valid = pending.result()
+            if step + 1 < total_steps:
+                pending = prefetch.submit(make_batch, step + 1)
             t0 = time.time()
             pred, g_spatial, g_occ, maps = forward_train_maps(model, f0, f2, amp_dtype)
             charb = charbonnier(pred, f1)
@@ -380,7 +392,7 @@ def train(argv: list[str] | None = None, sources: list[Source] | None = None,
             flow = None
             if synth is not None:
                 syn_maps = KernelMaps(*(t[-n_syn:] for t in maps.as_tuple()))
-                flow = flow_loss(syn_maps, motion.to(device), valid.to(device), model.kernel_size, model.dilation)
+                flow = flow_loss(syn_maps, motion, valid, model.kernel_size, model.dilation)
                 loss = loss + args.flow_weight * flow
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -413,6 +425,7 @@ def train(argv: list[str] | None = None, sources: list[Source] | None = None,
                 stopped = "time"
                 break
     finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
         bar.close()
         log.close()
     return {"step": step, "losses": losses, "best_val_psnr": best, "last_val": last_val,
