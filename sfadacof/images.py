@@ -60,12 +60,50 @@ def _png_header(path: Path) -> tuple[int, int, int, int] | None:
 
 
 def check_pixel_budget(path: Path | str, width: int, height: int, max_pixels: int | None) -> None:
-    """UserError when width x height exceeds the budget (None: the default); called before decoding."""
+    """UserError when width x height exceeds the budget (None: the default), or when one interpolation of it would
+    need more than the memory budget (memory_budget_bytes); called before decoding, so before any allocation."""
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if width * height > limit:
         raise UserError(f"{path}: {width}x{height} ({width * height / 1e6:.1f} megapixels) exceeds the limit of "
                         f"{limit / 1e6:.1f} megapixels; pass --max-pixels {width * height} to process it anyway "
                         f"(needs roughly {estimated_gb(width * height):.0f} GB of memory)")
+    budget = memory_budget_bytes()
+    if estimated_gb(width * height) * 1e9 > budget:
+        raise UserError(f"{path}: {width}x{height} needs roughly {estimated_gb(width * height):.0f} GB of memory, over "
+                        f"the memory budget of {budget / 1e9:.1f} GB ({MEMORY_BUDGET_ENV}; default: half the memory "
+                        "available)")
+
+
+MEMORY_BUDGET_ENV = "SFADACOF_MEMORY_BUDGET_GB"
+
+
+def memory_budget_bytes() -> float:
+    """$SFADACOF_MEMORY_BUDGET_GB, else half of the memory available now (MemAvailable; half of physical memory
+    where /proc/meminfo is absent), at least 2 GB (a small frame's fixed cost: runtimes and weights)."""
+    env = os.environ.get(MEMORY_BUDGET_ENV)
+    if env:
+        try:
+            value = float(env)
+        except ValueError:
+            raise UserError(f"{MEMORY_BUDGET_ENV}={env!r}: expected a number of GB") from None
+        if not value > 0:
+            raise UserError(f"{MEMORY_BUDGET_ENV}={env!r}: must be > 0")
+        return value * 1e9
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            available = 8 << 30
+    return max(available / 2, 2e9)
 
 
 def estimated_gb(pixels: int) -> float:
