@@ -17,7 +17,10 @@ of bigbuckbunny (frames 60 and 62, ONNX Runtime, core tile 128) the max |differe
 128 the pixels over 1/255 are as frequent 32-64 px from every seam (0.33%) as next to one (0.41%). The cause is
 the model, not the margin: its x2 upsamplings use align_corners=True, whose sampling grid is
 i * (n_in - 1) / (n_out - 1), so it depends on the input's size, and a tile sees a grid shifted by up to half a
-coarse pixel (16 px at the 1/32 level) from the whole frame's, everywhere in the tile. Exact tiling needs a split
+coarse pixel (16 px at the 1/32 level) from the whole frame's, everywhere in the tile. Checked in PyTorch on a
+576x320 crop of the same frames (core tile 128, margin 128): max |difference| 24.7/255 (99.9th percentile 1.9) with
+the model's align_corners=True; 1.6/255 (99.9th percentile 0.004) with the same weights and align_corners=False
+(a translation-equivariant grid, but not the trained model). Exact tiling needs a split
 below the U-Net (run the U-Net whole, the full-resolution heads and synthesis in tiles) or a translation-equivariant
 upsampling (a different model). Until then the budget is enforced by refusal (sfadacof.images.check_pixel_budget).
 
