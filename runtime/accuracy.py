@@ -9,7 +9,7 @@ so a backend that differs only outside [0, 1] still shows), PSNR of the backend 
 [0, 1] outputs (what is displayed; identical outputs give inf), the largest difference of the 8-bit frames, and for
 triplets PSNR/SSIM of both against ground truth (on the 8-bit outputs, as runtime.infer reports them).
 
-Thresholds (exit 1 when broken): fp32 max|Δ| <= 1e-3; fp16 PSNR vs PyTorch fp32 >= 45 dB; int8 >= 35 dB.
+Thresholds (exit 1 when broken): fp32 max|Δ| <= 1e-3; fp16 and bf16 PSNR vs PyTorch fp32 >= 45 dB; int8 >= 35 dB.
 --max-abs / --min-psnr replace the default for the bound they name (and add it where there was none).
 """
 
@@ -34,7 +34,7 @@ from .pairs import discover_pairs, run_pairs
 from .report import write_json
 
 DEFAULT_MAX_ABS = {"fp32": 1e-3}
-DEFAULT_MIN_PSNR = {"fp16": 45.0, "int8": 35.0}
+DEFAULT_MIN_PSNR = {"fp16": 45.0, "bf16": 45.0, "int8": 35.0}
 
 
 @dataclass(frozen=True)

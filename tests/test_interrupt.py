@@ -28,6 +28,7 @@ def cache(tmp_path_factory, ckpt):
 
     root = tmp_path_factory.mktemp("cache")
     path = onnx_for_checkpoint(ckpt, cache_dir_override=root / "onnx")
+    onnx_for_checkpoint(ckpt, synthesis="onnx", cache_dir_override=root / "onnx")  # the openvino backend's form
     return root, path
 
 
@@ -119,10 +120,11 @@ def test_sigint_during_to_onnx(tmp_path, ckpt):
     assert list(tmp_path.glob("*.onnx")) == [] and hidden_or_temp(tmp_path) == []
 
 
-@pytest.mark.parametrize("backend", ["ort", "torch"])
+@pytest.mark.parametrize("backend", ["ort", "torch", "openvino"])
 def test_sigint_mid_pairs(tmp_path, ckpt, cache, backend):
     """Mid-run: with ort the graph's custom node calls back into Python from C++; a KeyboardInterrupt raised
-    there used to abort the process (SIGABRT). Frames are 128x128 so most of the time is inside session.run."""
+    there used to abort the process (SIGABRT). Frames are 128x128 so most of the time is inside session.run
+    (openvino, the CPU default: inside its C++ infer call, which calls no Python back)."""
     pairs, out = write_pairs(tmp_path / "pairs", 40, 128), tmp_path / "out"
     code, err = interrupt_when(["runtime.infer", pairs, "-o", out, "--checkpoint", ckpt, "--backend", backend],
                                lambda p: out.is_dir() and any(out.glob("*.png")), env_with(cache[0]))

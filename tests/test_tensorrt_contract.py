@@ -65,12 +65,17 @@ def test_cache_key_covers_everything_that_invalidates_an_engine():
     assert len(keys) == len(variants) and k not in keys
 
 
-def test_cache_builds_once_then_reuses(tmp_path):
-    onnx_path = tmp_path / "m.onnx"
+@pytest.fixture()
+def cache_inputs(tmp_path) -> tuple[Path, Path, Path]:
+    """(an ONNX file, a plugin library, the cache root) as bytes the cache hashes."""
+    onnx_path, plugin = tmp_path / "m.onnx", tmp_path / "libp.so"
     onnx_path.write_bytes(b"graph")
-    plugin = tmp_path / "libp.so"
     plugin.write_bytes(b"plugin")
-    root = tmp_path / "cache"
+    return onnx_path, plugin, tmp_path / "cache"
+
+
+def test_cache_builds_once_then_reuses(cache_inputs):
+    onnx_path, plugin, root = cache_inputs
     kw = dict(precision="fp16", profile=Profile(), plugin=plugin, root=root, target=TARGET, build=_fake_build)
     first = cached_engine(onnx_path, **kw)
     assert first.read_bytes() == b"engine fp16" and sidecar_path(first).is_file()
@@ -90,12 +95,8 @@ def _cache_in_process(args) -> str:
                              root=Path(root), target=TARGET, build=_fake_build))
 
 
-def test_concurrent_runs_build_once(tmp_path):
-    onnx_path = tmp_path / "m.onnx"
-    onnx_path.write_bytes(b"graph")
-    plugin = tmp_path / "libp.so"
-    plugin.write_bytes(b"plugin")
-    root = tmp_path / "cache"
+def test_concurrent_runs_build_once(cache_inputs):
+    onnx_path, plugin, root = cache_inputs
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         paths = pool.map(_cache_in_process, [(str(onnx_path), str(plugin), str(root))] * 3)
     assert len(set(paths)) == 1 and len(_builds(root)) == 1
@@ -233,7 +234,8 @@ def test_auto_backend_falls_back_to_the_cpu_default_and_says_why(tmp_path, pairs
                         "auto", "--report", str(rep)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     b = json.loads(rep.read_text())["backend"]
-    assert b["backend"] == "ort" and b["chosen_by"].startswith("auto -> ort: ort (CPU default): ")
+    assert b["backend"] == "openvino" and b["chosen_by"].startswith("auto -> openvino: openvino ")
+    assert "(CPU default): " in b["chosen_by"]
     assert "TensorRT" in b["chosen_by"] or "pycuda" in b["chosen_by"] or "GPU" in b["chosen_by"]
     assert (tmp_path / "o" / "p.png").is_file()
 

@@ -20,8 +20,21 @@ from sfadacof.errors import UserError
 
 from .base import Backend
 
-BACKENDS: tuple[str, ...] = ("auto", "torch", "ort", "trt")
-CPU_DEFAULT = "ort"  # what `auto` runs where TensorRT or a GPU is missing
+BACKENDS: tuple[str, ...] = ("auto", "torch", "ort", "openvino", "trt")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+# The precisions each backend offers (the first is its default, except openvino: bf16 on a CPU with native bf16).
+# torch fp16 needs CUDA; ort fp16 is the fp16 graph; openvino bf16 is an inference-precision hint (offset heads and
+# synthesis kept fp32); trt: the on-demand engine's precision.
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {"torch": ("fp32", "fp16"), "ort": ("fp32", "fp16"),
+                                                  "openvino": ("fp32", "bf16"), "trt": ("fp32", "fp16")}
+CPU_BACKENDS: tuple[str, ...] = ("torch", "ort", "openvino")  # runtime.benchmark's default: side by side
+# What `auto` runs where TensorRT or a GPU is missing: OpenVINO, bf16 where the CPU computes bf16 natively (offset
+# heads and synthesis kept fp32), else fp32; ONNX Runtime when openvino is not installed. Chosen by measurement on
+# the project's 2-core AVX-512/VNNI/BF16 machine (README, "The CPU default"): per 960x507 frame, OpenVINO bf16 and
+# fp32 beat ONNX Runtime (plugin or standard-op form) and eager PyTorch, within the accuracy rule (bf16: every frame
+# >= 45 dB against fp32 PyTorch, no loss of PSNR against ground truth beyond 0.05 dB).
+CPU_DEFAULT = "openvino"
+CPU_FALLBACK = "ort"  # the CPU default's stand-in when openvino is not importable
 
 
 @dataclass
@@ -32,7 +45,8 @@ class BackendOptions:
     onnx: Path | None = None        # ort: run this graph instead of exporting the checkpoint
     engine: Path | None = None      # trt: serialized engine (with its sidecar JSON beside it); None: built on demand
     plugin: Path | None = None      # trt: plugin library (when not serialized into the engine)
-    precision: str = "fp32"         # ort: fp32 / fp16 graph; trt on demand: engine precision
+    precision: str | None = None    # None: the backend's default (fp32; openvino: bf16 on a CPU with native bf16)
+                                    # ort: fp32 / fp16 graph; openvino: fp32 / bf16 inference; trt: engine precision
     skip_engine_check: bool = False  # trt: run even if the sidecar does not match this machine
 
 
@@ -46,14 +60,19 @@ def add_backend_arguments(p: argparse.ArgumentParser, *, backend: str | None = "
     p.add_argument("--variant", default=variant_default, help=variant_help)
     if choose:
         p.add_argument("--backend", choices=BACKENDS, default=backend, required=backend is None,
-                       help="auto: trt where TensorRT, pycuda, a GPU and the plugin are available, else ort; "
-                            "ort: ONNX Runtime on the CPU (or CUDA with --device cuda); torch; trt: --engine E, or "
+                       help="auto: trt where TensorRT, pycuda, a GPU and the plugin are available, else the CPU default "
+                            f"({CPU_DEFAULT}, or {CPU_FALLBACK} without openvino); "
+                            "ort: ONNX Runtime on the CPU (or CUDA with --device cuda); openvino: OpenVINO on the "
+                            "CPU (standard-op graph); torch; trt: --engine E, or "
                             "an engine built on demand and cached" + (" (default auto)" if backend == "auto" else ""))
     p.add_argument("--device", type=cli_args.device, default="cpu", help="torch/ort device: cpu or cuda[:N]")
     p.add_argument("--onnx", type=Path, default=None, help="ort: ONNX graph to run (default: export the checkpoint)")
     if choose:
-        p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                       help="ort: graph precision; torch: fp16 on CUDA; trt without --engine: engine precision")
+        p.add_argument("--precision", choices=PRECISIONS, default=None,
+                       help="default: fp32, except openvino (and auto on a CPU): bf16 where the CPU has native bf16 "
+                            "(AVX512_BF16/AMX), offset heads and synthesis kept fp32. ort: fp32/fp16 graph; "
+                            "openvino: fp32/bf16 inference; torch: fp16 on CUDA; trt without --engine: engine "
+                            "precision")
     p.add_argument("--engine", type=Path, default=None, help="trt: serialized TensorRT engine")
     p.add_argument("--plugin", type=Path, default=None, help="trt: plugin library (libsfadacof_plugin.so)")
     if choose:
@@ -72,8 +91,17 @@ def backend_inputs(args: argparse.Namespace) -> list:
     return [args.checkpoint, args.onnx, args.engine, args.plugin]
 
 
+def _refuse_precision(backend: str, precision: str | None, allowed: tuple[str, ...]) -> str:
+    """The precision a backend runs (None: its first, fp32), or one line saying which it takes."""
+    p = precision or allowed[0]
+    if p not in allowed:
+        hint = "; bf16 runs on --backend openvino" if p == "bf16" else ""
+        raise UserError(f"--backend {backend} --precision {p}: choose {' or '.join(allowed)}{hint}")
+    return p
+
+
 def _torch(o: BackendOptions) -> Backend:
-    if o.precision == "fp16":
+    if _refuse_precision("torch", o.precision, BACKEND_PRECISIONS["torch"]) == "fp16":
         if not o.device.startswith("cuda"):
             raise UserError(f"--backend torch --precision fp16 needs --device cuda (got --device {o.device}); "
                             "on a CPU use --precision fp32, or --backend ort --precision fp16")
@@ -94,10 +122,35 @@ def _ort(o: BackendOptions) -> Backend:
         raise
     from export.cache import onnx_for_checkpoint
 
+    precision = _refuse_precision("ort", o.precision, BACKEND_PRECISIONS["ort"])
     # Without --onnx, export the checkpoint (or reuse a cached export keyed by its hash and the export options).
-    onnx_path = o.onnx if o.onnx is not None else onnx_for_checkpoint(o.checkpoint, precision=o.precision,
+    onnx_path = o.onnx if o.onnx is not None else onnx_for_checkpoint(o.checkpoint, precision=precision,
                                                                       variant=o.variant)
     return OrtBackend(onnx_path, device=o.device)
+
+
+def openvino_default_precision() -> str:
+    """bf16 where OpenVINO reports native bf16 on this CPU (AVX512_BF16 or AMX), else fp32."""
+    from .openvino_backend import native_bf16
+
+    return "bf16" if native_bf16() else "fp32"
+
+
+def _openvino(o: BackendOptions) -> Backend:
+    from .openvino_backend import OpenVINOBackend, import_openvino
+
+    import_openvino()  # say it is missing before exporting anything
+    if o.device != "cpu":
+        raise UserError(f"--backend openvino --device {o.device}: this backend runs on the CPU only")
+    precision = o.precision or openvino_default_precision()
+    _refuse_precision("openvino", precision, BACKEND_PRECISIONS["openvino"])
+    onnx_path = o.onnx
+    if onnx_path is None:
+        from export.cache import onnx_for_checkpoint
+
+        # the standard-op form: OpenVINO has no kernel for the plugin form's custom node
+        onnx_path = onnx_for_checkpoint(o.checkpoint, synthesis="onnx", precision="fp32", variant=o.variant)
+    return OpenVINOBackend(onnx_path, precision=precision)
 
 
 def _cuda_index(device: str) -> int:
@@ -113,6 +166,7 @@ def _trt(o: BackendOptions) -> Backend:
     from .tensorrt_backend import OnDemandTensorRTBackend, TensorRTBackend
 
     device = _cuda_index(o.device)
+    precision = _refuse_precision("trt", o.precision, BACKEND_PRECISIONS["trt"])
     if o.engine is not None:
         return TensorRTBackend(o.engine, plugin=o.plugin, check_sidecar=not o.skip_engine_check, device=device)
     from ..tensorrt_env import import_pycuda, import_tensorrt
@@ -123,7 +177,7 @@ def _trt(o: BackendOptions) -> Backend:
         from export.cache import onnx_for_checkpoint  # the same cached export ORT uses; the build converts to fp16
 
         onnx_path = onnx_for_checkpoint(o.checkpoint, precision="fp32", variant=o.variant)
-    return OnDemandTensorRTBackend(onnx_path, precision=o.precision, plugin=o.plugin, device=device)
+    return OnDemandTensorRTBackend(onnx_path, precision=precision, plugin=o.plugin, device=device)
 
 
 def _auto(o: BackendOptions) -> Backend:
@@ -137,8 +191,20 @@ def _auto(o: BackendOptions) -> Backend:
     if why_not is None:
         backend, reason = _trt(o), "TensorRT, pycuda, a GPU and the plugin library are available"
     else:
-        backend, reason = _FACTORIES[CPU_DEFAULT](o), f"{CPU_DEFAULT} (CPU default): {why_not}"
+        backend, reason = _cpu_default(o, why_not)
     return _Chosen(backend, f"auto -> {backend.name}: {reason}")
+
+
+def _cpu_default(o: BackendOptions, why_not_trt: str) -> tuple[Backend, str]:
+    """CPU_DEFAULT, or CPU_FALLBACK where its package is missing; the reason names both choices."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return _FACTORIES[CPU_FALLBACK](o), (f"{CPU_FALLBACK} (CPU fallback: openvino is not installed, "
+                                             f"pip install openvino): {why_not_trt}")
+    backend = _FACTORIES[CPU_DEFAULT](o)
+    precision = backend.describe().get("precision")
+    return backend, f"{CPU_DEFAULT} {precision} (CPU default): {why_not_trt}"
 
 
 class _Chosen(Backend):
@@ -161,7 +227,7 @@ class _Chosen(Backend):
 
 
 _FACTORIES: dict[str, Callable[[BackendOptions], Backend]] = {"auto": _auto, "torch": _torch, "ort": _ort,
-                                                              "trt": _trt}
+                                                              "openvino": _openvino, "trt": _trt}
 
 
 def create_backend(name: str, options: BackendOptions) -> Backend:
