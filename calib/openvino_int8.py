@@ -76,8 +76,12 @@ def _import_nncf():
 def quantize(backend, pairs: list[tuple[np.ndarray, np.ndarray]]):
     """NNCF's post-training quantization of backend.model, offset heads and synthesis ignored; returns
     (quantized ov.Model, number of ignored nodes)."""
+    import logging
+
     nncf = _import_nncf()
     from runtime.backends.openvino_backend import fp32_regions
+
+    nncf.set_log_level(logging.WARNING)  # NNCF lists every ignored node at INFO: thousands of lines
 
     model = backend.model
     regions = fp32_regions(model)

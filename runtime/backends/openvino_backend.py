@@ -26,6 +26,9 @@ mantissa would move taps by whole pixels at 1080p. How the nodes are kept fp32, 
     (CompiledModel.get_runtime_model(), rt_info runtimePrecision of each executed node) must show every
     convolution of the offset heads in f32, else the backend refuses to run (one line). Measured effect
     (tests/test_openvino_backend.py): the offsets equal the fp32 model's, not bf16-rounded ones.
+INT8: an OpenVINO IR written by `python -m calib.openvino_int8` (NNCF post-training quantization, offset heads and
+synthesis fp32) runs here too (`--onnx MODEL.int8.xml`); describe() then says precision "int8" (runtime.accuracy's
+int8 bound), and `--precision` sets the hint for what stayed float.
 Interrupts: Ctrl-C during a frame arrives when the C++ call returns (OpenVINO calls no Python code back).
 """
 

@@ -66,7 +66,9 @@ def add_backend_arguments(p: argparse.ArgumentParser, *, backend: str | None = "
                             "CPU (standard-op graph); torch; trt: --engine E, or "
                             "an engine built on demand and cached" + (" (default auto)" if backend == "auto" else ""))
     p.add_argument("--device", type=cli_args.device, default="cpu", help="torch/ort device: cpu or cuda[:N]")
-    p.add_argument("--onnx", type=Path, default=None, help="ort: ONNX graph to run (default: export the checkpoint)")
+    p.add_argument("--onnx", type=Path, default=None,
+                   help="ort/openvino: ONNX graph to run (default: export the checkpoint); openvino also takes an "
+                        "OpenVINO IR .xml (calib.openvino_int8)")
     if choose:
         p.add_argument("--precision", choices=PRECISIONS, default=None,
                        help="default: fp32, except openvino (and auto on a CPU): bf16 where the CPU has native bf16 "
