@@ -348,8 +348,13 @@ def _io_problem(model, meta: dict) -> str | None:
     if len(ins) != 2 or len(outs) != 1:
         return f"expected 2 inputs (frame0, frame2) and 1 output, found {len(ins)} inputs and {len(outs)} outputs"
     for role, port in (("input", ins[0]), ("input", ins[1]), ("output", outs[0])):
-        if port.get_element_type().get_type_name() not in ("f32", "f16"):
-            return f"{role} {port.get_any_name()} is {port.get_element_type()}, expected float32 frames"
+        et = port.get_element_type()
+        if et.get_type_name() not in ("f32", "f16"):
+            try:
+                name = f"{et.get_type_name()} ({np.dtype(et.to_dtype()).name})"
+            except Exception:  # a type numpy has no name for
+                name = et.get_type_name()
+            return f"{role} {port.get_any_name()} is {name}, expected float32 frames"
         shape = port.get_partial_shape()
         if shape.rank.is_dynamic or shape.rank.get_length() != 4 or (shape[1].is_static and shape[1].get_length() != 3):
             return f"{role} {port.get_any_name()} has shape {shape}, expected N x 3 x H x W"
