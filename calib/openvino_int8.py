@@ -15,8 +15,8 @@ OpenVINO, 2.9 s in ONNX Runtime -- against OpenVINO fp32 2.26 s and bf16 1.65 s.
 (72 of 130 convolutions). This command quantizes every convolution except the offset heads' (114 of 130): 1.47 s
 and 60.9 dB, faster than fp32 by 1.5x and than bf16 by ~12%.
 
-What it does: the checkpoint's standard-op export (cached) is read by the openvino backend (so the synthesis is
-already OpenVINO's Gather form, runtime/backends/openvino_synthesis.py); NNCF (`nncf.quantize`, preset MIXED:
+What it does: the checkpoint's standard-op export (cached) is read by the openvino backend as the CPU default
+reads it; NNCF (`nncf.quantize`, preset MIXED:
 asymmetric uint8 activations, symmetric int8 weights per channel, fast bias correction) calibrates on pairs spread
 over DATA (calib.sources, as `python -m calib` does), with the offset heads and the synthesis in its ignored scope
 (found from the export's named tensors, runtime.backends.openvino_backend.fp32_regions): offsets, coordinates and the
@@ -162,7 +162,8 @@ def main(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t
     import nncf
 
-    metadata = {**fp32.metadata, "synthesis": "openvino-gather", "int8": f"nncf {nncf.__version__} post-training "
+    gather = fp32.synthesis.startswith("OpenVINO Gather")
+    metadata = {**fp32.metadata, **({"synthesis": "openvino-gather"} if gather else {}), "int8": f"nncf {nncf.__version__} post-training "
                 f"quantization (preset MIXED), {len(pairs)} pairs {size[0]}x{size[1]} from {args.data}; offset heads "
                 "and synthesis fp32"}
     n_fq = sum(1 for n in model.get_ordered_ops() if n.get_type_name() == "FakeQuantize")

@@ -69,7 +69,7 @@ def test_fp32_matches_pytorch_on_real_frames(shipped):
     assert out.shape == f0.shape and out.dtype == np.float32
     assert float(np.abs(out - torch_forward(shipped["model"], f0, f2)).max()) <= 1e-3
     assert desc["backend"] == "openvino" and desc["precision"] == "fp32" and desc["threads"] == 1
-    assert desc["checkpoint_sha256"] == shipped["sha"] and "Gather" in desc["synthesis"]
+    assert desc["checkpoint_sha256"] == shipped["sha"] and "standard ops" in desc["synthesis"]
 
 
 def test_fp32_batch_equals_onnx_runtime_on_the_same_graph(shipped):
@@ -94,9 +94,10 @@ def test_gather_synthesis_equals_the_export_lowering_with_large_offsets(moving):
     """OpenVINO's Gather synthesis (openvino_synthesis.py) against PyTorch and against the export's own standard-op
     lowering, with offsets of several pixels both ways (reads across the edges, clamped corners)."""
     f0, f2 = real_pair(101, 70, batch=2)
-    with OpenVINOBackend(moving["onnx"], threads=1) as b:
+    with OpenVINOBackend(moving["onnx"], threads=1, gather_synthesis=True) as b:
         fast = b.infer(f0, f2)
-    with OpenVINOBackend(moving["onnx"], threads=1, gather_synthesis=False) as b:
+        assert "Gather(batch_dims=1)" in b.describe()["synthesis"]
+    with OpenVINOBackend(moving["onnx"], threads=1) as b:
         lowered = b.infer(f0, f2)
         assert "standard ops" in b.describe()["synthesis"]
     assert float(np.abs(fast - lowered).max()) <= 1e-5  # float32 summation order only
@@ -114,7 +115,7 @@ def _offsets(backend: OpenVINOBackend, f0, f2) -> np.ndarray:
 @needs_bf16
 def test_bf16_accuracy_and_fp32_offsets(shipped):
     """bf16 on real frames: >= 45 dB against fp32 PyTorch; in the compiled runtime graph every offset-head
-    convolution and every synthesis Gather runs in f32 while the trunk's convolutions run in bf16."""
+    convolution and every synthesis gather runs in f32 while the trunk's convolutions run in bf16."""
     f0, f2 = real_pair(320, 192)
     with OpenVINOBackend(shipped["onnx"], precision="bf16", threads=1) as b:
         out = b.infer(f0, f2)
@@ -128,7 +129,7 @@ def test_bf16_accuracy_and_fp32_offsets(shipped):
     head_convs = [prec for prec, names in convs if offset_convs & set(names)]
     assert head_convs and all(p == "f32" for p in head_convs)
     assert {p for p, names in convs if not offset_convs & set(names)} == {"bf16"}
-    gathers = [prec for layer, prec, _ in executed if layer == "Gather"]
+    gathers = [prec for layer, prec, _ in executed if layer in ("Gather", "GatherElements")]
     assert len(gathers) >= 4 * 25 * 2 and set(gathers) == {"f32"}
 
 
@@ -270,7 +271,7 @@ def test_openvino_int8_command_quantizes_all_but_the_offset_heads(tmp_path, movi
         desc = b.describe()
         got = b.infer(f0, f2)
         executed = b.runtime_precisions(f0.shape)
-    assert desc["precision"] == "int8" and "nncf" in desc["int8"] and "Gather" in desc["synthesis"]
+    assert desc["precision"] == "int8" and "nncf" in desc["int8"] and "standard ops" in desc["synthesis"]
     assert desc["checkpoint_sha256"] == file_sha256(moving["ckpt"])
     assert {p for layer, p, _ in executed if layer == "Convolution"} >= {"f32"}
     with OpenVINOBackend(moving["onnx"], precision="fp32", threads=1) as b:

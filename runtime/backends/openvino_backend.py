@@ -1,10 +1,11 @@
 """OpenVINO backend (`--backend openvino`): the standard-op export on OpenVINO's CPU plugin, fp32 or bf16.
 
-    OpenVINOBackend(onnx_path, precision="fp32", threads=None, verify_io=True, max_shapes=2)
+    OpenVINOBackend(onnx_path, precision="fp32", threads=None, verify_io=True, max_shapes=2, gather_synthesis=False)
 
 Without `--onnx`, the registry exports the checkpoint in the standard-op form
 (export.cache.onnx_for_checkpoint(..., synthesis="onnx"), cached): OpenVINO has no use for the plugin form's
-custom node, and the standard-op synthesis runs in its own kernels.
+custom node, and the standard-op synthesis runs in its own kernels (gather_synthesis=True: an OpenVINO-native form,
+faster but heavier, see openvino_synthesis.py).
 
 Compiled models: one per input shape (N, H, W), compiled on first use with static shapes and kept (the last
 `max_shapes` shapes; each holds its activation buffers), so a folder of same-size pairs or a video compiles once.
@@ -192,7 +193,7 @@ class OpenVINOBackend(Backend):
         return self.onnx_path.suffix.lower() == ".xml"
 
     def __init__(self, onnx_path: str | os.PathLike, precision: str = "fp32", threads: int | None = None,
-                 verify_io: bool = True, max_shapes: int = 2, gather_synthesis: bool = True) -> None:
+                 verify_io: bool = True, max_shapes: int = 2, gather_synthesis: bool = False) -> None:
         ov = import_openvino()
         if precision not in PRECISIONS:
             raise UserError(f"--backend openvino --precision {precision}: choose {', '.join(PRECISIONS)}")
@@ -230,8 +231,11 @@ class OpenVINOBackend(Backend):
             if problem:
                 raise UserError(f"{self.onnx_path}: not an SF-AdaCoF graph: {problem}")
         self.metadata = meta
-        # the synthesis in OpenVINO's Gather with batch_dims (runtime/backends/openvino_synthesis.py); a graph
-        # without the export's tensor names keeps its standard-op lowering
+        # The export's standard-op lowering of the synthesis runs as it is by default; gather_synthesis=True swaps in
+        # OpenVINO's Gather with batch_dims (runtime/backends/openvino_synthesis.py): ~0.1 s a 960x507 frame
+        # faster (5%), but 0.57 GB more peak memory at 1920x1080 (2.52 against 1.95 GB), which the CPU default's
+        # memory bound (1080p within 2.5 GB, issue 14) cannot afford. A graph without the export's tensor names
+        # keeps its lowering either way.
         self.synthesis = "standard ops (the export's lowering)"
         if meta.get("synthesis") == "openvino-gather":  # an IR written from this backend's model (calib.openvino_int8)
             self.synthesis = "OpenVINO Gather(batch_dims=1), one per tap (openvino_synthesis.py)"
