@@ -8,12 +8,13 @@ standard-op model, run by `--backend openvino`.
 
 Why not the TensorRT form (`python -m calib`): its symmetric int8 Q/DQ on the Conv inputs only is what TensorRT
 wants, but CPU int8 kernels want unsigned activations with a zero point. Measured on the project's 2-core
-AVX-512/VNNI machine, 960x507, same weights (OpenVINO 2026.4): the TensorRT-form graph in OpenVINO 1.95 s a frame
-but 34.7 dB against fp32 (OpenVINO's low-precision pass handles those Q/DQ pairs differently from ONNX Runtime,
-which gives 58.4 dB on it, at 3.1 s); `calib --placement ort-cpu` (uint8 asymmetric) 2.02 s and 60.6 dB in
-OpenVINO, 2.9 s in ONNX Runtime -- against OpenVINO fp32 2.26 s and bf16 1.65 s. Both quantize only the U-Net
-(72 of 130 convolutions). This command quantizes every convolution except the offset heads' (114 of 130): 1.47 s
-and 60.9 dB, faster than fp32 by 1.5x and than bf16 by ~12%.
+AVX-512/VNNI machine, 960x507, same weights (OpenVINO 2026.4, with the backend's opt-in Gather synthesis): the
+TensorRT-form graph in OpenVINO 1.95 s a frame but 34.7 dB against fp32 (OpenVINO's low-precision pass handles those
+Q/DQ pairs differently from ONNX Runtime, which gives 58.4 dB on it, at 3.1 s); `calib --placement ort-cpu` (uint8
+asymmetric) 2.02 s and 60.6 dB in OpenVINO, 2.9 s in ONNX Runtime -- against OpenVINO fp32 2.26 s and bf16
+1.65 s. Both quantize only the U-Net (72 of 130 convolutions). This command quantizes every convolution except the
+offset heads' (114 of 130): with the default synthesis, 1.64 s and 60.8 dB against fp32 2.50 s and bf16 1.86 s
+(interleaved in one process): faster than fp32 by 1.5x and than bf16 by ~12%.
 
 What it does: the checkpoint's standard-op export (cached) is read by the openvino backend as the CPU default
 reads it; NNCF (`nncf.quantize`, preset MIXED:
