@@ -25,7 +25,7 @@ import numpy as np
 
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
-from sfadacof.images import to_uint8
+from sfadacof.images import set_memory_budget, to_uint8
 from sfadacof.outputs import check_outputs, output_file, output_folder
 
 from .backends.registry import add_backend_arguments, backend_inputs, backend_options, create_backend
@@ -156,13 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_threshold_arguments(p)
     p.add_argument("--report", type=Path, default=None)
     p.add_argument("-o", "--output", type=Path, default=None, help="also write the backend's frames here")
-    p.add_argument("--max-pixels", type=cli_args.positive_int, default=cli_args.DEFAULT_MAX_PIXELS,
-                   help="refuse frames with more pixels than this (see runtime.infer)")
+    cli_args.add_size_limits(p)
     return p
 
 
 @cli_command(build_parser)
 def main(args: argparse.Namespace) -> int:
+    set_memory_budget(args.memory_budget)
     check_outputs([args.pairs, *backend_inputs(args)],
                   [output_folder("-o", args.output), output_file("--report", args.report)])
     pairs = discover_pairs(args.pairs)

@@ -39,8 +39,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sfadacof import cli_args
 from sfadacof.cli_args import command_parser, int_range
 from sfadacof.errors import UserError, cli_command
+from sfadacof.images import set_memory_budget
 from sfadacof.outputs import check_outputs, output_folder
 
 from .backends.registry import BackendOptions, add_backend_arguments, backend_inputs, backend_options
@@ -250,12 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--crf", type=int_range(0, 51), default=18, help="x264 quality of the written videos")
     v.add_argument("--video-output", choices=("mp4", "frames"), default="mp4",
                    help="mp4: OUT/<clip>.mp4 (default); frames: OUT/<clip stem>/frame_NNNNNN.png, lossless")
-    p.add_argument("--max-pixels", type=int_range(1), default=None, help="as runtime.infer --max-pixels")
+    cli_args.add_size_limits(p)
     return p
 
 
 @cli_command(build_parser)
 def main(args: argparse.Namespace) -> int:
+    set_memory_budget(args.memory_budget)  # in the environment: Ray's local workers inherit it
     for s in args.sources:
         if not s.exists():
             raise UserError(f"{s}: no such file or folder")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
+from sfadacof.images import set_memory_budget
 from sfadacof.outputs import check_outputs, output_file, output_folder
 
 from .accuracy import add_threshold_arguments, make_checker
@@ -38,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (pairs, frames) or video file (.mp4 ...)")
     add_backend_arguments(p)
     p.add_argument("--report", type=Path, default=None, help="write a JSON report here")
-    p.add_argument("--max-pixels", type=cli_args.positive_int, default=cli_args.DEFAULT_MAX_PIXELS,
-                   help="refuse frames with more pixels than this, before decoding (default "
-                        f"{cli_args.DEFAULT_MAX_PIXELS}: 3840x2160; memory grows ~1.6 GB per megapixel)")
+    cli_args.add_size_limits(p)
     g = p.add_argument_group("accuracy check against the PyTorch model (runtime.accuracy)")
     g.add_argument("--check", action="store_true", help="also run the PyTorch model and compare outputs")
     add_threshold_arguments(g)
@@ -58,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_command(build_parser)
 def main(args: argparse.Namespace) -> int:
     src: Path = args.input
+    set_memory_budget(args.memory_budget)
     if not src.exists():
         raise UserError(f"{src}: no such file or folder")
     options = backend_options(args)

@@ -24,6 +24,18 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def add_size_limits(p: argparse.ArgumentParser) -> None:
+    """--max-pixels and --memory-budget, which every command reading frames takes (checked from each frame's header,
+    before decoding: sfadacof.images.check_pixel_budget)."""
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse frames with more pixels than this, before decoding (default {DEFAULT_MAX_PIXELS}: "
+                        "3840x2160)")
+    p.add_argument("--memory-budget", type=positive_float, default=None, metavar="GB",
+                   help="refuse, before decoding, frames one interpolation of which would need more memory than this "
+                        "(estimated 0.7 GB + 1.6 GB per megapixel; default $SFADACOF_MEMORY_BUDGET_GB, else half the "
+                        "memory available when the command starts, at least 2 GB)")
+
+
 def command_parser(module: str, doc: str | None) -> ArgumentParser:
     """The parser of `python -m MODULE`, its module docstring as the description, laid out as written."""
     return ArgumentParser(prog=f"python -m {module}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

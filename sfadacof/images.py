@@ -70,11 +70,20 @@ def check_pixel_budget(path: Path | str, width: int, height: int, max_pixels: in
     budget = memory_budget_bytes()
     if estimated_gb(width * height) * 1e9 > budget:
         raise UserError(f"{path}: {width}x{height} needs roughly {estimated_gb(width * height):.0f} GB of memory, over "
-                        f"the memory budget of {budget / 1e9:.1f} GB ({MEMORY_BUDGET_ENV}; default: half the memory "
-                        "available)")
+                        f"the memory budget of {budget / 1e9:.1f} GB (--memory-budget GB or {MEMORY_BUDGET_ENV}; "
+                        "default: half the memory available)")
 
 
 MEMORY_BUDGET_ENV = "SFADACOF_MEMORY_BUDGET_GB"
+
+
+def set_memory_budget(gb: float | None) -> None:
+    """The commands' --memory-budget GB: stored in the environment variable, so that it reaches every check in
+    this process and in the processes it starts (runtime.batch's Ray workers) alike; None keeps what is there."""
+    if gb is not None:
+        if not gb > 0:
+            raise UserError(f"--memory-budget {gb}: must be > 0 (GB)")
+        os.environ[MEMORY_BUDGET_ENV] = repr(float(gb))
 
 
 def memory_budget_bytes() -> float:

@@ -27,7 +27,7 @@ def _png_header_only(path, w, h):
 
 
 def test_6000x4000_pair_is_refused_in_one_line_within_a_10_gb_budget(tmp_path):
-    """The issue's case: with --max-pixels raised past it and a 10 GB budget, a 6000x4000 pair (estimated 39 GB:
+    """The issue's case: with --max-pixels raised past it and --memory-budget 10, a 6000x4000 pair (estimated 39 GB:
     0.7 GB + 1.6 GB per megapixel, the measured ORT figure) is refused in one line naming the file, exit 2, and the
     child process never grows past what importing the runtime costs (< 1.5 GB peak RSS)."""
     pair = tmp_path / "pairs" / "big"
@@ -38,9 +38,10 @@ def test_6000x4000_pair_is_refused_in_one_line_within_a_10_gb_budget(tmp_path):
     wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
                "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "runtime.infer", str(tmp_path / "pairs"),
-                           "-o", str(tmp_path / "o"), "--max-pixels", "30000000", "--backend", "torch"],
+                           "-o", str(tmp_path / "o"), "--max-pixels", "30000000", "--backend", "torch",
+                           "--memory-budget", "10"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, MEMORY_BUDGET_ENV: "10"})
+                          env={k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV})
     peak_kb = int(proc.stdout.split("PEAK_KB")[1])
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -48,6 +49,39 @@ def test_6000x4000_pair_is_refused_in_one_line_within_a_10_gb_budget(tmp_path):
     assert "im1.png: 6000x4000 needs roughly 39 GB" in lines[0] and "budget of 10.0 GB" in lines[0]
     assert peak_kb < 1.5e6  # KB: nothing frame-sized was allocated (one 6000x4000 float32 frame alone is 288 MB)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def _pair_of_size(root, w, h):
+    rng = np.random.default_rng(0)
+    pair = root / "p"
+    pair.mkdir(parents=True)
+    from PIL import Image
+
+    for name in ("im1.png", "im3.png"):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(pair / name)
+    return root
+
+
+def test_memory_budget_flag_overrides_the_environment(tmp_path):
+    """--memory-budget wins over $SFADACOF_MEMORY_BUDGET_GB: a 64x64 pair (estimated 0.71 GB) is refused in one line
+    under a 0.5 GB environment budget, and runs under the same environment with --memory-budget 4."""
+    pairs = _pair_of_size(tmp_path / "pairs", 64, 64)
+    env = {**os.environ, MEMORY_BUDGET_ENV: "0.5"}
+    cmd = [sys.executable, "-m", "runtime.infer", str(pairs), "--backend", "torch"]
+    refused = subprocess.run([*cmd, "-o", str(tmp_path / "a")], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=300, env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {pairs / 'p' / 'im1.png'}: 64x64 needs roughly 1 GB of memory, over the memory budget of 0.5 GB "
+        f"(--memory-budget GB or {MEMORY_BUDGET_ENV}; default: half the memory available)"]
+    ran = subprocess.run([*cmd, "-o", str(tmp_path / "b"), "--memory-budget", "4"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "b" / "p.png").is_file()
+    bad = subprocess.run([*cmd, "-o", str(tmp_path / "c"), "--memory-budget", "0"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "--memory-budget" in bad.stderr and "must be > 0" in bad.stderr
 
 
 def test_memory_budget_env_and_default(monkeypatch):
