@@ -35,23 +35,17 @@ from sfadacof.sizes import parse_size
 from .evaluate import Runner, benchmark, benchmark_estimator, estimator_maps_diff, evaluate, format_sensitivity, format_table, summarise
 from .graph import DEFAULT_GROUPS, GROUPS, check_groups_recognised, conv_nodes, inspect_qdq, parse_groups
 from .quantize import METHODS, PLACEMENTS, calibrate, quantize
-from .sources import calibration_pairs, eval_items, split_data
+from .sources import add_calibration_arguments, calibration_pairs, eval_items, split_data
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.command_parser("calib", __doc__)
-    p.add_argument("data", help="video (PATH[@START:END][*SCALE]), folder of sequential frames, or pairs folder")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the INT8 Q/DQ ONNX to write")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--onnx", type=Path, help="FP32 ONNX graph to quantize")
-    src.add_argument("--checkpoint", type=Path, help="checkpoint to export first (default: the shipped weights)")
+    add_calibration_arguments(p, "the INT8 Q/DQ ONNX to write", "FP32 ONNX graph to quantize")
     p.add_argument("--synthesis", choices=("plugin", "onnx"), default="plugin",
                    help="with --checkpoint: export form to quantize (default plugin: the custom AdaCoFSynthesis "
                         "node TensorRT maps to its plugin; onnx: standard ops only)")
     p.add_argument("--method", choices=tuple(METHODS), default="minmax", help="calibration method (default minmax)")
     p.add_argument("--percentile", type=cli_args.percentile, default=99.999, help="with --method percentile (default 99.999)")
-    p.add_argument("--num", type=cli_args.positive_int, default=32, help="calibration pairs (default 32)")
-    p.add_argument("--size", default="448x256", help="calibration frame size WxH, multiples of 32 (default 448x256)")
     p.add_argument("--fit", choices=("cover", "crop"), default="cover",
                    help="cover: scale to cover --size then centre-crop; crop: centre-crop at native scale")
     p.add_argument("--quantize", default=DEFAULT_GROUPS, help=f"layer groups to quantize (default {DEFAULT_GROUPS})")

@@ -129,6 +129,15 @@ def check_groups_recognised(model: onnx.ModelProto, path: str) -> None:
                         f"{convs[0].weight!r}); export with export.to_onnx so parameter names are kept")
 
 
+def consumers_by_tensor(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes reading it, in graph order."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return consumers
+
+
 def custom_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain not in STANDARD_DOMAINS]
 
@@ -220,10 +229,7 @@ def inspect_qdq(model: onnx.ModelProto) -> QdqReport:
     """
     const = _const(model)
     producers = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = consumers_by_tensor(model)
     rep = QdqReport(op_counts=dict(Counter(n.op_type for n in model.graph.node)))
     opset = max((o.version for o in model.opset_import if o.domain in STANDARD_DOMAINS), default=0)
     if opset < 13:

@@ -43,23 +43,18 @@ from pathlib import Path
 import numpy as np
 
 from sfadacof import cli_args
-from sfadacof.errors import UserError, cli_command
+from sfadacof.errors import UserError, cli_command, require
 from sfadacof.images import to_uint8
 from sfadacof.outputs import atomic_write_text, check_outputs, output_file
 from sfadacof.sizes import parse_size
 
-from .sources import calibration_pairs, nchw, split_data
+from .sources import add_calibration_arguments, calibration_pairs, nchw, split_data
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.command_parser("calib.openvino_int8", __doc__)
-    p.add_argument("data", help="video (PATH[@START:END][*SCALE]), folder of sequential frames, or pairs folder")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the INT8 OpenVINO IR to write (.xml; .bin beside)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--onnx", type=Path, default=None, help="standard-op fp32 export to quantize")
-    src.add_argument("--checkpoint", type=Path, default=None, help="checkpoint to export (default: shipped weights)")
-    p.add_argument("--num", type=cli_args.positive_int, default=32, help="calibration pairs (default 32)")
-    p.add_argument("--size", default="448x256", help="calibration size WxH, multiples of 32 (default 448x256)")
+    add_calibration_arguments(p, "the INT8 OpenVINO IR to write (.xml; .bin beside)",
+                              "standard-op fp32 export to quantize")
     p.add_argument("--eval-count", type=cli_args.nonnegative_int, default=4,
                    help="held-aside triplets for the accuracy report (default 4; 0: none)")
     p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
@@ -67,11 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _import_nncf():
-    try:
-        import nncf
-    except ImportError:
-        raise UserError("calib.openvino_int8 needs NNCF: pip install nncf (or the sfadacof[int8-cpu] extra)") from None
-    return nncf
+    return require("nncf", "calib.openvino_int8 needs NNCF: pip install nncf (or the sfadacof[int8-cpu] extra)")
 
 
 def quantize(backend, pairs: list[tuple[np.ndarray, np.ndarray]]):

@@ -27,7 +27,7 @@ from onnxruntime.quantization.calibrate import EntropyCalibrater, PercentileCali
 from export.graph import frame_inputs
 from sfadacof.outputs import atomic_path
 
-from .graph import calibration_subgraph, nodes_for_groups
+from .graph import calibration_subgraph, consumers_by_tensor, nodes_for_groups
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
@@ -136,10 +136,7 @@ def quantize(model_path: Path, out_path: Path, ranges: TensorsData, groups: tupl
     nodes = nodes_for_groups(model, groups)
     convs = list(nodes)
     if placement == "ort-cpu":
-        consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in model.graph.node:
-            for t in n.input:
-                consumers.setdefault(t, []).append(n)
+        consumers = consumers_by_tensor(model)
         chosen = set(nodes)
         nodes = nodes + [c.name for n in model.graph.node if n.name in chosen
                          for c in consumers.get(n.output[0], []) if c.op_type == "Relu"]

@@ -20,12 +20,25 @@ import numpy as np
 from PIL import Image
 
 from runtime.pairs import discover_pairs, root_images
+from sfadacof import cli_args
 from sfadacof.errors import UserError
 from sfadacof.images import is_image_file, load_image
 from sfadacof.video_decode import count_frames as count_video_frames
 from sfadacof.video_decode import decode_rgb
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".y4m"})
+
+
+def add_calibration_arguments(p, output_help: str, onnx_help: str) -> None:
+    """DATA, -o, the model (--onnx or --checkpoint), --num and --size: what every calibration command takes."""
+    p.add_argument("data", help="video (PATH[@START:END][*SCALE]), folder of sequential frames, or pairs folder")
+    p.add_argument("-o", "--output", type=Path, required=True, help=output_help)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--onnx", type=Path, default=None, help=onnx_help)
+    src.add_argument("--checkpoint", type=Path, default=None,
+                     help="checkpoint to export first (default: the shipped weights)")
+    p.add_argument("--num", type=cli_args.positive_int, default=32, help="calibration pairs (default 32)")
+    p.add_argument("--size", default="448x256", help="calibration frame size WxH, multiples of 32 (default 448x256)")
 
 
 @dataclass

@@ -25,6 +25,17 @@ PLUGIN_LIBRARY = "sfadacof_trt_plugin"
 REGISTER_LIBRARY = "sfadacof_trt_register"
 
 
+def cuda_torch_problem(prog: str) -> str | None:
+    """Why `prog` (a GPU-only command) cannot run here: no torch, or no CUDA device; None when it can."""
+    try:
+        import torch
+    except ImportError:
+        return f"{prog}: needs PyTorch with CUDA (torch is not installed)"
+    if not torch.cuda.is_available():
+        return f"{prog}: needs an NVIDIA GPU (torch.cuda.is_available() is False)"
+    return None
+
+
 class LibraryNotBuilt(RuntimeError):
     """A native library of plugins/ was not found; the message says how to build it."""
 

@@ -95,15 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference (slow, memory hungry)")
     args = ap.parse_args(argv)
 
-    try:
-        import torch
-    except ImportError:
-        print("plugins.benchmark: needs PyTorch with CUDA (torch is not installed)", file=sys.stderr)
+    from . import _libs
+
+    problem = _libs.cuda_torch_problem("plugins.benchmark")
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
-    if not torch.cuda.is_available():
-        print("plugins.benchmark: needs an NVIDIA GPU (torch.cuda.is_available() is False)", file=sys.stderr)
-        return 2
-    from . import _libs, cuda_op
+    import torch
+
+    from . import cuda_op
 
     try:
         cuda_op.library_path()
@@ -137,18 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((label, ms, _traffic_bytes(inputs)))
             del inputs, out
         if not args.no_torch:
-            from sfadacof.synthesis import adacof_synthesis
+            from sfadacof.synthesis import fused_reference
 
             inputs = _inputs(h, w, k, torch.float32, torch.float32)
-            pad = torch.nn.ReplicationPad2d(((k - 1) * d) // 2)
-
-            def ref():
-                with torch.no_grad():
-                    o1 = adacof_synthesis(pad(inputs[0]), inputs[2], inputs[3], inputs[4], d)
-                    o2 = adacof_synthesis(pad(inputs[1]), inputs[5], inputs[6], inputs[7], d)
-                    return inputs[8] * o1 + (1 - inputs[8]) * o2
-
-            rows.append(("pytorch reference f32", _time_ms(ref, max(3, args.iters // 4)), _traffic_bytes(inputs)))
+            rows.append(("pytorch reference f32", _time_ms(lambda: fused_reference(inputs, k, d),  # noqa: B023
+                                                           max(3, args.iters // 4)), _traffic_bytes(inputs)))
             del inputs
             torch.cuda.empty_cache()
         base = {dt: ms for (label, ms, _) in rows for dt in ("f32", "f16") if label == f"fused {dt}"}

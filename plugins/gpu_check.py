@@ -268,16 +268,9 @@ def _inputs(h, w, k, dtype, off_dtype, seed=0):
 
 
 def _reference(inputs, k, d=1):
-    import torch
+    from sfadacof.synthesis import fused_reference
 
-    from sfadacof.synthesis import adacof_synthesis
-
-    t = [x.float() for x in inputs]
-    pad = torch.nn.ReplicationPad2d(((k - 1) * d) // 2)
-    with torch.no_grad():
-        o1 = adacof_synthesis(pad(t[0]), t[2], t[3], t[4], d)
-        o2 = adacof_synthesis(pad(t[1]), t[5], t[6], t[7], d)
-        return t[8] * o1 + (1 - t[8]) * o2
+    return fused_reference(inputs, k, d)
 
 
 def _traffic(inputs) -> int:
@@ -582,15 +575,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.dry_run:
         return dry_run(args)
-    try:
-        import torch
-    except ImportError:
-        print("gpu_check: needs PyTorch with CUDA (torch is not installed)", file=sys.stderr)
+    from ._libs import cuda_torch_problem
+
+    problem = cuda_torch_problem("gpu_check")
+    if problem:
+        print(f"{problem}; --dry-run needs none", file=sys.stderr)
         return 2
-    if not torch.cuda.is_available():
-        print("gpu_check: needs an NVIDIA GPU (torch.cuda.is_available() is False); --dry-run needs none",
-              file=sys.stderr)
-        return 2
+    import torch
+
     from . import benchmark
 
     name = torch.cuda.get_device_name()

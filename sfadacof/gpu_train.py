@@ -134,25 +134,24 @@ def build_sources(split: Split, footage: Path, crop: int, log) -> tuple[list[Sou
                                                       else "unchecked (no manifest entry)"))
         return frames
 
-    train_sources: list[Source] = []
-    for seg in split.train.segments:
-        frames = frames_of(seg)
-        for scale in seg.scales:
-            scaled = resize_frames(frames, scale)
-            h, w = scaled.shape[1:3]
-            if h < crop or w < crop:
-                log(f"training: {seg.name} at x{scale:g} ({w}x{h}) is smaller than the {crop} crop; left out")
-                continue
-            train_sources.append(FramesSource(f"{seg.name}@{scale:g}x", scaled, split.train.gaps))
+    def scaled_sources(part, min_side: int) -> list[Source]:
+        """One FramesSource per segment and scale of `part`, leaving out those smaller than min_side."""
+        out: list[Source] = []
+        for seg in part.segments:
+            frames = frames_of(seg)
+            for scale in seg.scales:
+                scaled = resize_frames(frames, scale)
+                h, w = scaled.shape[1:3]
+                if h < min_side or w < min_side:
+                    log(f"training: {seg.name} at x{scale:g} ({w}x{h}) is smaller than the {crop} crop; left out")
+                    continue
+                out.append(FramesSource(f"{seg.name}@{scale:g}x", scaled, part.gaps))
+        return out
+
+    train_sources = scaled_sources(split.train, crop)
     if not train_sources:
         raise UserError(f"{split.path}: no training segment holds a {crop}x{crop} crop")
-    val_sources: list[Source] = []
-    for seg in split.validation.segments:
-        frames = frames_of(seg)
-        for scale in seg.scales:
-            val_sources.append(FramesSource(f"{seg.name}@{scale:g}x", resize_frames(frames, scale),
-                                            split.validation.gaps))
-    return train_sources, val_sources, check
+    return train_sources, scaled_sources(split.validation, 0), check
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -72,6 +72,17 @@ def _bases(h: int, w: int, k: int, l: int, dilation: int, shift: int, device: to
     return rows, cols
 
 
+def _taps(src_flat: Tensor, src_h: int, src_w: int, alpha: Tensor, beta: Tensor, kernel_size: int, dilation: int,
+          shift: int):
+    """(t, _Tap) for every tap t = k*K + l, in the spec's order (the sum's order fixes the fp32 rounding)."""
+    h, w = alpha.shape[2:]
+    for k in range(kernel_size):
+        for l in range(kernel_size):
+            t = k * kernel_size + l
+            rows, cols = _bases(h, w, k, l, dilation, shift, src_flat.device)
+            yield t, _Tap(src_flat, src_h, src_w, alpha[:, t], beta[:, t], rows, cols)
+
+
 def _check(src: Tensor, weight: Tensor, alpha: Tensor, beta: Tensor, kernel_size: int) -> None:
     if not (weight.shape == alpha.shape == beta.shape):
         raise ValueError(f"weight/alpha/beta shapes differ: {tuple(weight.shape)}, {tuple(alpha.shape)}, {tuple(beta.shape)}")
@@ -89,12 +100,8 @@ def synthesis_forward(src: Tensor, weight: Tensor, alpha: Tensor, beta: Tensor, 
     h, w = weight.shape[2:]
     src_flat = src.reshape(b, c, src_h * src_w)
     out = src.new_zeros((b, c, h, w))
-    for k in range(kernel_size):
-        for l in range(kernel_size):
-            t = k * kernel_size + l
-            rows, cols = _bases(h, w, k, l, dilation, shift, src.device)
-            tap = _Tap(src_flat, src_h, src_w, alpha[:, t], beta[:, t], rows, cols)
-            out = out + weight[:, t:t + 1] * tap.sample()
+    for t, tap in _taps(src_flat, src_h, src_w, alpha, beta, kernel_size, dilation, shift):
+        out = out + weight[:, t:t + 1] * tap.sample()
     return out
 
 
@@ -116,20 +123,16 @@ class _SynthesisFunction(torch.autograd.Function):
         grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
         grad_a = torch.zeros_like(alpha) if ctx.needs_input_grad[2] else None
         grad_b = torch.zeros_like(beta) if ctx.needs_input_grad[3] else None
-        for k in range(kernel_size):
-            for l in range(kernel_size):
-                t = k * kernel_size + l
-                rows, cols = _bases(h, w, k, l, dilation, shift, src.device)
-                tap = _Tap(src_flat, src_h, src_w, alpha[:, t], beta[:, t], rows, cols)
-                if grad_w is not None:
-                    grad_w[:, t] = (grad_out * tap.sample()).sum(1)
-                wt = weight[:, t:t + 1]
-                if grad_a is not None:
-                    d_a = (tap.p10 - tap.p00) * (1 - tap.fe) + (tap.p11 - tap.p01) * tap.fe
-                    grad_a[:, t] = (grad_out * wt * d_a).sum(1)
-                if grad_b is not None:
-                    d_e = (tap.p01 - tap.p00) * (1 - tap.fa) + (tap.p11 - tap.p10) * tap.fa
-                    grad_b[:, t] = (grad_out * wt * d_e).sum(1)
+        for t, tap in _taps(src_flat, src_h, src_w, alpha, beta, kernel_size, dilation, shift):
+            if grad_w is not None:
+                grad_w[:, t] = (grad_out * tap.sample()).sum(1)
+            wt = weight[:, t:t + 1]
+            if grad_a is not None:
+                d_a = (tap.p10 - tap.p00) * (1 - tap.fe) + (tap.p11 - tap.p01) * tap.fe
+                grad_a[:, t] = (grad_out * wt * d_a).sum(1)
+            if grad_b is not None:
+                d_e = (tap.p01 - tap.p00) * (1 - tap.fa) + (tap.p11 - tap.p10) * tap.fa
+                grad_b[:, t] = (grad_out * wt * d_e).sum(1)
         # The original computes no gradient for the frame (spec): frames are data, not parameters.
         return None, grad_w, grad_a, grad_b, None, None, None
 
@@ -149,3 +152,15 @@ def adacof_synthesis_unpadded(frame: Tensor, weight: Tensor, alpha: Tensor, beta
     if tuple(weight.shape[2:]) != tuple(frame.shape[2:]):
         raise ValueError(f"maps are {tuple(weight.shape[2:])}, frame is {tuple(frame.shape[2:])}")
     return _SynthesisFunction.apply(frame, weight, alpha, beta, kernel_size, dilation, -kernel_pad(kernel_size, dilation))
+
+
+def fused_reference(inputs, kernel_size: int, dilation: int = 1) -> Tensor:
+    """The plugin's nine inputs (frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion), in any
+    float type -> the spec's whole-model steps 4-5 with this reference op on replication-padded frames, in float32,
+    without autograd: V * AdaCoF(pad(f0), W1, a1, b1) + (1 - V) * AdaCoF(pad(f2), W2, a2, b2)."""
+    t = [x.float() for x in inputs]
+    pad = torch.nn.ReplicationPad2d(kernel_pad(kernel_size, dilation))
+    with torch.no_grad():
+        o1 = adacof_synthesis(pad(t[0]), t[2], t[3], t[4], dilation)
+        o2 = adacof_synthesis(pad(t[1]), t[5], t[6], t[7], dilation)
+        return t[8] * o1 + (1 - t[8]) * o2

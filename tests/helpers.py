@@ -97,6 +97,27 @@ def large_motion_model(variant: str = "sf_adacof", seed: int = 0, kernel_size: i
     return model
 
 
+def large_motion_checkpoint(folder: Path, variant: str, seed: int, epoch: int = 1,
+                            name: str = "m.pth") -> tuple[AdaCoFNet, Path]:
+    """large_motion_model(variant, seed) saved as folder/name (the authors' format): (model, path)."""
+    model = large_motion_model(variant, seed=seed)
+    ckpt = folder / name
+    save_checkpoint(ckpt, model, epoch=epoch)
+    return model, ckpt
+
+
+def large_motion_exports(folder: Path, variant: str, seed: int, epoch: int = 1, name: str = "m.pth") -> dict:
+    """large_motion_checkpoint exported in both forms with the TorchScript exporter (the fastest):
+    {"model", "ckpt", "plugin": folder/p.onnx, "onnx": folder/s.onnx, "dir"}."""
+    from export.core import export_model
+    from sfadacof.checkpoint import file_sha256
+
+    model, ckpt = large_motion_checkpoint(folder, variant, seed, epoch, name)
+    export_model(model, folder / "p.onnx", synthesis="plugin", exporter="torchscript",
+                 also={"onnx": folder / "s.onnx"}, checkpoint_sha256=file_sha256(ckpt), checkpoint_name=ckpt.name)
+    return {"model": model, "ckpt": ckpt, "plugin": folder / "p.onnx", "onnx": folder / "s.onnx", "dir": folder}
+
+
 def real_pair(width: int, height: int, batch: int = 1, x: int = 300, y: int = 90) -> tuple[np.ndarray, np.ndarray]:
     """(batch, 3, H, W) float32 crops of bikes.mp4 frames 40 and 42 (two frames apart: real motion); batch item b
     is cropped 17*b pixels further right, so the items differ."""

@@ -15,7 +15,6 @@ import onnx.helper as oh
 import onnxruntime as ort
 import pytest
 import torch
-import torch.nn.functional as F
 
 from plugins.onnx_node import DOMAIN, DOMAIN_VERSION, INPUT_NAMES, OP_TYPE, make_attributes
 from export.fp16_graph import convert_to_fp16, offset_head_nodes, synthesis_nodes

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from calib.__main__ import main
 from export.core import export_model
-from calib.graph import GROUPS, conv_nodes, group_of_module, inspect_qdq, parse_groups
+from calib.graph import GROUPS, group_of_module, inspect_qdq, parse_groups
 from calib.quantize import calibrate, quantize
 from calib.sources import calibration_pairs, fit, plan_sequence, split_data
 from sfadacof.errors import UserError

@@ -31,7 +31,7 @@ from sfadacof import __version__
 from sfadacof.checkpoint import file_sha256, save_checkpoint
 from sfadacof.synthesis import adacof_synthesis
 
-from tests.helpers import large_motion_model, offset_range, real_pair, torch_forward
+from tests.helpers import large_motion_checkpoint, large_motion_model, offset_range, real_pair, torch_forward
 from tests.helpers import REPO_ROOT
 from .reference_forward import reference_forward
 
@@ -42,9 +42,7 @@ SIZES = [(37, 45), (70, 101), (64, 96)]  # (H, W): odd, odd, multiple of 32 (the
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
-    model = large_motion_model("sf_adacof", seed=3)
-    ckpt = d / "sf_large_motion.pth"
-    save_checkpoint(ckpt, model, epoch=7)
+    model, ckpt = large_motion_checkpoint(d, "sf_adacof", seed=3, epoch=7, name="sf_large_motion.pth")
     infos = export_checkpoint(ckpt, d / "sf.onnx", synthesis="both")
     return {"model": model, "ckpt": ckpt, "plugin": d / "sf.onnx", "onnx": d / "sf.std.onnx",
             "infos": {i.synthesis: i for i in infos}}

@@ -19,7 +19,7 @@ from runtime.backends.openvino_backend import OpenVINOBackend, native_bf16
 from runtime.backends.registry import CPU_DEFAULT, BackendOptions, create_backend
 from sfadacof.checkpoint import DEFAULT_CHECKPOINT, file_sha256, save_checkpoint
 from sfadacof.errors import UserError
-from tests.helpers import OFFSET_HEADS, large_motion_model, real_pair, torch_forward
+from tests.helpers import large_motion_exports, large_motion_model, real_pair, torch_forward
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
@@ -51,13 +51,7 @@ def shipped(tmp_path_factory):
 def moving(tmp_path_factory):
     """A model whose offsets sit at +-3..8 px (tests.helpers.large_motion_model): taps read far outside the tap
     grid, across the frame's edges, and cross integers; exported in both forms."""
-    d = tmp_path_factory.mktemp("ov_moving")
-    model = large_motion_model("sf_adacof", seed=3)
-    ckpt = d / "m.pth"
-    save_checkpoint(ckpt, model, epoch=1)
-    export_model(model, d / "p.onnx", synthesis="plugin", exporter="torchscript", also={"onnx": d / "s.onnx"},
-                 checkpoint_sha256=file_sha256(ckpt), checkpoint_name=ckpt.name)
-    return {"model": model, "ckpt": ckpt, "plugin": d / "p.onnx", "onnx": d / "s.onnx"}
+    return large_motion_exports(tmp_path_factory.mktemp("ov_moving"), "sf_adacof", seed=3)
 
 
 def test_fp32_matches_pytorch_on_real_frames(shipped):

@@ -12,13 +12,13 @@ import onnx
 import pytest
 
 from export.cache import export_cache_key, onnx_for_checkpoint
-from export.core import export_model
-from runtime.backends.ort_backend import OrtBackend, available_cores, make_session_options
+from runtime.backends.base import available_cores
+from runtime.backends.ort_backend import OrtBackend, make_session_options
 from runtime.backends.registry import BackendOptions, create_backend
 from sfadacof.checkpoint import file_sha256, save_checkpoint
 from sfadacof.errors import UserError
 
-from tests.helpers import large_motion_model, real_pair, torch_forward
+from tests.helpers import large_motion_exports, large_motion_model, real_pair, torch_forward
 
 TOL = 1e-4
 
@@ -26,13 +26,7 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
     """rwtd (the smallest variant) exported with the TorchScript exporter (fastest), both forms."""
-    d = tmp_path_factory.mktemp("ortb")
-    model = large_motion_model("rwtd", seed=5)
-    ckpt = d / "rwtd.pth"
-    save_checkpoint(ckpt, model, epoch=2)
-    export_model(model, d / "p.onnx", synthesis="plugin", exporter="torchscript", also={"onnx": d / "s.onnx"},
-                 checkpoint_sha256=file_sha256(ckpt), checkpoint_name=ckpt.name)
-    return {"model": model, "ckpt": ckpt, "plugin": d / "p.onnx", "onnx": d / "s.onnx", "dir": d}
+    return large_motion_exports(tmp_path_factory.mktemp("ortb"), "rwtd", seed=5, epoch=2, name="rwtd.pth")
 
 
 @pytest.mark.parametrize("form", ["plugin", "onnx"])

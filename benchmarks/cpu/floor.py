@@ -125,7 +125,8 @@ def main() -> int:
     import torch
 
     from export.cache import onnx_for_checkpoint
-    from runtime.backends.openvino_backend import OpenVINOBackend, available_cores
+    from runtime.backends.base import available_cores
+    from runtime.backends.openvino_backend import OpenVINOBackend
     from sfadacof.checkpoint import load_checkpoint
 
     f0, f2 = real_frames()

@@ -42,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sfadacof.errors import UserError
+from sfadacof.errors import UserError, require
 
-from .base import Backend
+from .base import Backend, available_cores
 
 PRECISIONS = ("fp32", "bf16")
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
@@ -57,19 +57,8 @@ _KEEP_PRECISION_KEY = "precise_0"
 _KEEP_PRECISION_ATTRS = ("DisablePrecisionConversion", "precise")
 
 
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def import_openvino():
-    try:
-        import openvino as ov
-    except ImportError:
-        raise UserError("--backend openvino: openvino is not installed (pip install openvino)") from None
-    return ov
+    return require("openvino", "--backend openvino: openvino is not installed (pip install openvino)")
 
 
 def native_bf16(core=None) -> bool:
@@ -106,33 +95,28 @@ class _Graph:
                 for name in out.get_names():
                     self.producer[name] = node
 
-    def ancestors(self, tensors) -> set[int]:
+    @staticmethod
+    def _reach(start, step) -> set[int]:
+        """Instance ids of the nodes reachable from `start` by repeatedly following `step(node)`."""
         seen: set[int] = set()
-        stack = [self.producer[t] for t in tensors]
+        stack = list(start)
         while stack:
             node = stack.pop()
-            if node.get_instance_id() in seen:
-                continue
-            seen.add(node.get_instance_id())
-            stack.extend(i.get_source_output().get_node() for i in node.inputs())
+            if node.get_instance_id() not in seen:
+                seen.add(node.get_instance_id())
+                stack.extend(step(node))
         return seen
+
+    def ancestors(self, tensors) -> set[int]:
+        return self._reach((self.producer[t] for t in tensors),
+                           lambda node: (i.get_source_output().get_node() for i in node.inputs()))
 
     def consumers_of(self, tensors) -> set[int]:
         """Nodes reading any of `tensors`, directly or through other nodes."""
-        seen: set[int] = set()
-        stack = []
-        for t in tensors:
-            for out in self.producer[t].outputs():
-                if t in out.get_names():
-                    stack.extend(i.get_node() for i in out.get_target_inputs())
-        while stack:
-            node = stack.pop()
-            if node.get_instance_id() in seen:
-                continue
-            seen.add(node.get_instance_id())
-            for out in node.outputs():
-                stack.extend(i.get_node() for i in out.get_target_inputs())
-        return seen
+        readers = (i.get_node() for t in tensors for out in self.producer[t].outputs() if t in out.get_names()
+                   for i in out.get_target_inputs())
+        return self._reach(readers, lambda node: (i.get_node() for out in node.outputs()
+                                                  for i in out.get_target_inputs()))
 
 
 def fp32_regions(model) -> dict[str, set[int]]:

@@ -26,26 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sfadacof.errors import UserError
+from sfadacof.errors import UserError, require
 
-from .base import Backend
+from .base import Backend, available_cores
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def _import_ort():
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UserError("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)") from None
-    return ort
+    return require("onnxruntime", "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)")
 
 
 def inspect_graph(model_path: Path) -> tuple[bool, bool]:
