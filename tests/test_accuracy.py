@@ -83,3 +83,64 @@ def test_accuracy_cli_exit_codes(tmp_path, ckpt, capsys):
     assert accuracy_main([str(pairs), "--backend", "torch", "--checkpoint", str(ckpt), "--max-abs", "-1"]) == 1
     assert "FAILED: 1 of 1 pair(s)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # accuracy without -o writes no frames
+
+
+def test_the_op_jumps_exactly_where_near_discontinuity_says():
+    """The spec's formula (the naive loop, independent of sfadacof.synthesis): a K=1 tap on a real frame row, its
+    vertical offset swept across -2, -1, 0, 1, 2. The output moves by a real step across -1 and -2 and by ~0
+    across 0, 1, 2 -- and near_discontinuity flags exactly the offsets within the margin of -1 and -2."""
+    from sfadacof.synthesis import near_discontinuity
+    from tests.naive_synthesis import naive_adacof
+
+    frame = bikes_frames(1)[0][100:108, 200:201, 0].astype(np.float64)[None, None, :, :] / 255  # (1, 1, 8, 1)
+    ones = np.ones((1, 1, 8, 1))
+
+    def sample(offset: float) -> float:
+        """Output row 4 (taps at rows 2..6 stay inside the 8 rows for offsets in [-2, 2])."""
+        out = naive_adacof(frame, ones, np.full((1, 1, 8, 1), offset), np.zeros((1, 1, 8, 1)), 1)
+        return float(out[0, 0, 4, 0])
+
+    eps = 1e-7
+    steps = {n: abs(sample(n + eps) - sample(n - eps)) for n in (-2, -1, 0, 1, 2)}
+    assert steps[-1] > 1e-3 and steps[-2] > 1e-3, steps
+    assert max(steps[0], steps[1], steps[2]) < 1e-5, steps
+    offsets = torch.tensor([-2 - 5e-5, -2 + 5e-5, -1 - 5e-5, -1 + 5e-5, -1 + 2e-4, -5e-5, 5e-5, 1 - 5e-5, 1 + 5e-5, 0.5])
+    assert near_discontinuity(offsets, 1e-4).tolist() == [True, True, True, True, False, False, False, False, False,
+                                                          False]
+
+
+def test_compare_sets_pixels_at_discontinuities_apart(real_output):
+    ref = real_output
+    out = ref.copy()
+    out[0, :, 5, 7] += 0.01  # a pixel whose offset sits at a discontinuity: differs by a jump
+    out[0, 1, 9, 9] += 2e-4
+    exempt = np.zeros((1, 1) + ref.shape[2:], dtype=bool)
+    exempt[0, 0, 5, 7] = True
+    s = compare(out, ref, exempt)
+    assert s["near_discontinuity_pixels"] == 1
+    assert s["max_abs_near_discontinuity"] == pytest.approx(0.01, rel=1e-4)
+    assert s["max_abs"] == pytest.approx(2e-4, rel=1e-3)  # the rest of the frame
+    assert violations(s, Thresholds.for_precision("fp32")) == []
+    assert compare(out, ref)["max_abs"] == pytest.approx(0.01, rel=1e-4)  # without the mask the jump counts
+    out[0, 0, 5, 7] = np.nan  # non-finite output fails even where the pixel is set apart
+    assert violations(compare(out, ref, exempt), Thresholds.for_precision("fp32")) == ["1 non-finite value(s)"]
+
+
+def test_fp32_engines_pass_on_real_footage_with_only_discontinuity_pixels_set_apart(tmp_path):
+    """ORT fp32 on real bikes pairs with the shipped weights, where the plain 1e-3 bound failed (frames 20/22:
+    0.0019 at a pixel whose offset sits at a discontinuity): the check passes, the pixels set apart are a small
+    fraction, and every other pixel is within 1e-4 of PyTorch -- ten times tighter than the bound."""
+    from runtime.accuracy import DISCONTINUITY_MARGIN, Checker
+    from runtime.backends.ort_backend import OrtBackend
+    from export.cache import onnx_for_checkpoint
+
+    frames = bikes_frames(3, start=20)
+    x0, x2 = (np.ascontiguousarray(f.transpose(2, 0, 1)[None], dtype=np.float32) / 255 for f in (frames[0], frames[2]))
+    checker = Checker(Thresholds.for_precision("fp32"))
+    with OrtBackend(onnx_for_checkpoint(None, synthesis="onnx")) as be:
+        stats = checker.check(x0, x2, be.infer(x0, x2))
+    checker.close()
+    assert stats["passed"], stats
+    assert stats["max_abs"] <= 1e-4
+    assert 0 < stats["near_discontinuity_pixels"] < 0.01 * x0.shape[2] * x0.shape[3]
+    assert DISCONTINUITY_MARGIN == 1e-4

@@ -9,6 +9,7 @@ import torch
 
 from sfadacof.checkpoint import LoadedCheckpoint, load_checkpoint
 from sfadacof.errors import UserError
+from sfadacof.synthesis import near_discontinuity
 
 from .base import Backend
 
@@ -32,6 +33,20 @@ class TorchBackend(Backend):
             f0 = torch.from_numpy(np.ascontiguousarray(frame0, dtype=np.float32)).to(self.device)
             f2 = torch.from_numpy(np.ascontiguousarray(frame2, dtype=np.float32)).to(self.device)
             return self.model(f0, f2).float().cpu().numpy()
+
+    def infer_near_discontinuity(self, frame0: np.ndarray, frame2: np.ndarray,
+                                 margin: float) -> tuple[np.ndarray, np.ndarray]:
+        """(the middle frames, a (B, 1, H, W) bool mask of the output pixels any of whose 4*K*K offsets lies within
+        `margin` of a discontinuity of the op: sfadacof.synthesis.near_discontinuity)."""
+        with torch.inference_mode():
+            f0 = torch.from_numpy(np.ascontiguousarray(frame0, dtype=np.float32)).to(self.device)
+            f2 = torch.from_numpy(np.ascontiguousarray(frame2, dtype=np.float32)).to(self.device)
+            out, maps = self.model.forward_with_maps(f0, f2)
+            h, w = f0.shape[2:]
+            mask = torch.zeros_like(out[:, :1], dtype=torch.bool)
+            for offsets in (maps.alpha1, maps.beta1, maps.alpha2, maps.beta2):
+                mask |= near_discontinuity(offsets[:, :, :h, :w], margin).any(1, keepdim=True)
+            return out.float().cpu().numpy(), mask.cpu().numpy()
 
     def describe(self) -> dict:
         return {"backend": self.name, "precision": "fp32", "device": str(self.device),
