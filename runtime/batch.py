@@ -138,7 +138,8 @@ def _backend(name: str, options: BackendOptions):
 
     key = (name, tuple(sorted((k, str(v)) for k, v in asdict(options).items())))
     if key not in _backend_cache:
-        _backend_cache[key] = create_backend(name, options)
+        # units may be videos: their (larger) memory estimate serves pair folders too
+        _backend_cache[key] = create_backend(name, options, video=True)
     return _backend_cache[key]
 
 

@@ -145,7 +145,7 @@ def compute_span(backend: Backend, src: Path, span_file: Path, start: int, stop:
     seen = start
     for i, rgb in decode_rgb(src, start, stop + 1):
         if prev is None:
-            check_pixel_budget(src, rgb.shape[1], rgb.shape[0], max_pixels)
+            check_pixel_budget(src, rgb.shape[1], rgb.shape[0], max_pixels, video=True)
         cur = hwc_to_nchw(rgb.astype(np.float32) / np.float32(255.0))  # as run_video decodes
         if prev is not None:
             inner.extend(inner_frames(backend, prev, cur, depth, scene_cut, stats, i - 1))
@@ -328,7 +328,7 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
             vs.thread_type = "AUTO"
             w, h = vs.codec_context.width, vs.codec_context.height
             _check_size(w, h, src)
-            check_pixel_budget(src, w, h, max_pixels)
+            check_pixel_budget(src, w, h, max_pixels, video=True)
             rate = Fraction(fps).limit_denominator(1001) if fps else (vs.average_rate or vs.guessed_rate)
             if not rate:
                 raise UserError(f"{src}: frame rate unknown; pass --fps")
@@ -409,7 +409,7 @@ def run_video_cli(args, options: BackendOptions) -> int:
     if args.check:
         raise UserError("--check works on pairs folders; run runtime.accuracy on pairs extracted from the video")
     check_video_output_name(args.output)
-    with create_backend(args.backend, options) as backend:
+    with create_backend(args.backend, options, video=True) as backend:
         report = run_video(backend, args.input, args.output, factor=args.factor, scene_cut=args.scene_cut,
                            fps=args.fps, crf=args.crf, max_pixels=args.max_pixels)
     if args.report:

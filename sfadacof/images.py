@@ -59,17 +59,20 @@ def _png_header(path: Path) -> tuple[int, int, int, int] | None:
     return head[24], head[25], int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
-def check_pixel_budget(path: Path | str, width: int, height: int, max_pixels: int | None) -> None:
+def check_pixel_budget(path: Path | str, width: int, height: int, max_pixels: int | None,
+                       video: bool = False) -> None:
     """UserError when width x height exceeds the budget (None: the default), or when one interpolation of it would
-    need more than the memory budget (memory_budget_bytes); called before decoding, so before any allocation."""
+    need more than the memory budget (memory_budget_bytes) even in pieces (sfadacof.large_frames, what the runtime
+    falls back to for frames too large to run whole); called before decoding, so before any allocation."""
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if width * height > limit:
         raise UserError(f"{path}: {width}x{height} ({width * height / 1e6:.1f} megapixels) exceeds the limit of "
                         f"{limit / 1e6:.1f} megapixels; pass --max-pixels {width * height} to process it anyway "
                         f"(needs roughly {estimated_gb(width * height):.0f} GB of memory)")
     budget = memory_budget_bytes()
-    if estimated_gb(width * height) * 1e9 > budget:
-        raise UserError(f"{path}: {width}x{height} needs roughly {estimated_gb(width * height):.0f} GB of memory, over "
+    need = min(estimated_gb(width * height, video), estimated_gb_in_pieces(width * height, video))
+    if need * 1e9 > budget:
+        raise UserError(f"{path}: {width}x{height} needs roughly {need:.1f} GB of memory even in pieces, over "
                         f"the memory budget of {budget / 1e9:.1f} GB (--memory-budget GB or {MEMORY_BUDGET_ENV}; "
                         "default: half the memory available)")
 
@@ -115,10 +118,23 @@ def memory_budget_bytes() -> float:
     return max(available / 2, 2e9)
 
 
-def estimated_gb(pixels: int) -> float:
-    """Peak memory of one interpolation, measured with the ORT CPU backend (2 cores): 1.5 GB at 960x544, 3.9 GB
-    at 1920x1088, i.e. ~0.7 GB plus ~1.6 GB per megapixel (torch is ~10% lower)."""
-    return 0.7 + 1.6 * pixels / 1e6
+# A video holds more than the pair being interpolated: decoded frames waiting for their neighbours, the encoder's
+# look-ahead and reference pictures. Measured: +0.27 GB at 1280x720 (runtime.infer on an mp4 against the same pair
+# from PNGs, both in pieces); x1.3 for a margin.
+VIDEO_GB_PER_MEGAPIXEL = 0.38
+
+
+def estimated_gb(pixels: int, video: bool = False) -> float:
+    """Peak memory of one interpolation of the whole frame, measured with the ORT CPU backend (2 cores): 1.5 GB at
+    960x544, 3.9 GB at 1920x1088, i.e. ~0.7 GB plus ~1.6 GB per megapixel (torch is ~10% lower, OpenVINO bf16 ~1)."""
+    return 0.7 + (1.6 + (VIDEO_GB_PER_MEGAPIXEL if video else 0.0)) * pixels / 1e6
+
+
+def estimated_gb_in_pieces(pixels: int, video: bool = False) -> float:
+    """Peak memory of one interpolation through sfadacof.large_frames (level 1 in strips, heads and synthesis in
+    tiles; the rest of the U-Net whole), whole `runtime.infer` process: measured 1.33 GB at 1280x720 and 9.25 GB at
+    6000x4000 (peak RSS, 2 cores), i.e. ~1.0 GB plus ~0.35 GB per megapixel; 0.36 here for a margin."""
+    return 1.0 + (0.36 + (VIDEO_GB_PER_MEGAPIXEL if video else 0.0)) * pixels / 1e6
 
 
 def _decode_png16_colour(path: Path, colour_type: int) -> DecodedImage:

@@ -139,6 +139,9 @@ class _Decoder:
 class _PlainUNet(_Heads, _Decoder):
     """Encoder `Basic` blocks of the given widths, each followed by a pool, and the matching decoder."""
 
+    # rows/columns of context the level-1 block needs for an exact strip: its three 3x3 convolutions
+    LEVEL1_MARGIN = 3
+
     def __init__(self, kernel_size: int, conv_pool: bool, widths: tuple[int, ...]) -> None:
         super().__init__(kernel_size)
         for n in range(1, 6):
@@ -146,13 +149,19 @@ class _PlainUNet(_Heads, _Decoder):
             setattr(self, f"modulePool{n}", pool(widths[n], conv_pool))
         self._add_decoder(widths[:0:-1])
 
-    def _unet(self, x: Tensor) -> Tensor:
+    def _level1(self, x: Tensor) -> Tensor:
+        return self.modulePool1(self.moduleConv1(x))
+
+    def _unet_from_level2(self, x: Tensor) -> Tensor:
         skips = []
-        for n in range(1, 6):
+        for n in range(2, 6):
             x = getattr(self, f"moduleConv{n}")(x)
             skips.append(x)
             x = getattr(self, f"modulePool{n}")(x)
-        return self._decode(x, skips[1:])  # the level-1 output is not a skip (as in the original)
+        return self._decode(x, skips)  # the level-1 output is not a skip (as in the original)
+
+    def forward(self, f0: Tensor, f2: Tensor) -> KernelMaps:
+        return self.heads(self.features_from_level1(self.level1(f0, f2)))
 
 
 class UNetKernelEstimation(_PlainUNet):
@@ -161,8 +170,13 @@ class UNetKernelEstimation(_PlainUNet):
     def __init__(self, kernel_size: int, conv_pool: bool) -> None:
         super().__init__(kernel_size, conv_pool, (6, 32, 64, 128, 256, 512))
 
-    def forward(self, f0: Tensor, f2: Tensor) -> KernelMaps:
-        return self.heads(self._unet(torch.cat([f0, f2], 1)))
+    def level1(self, f0: Tensor, f2: Tensor) -> tuple[Tensor, ...]:
+        """The pooled level-1 outputs: local (convolutions and a stride-2 pool), so computable in strips."""
+        return (self._level1(torch.cat([f0, f2], 1)),)
+
+    def features_from_level1(self, level1: tuple[Tensor, ...]) -> Tensor:
+        """The decoder's 64-channel half-resolution features from level1's outputs."""
+        return self._unet_from_level2(level1[0])
 
 
 class TwoDirectionKernelEstimation(_PlainUNet):
@@ -171,8 +185,11 @@ class TwoDirectionKernelEstimation(_PlainUNet):
     def __init__(self, kernel_size: int, conv_pool: bool) -> None:
         super().__init__(kernel_size, conv_pool, (3, 16, 32, 64, 128, 256))
 
-    def forward(self, f0: Tensor, f2: Tensor) -> KernelMaps:
-        return self.heads(torch.cat([self._unet(f0), self._unet(f2)], 1))
+    def level1(self, f0: Tensor, f2: Tensor) -> tuple[Tensor, ...]:
+        return self._level1(f0), self._level1(f2)
+
+    def features_from_level1(self, level1: tuple[Tensor, ...]) -> Tensor:
+        return torch.cat([self._unet_from_level2(level1[0]), self._unet_from_level2(level1[1])], 1)
 
 
 class FeatureDiffKernelEstimation(_Heads, _Decoder):
@@ -181,6 +198,8 @@ class FeatureDiffKernelEstimation(_Heads, _Decoder):
 
     ENC_IN = (3, 16, 32, 64, 128)
     ENC_OUT = (14, 30, 62, 126, 254)
+    # level 1's context for an exact strip: three 3x3 convolutions, then the flow branch's 3x3 (its 1x1 adds none)
+    LEVEL1_MARGIN = 4
 
     def __init__(self, kernel_size: int, share: bool) -> None:
         super().__init__(kernel_size)
@@ -197,25 +216,40 @@ class FeatureDiffKernelEstimation(_Heads, _Decoder):
         for s in suffixes:
             self._add_decoder((256, 128, 64, 32, 16), s)
 
-    def forward(self, f0: Tensor, f2: Tensor) -> KernelMaps:
+    def _encoder_level(self, n: int, in_p: Tensor, in_q: Tensor) -> tuple[Tensor, Tensor]:
+        """Level n's two feature maps (before pooling): each direction's Basic block and the shared flow terms."""
         q = "" if self.share else "_1"  # module suffix of the next-frame direction
-        in_p, in_q = f0, f2
+        x_p = getattr(self, f"moduleConv{n}")(in_p)
+        x_q = getattr(self, f"moduleConv{n}{q}")(in_q)
+        fd = getattr(self, f"flowconv{n}_FD")(torch.abs(x_q - x_p))
+        a = getattr(self, f"flowconv{n}_pr")(x_p) * fd
+        b = getattr(self, f"flowconv{n}_ne")(x_q) * fd
+        return torch.cat([x_p, a, b], 1), torch.cat([x_q, a, b], 1)
+
+    def _pool(self, n: int, x_p: Tensor, x_q: Tensor) -> tuple[Tensor, Tensor]:
+        q = "" if self.share else "_1"
+        return getattr(self, f"modulePool{n}")(x_p), getattr(self, f"modulePool{n}{q}")(x_q)
+
+    def level1(self, f0: Tensor, f2: Tensor) -> tuple[Tensor, ...]:
+        """The pooled level-1 outputs: local (convolutions and a stride-2 pool), so computable in strips; level 1
+        is no skip of the decoder (as in the original)."""
+        return self._pool(1, *self._encoder_level(1, f0, f2))
+
+    def features_from_level1(self, level1: tuple[Tensor, ...]) -> Tensor:
+        q = "" if self.share else "_1"
+        in_p, in_q = level1
         skips_p, skips_q = [], []
-        for n in range(1, 6):
-            x_p = getattr(self, f"moduleConv{n}")(in_p)
-            x_q = getattr(self, f"moduleConv{n}{q}")(in_q)
-            fd = getattr(self, f"flowconv{n}_FD")(torch.abs(x_q - x_p))
-            a = getattr(self, f"flowconv{n}_pr")(x_p) * fd
-            b = getattr(self, f"flowconv{n}_ne")(x_q) * fd
-            x_p = torch.cat([x_p, a, b], 1)
-            x_q = torch.cat([x_q, a, b], 1)
+        for n in range(2, 6):
+            x_p, x_q = self._encoder_level(n, in_p, in_q)
             skips_p.append(x_p)
             skips_q.append(x_q)
-            in_p = getattr(self, f"modulePool{n}")(x_p)
-            in_q = getattr(self, f"modulePool{n}{q}")(x_q)
-        dec_p = self._decode(in_p, skips_p[1:])
-        dec_q = self._decode(in_q, skips_q[1:], q)
-        return self.heads(torch.cat([dec_p, dec_q], 1))
+            in_p, in_q = self._pool(n, x_p, x_q)
+        dec_p = self._decode(in_p, skips_p)
+        dec_q = self._decode(in_q, skips_q, q)
+        return torch.cat([dec_p, dec_q], 1)
+
+    def forward(self, f0: Tensor, f2: Tensor) -> KernelMaps:
+        return self.heads(self.features_from_level1(self.level1(f0, f2)))
 
 
 def build_kernel_estimation(variant: str, kernel_size: int) -> nn.Module:
@@ -246,6 +280,14 @@ def pad_to_multiple(frame: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
     if pad_h == 0 and pad_w == 0:
         return frame
     return F.pad(frame, (0, pad_w, 0, pad_h), mode="reflect")
+
+
+def padded_pair(frame0: Tensor, frame2: Tensor) -> tuple[int, int, Tensor, Tensor]:
+    """(H, W, frame0 and frame2 padded to a multiple of 32); ValueError when the frames differ in shape."""
+    if frame0.shape != frame2.shape:
+        raise ValueError(f"frames differ in shape: {tuple(frame0.shape)} vs {tuple(frame2.shape)}")
+    h, w = frame0.shape[2:]
+    return h, w, pad_to_multiple(frame0), pad_to_multiple(frame2)
 
 
 def charbonnier_smoothness(t: Tensor) -> Tensor:
@@ -286,10 +328,7 @@ class AdaCoFNet(nn.Module):
         return self._forward_maps(frame0, frame2)
 
     def _forward_maps(self, frame0: Tensor, frame2: Tensor) -> tuple[Tensor, KernelMaps]:
-        if frame0.shape != frame2.shape:
-            raise ValueError(f"frames differ in shape: {tuple(frame0.shape)} vs {tuple(frame2.shape)}")
-        h, w = frame0.shape[2:]
-        f0, f2 = pad_to_multiple(frame0), pad_to_multiple(frame2)
+        h, w, f0, f2 = padded_pair(frame0, frame2)
         maps = self.estimate(f0, f2)
         return self.synthesize(f0, f2, maps)[:, :, :h, :w], maps
 

@@ -75,20 +75,21 @@ class _Tap:
                 + self.p01 * (1 - fa) * fe + self.p11 * fa * fe)
 
 
-def _bases(h: int, w: int, k: int, l: int, dilation: int, shift: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    rows = torch.arange(h, device=device, dtype=torch.int64).view(h, 1) + (k * dilation + shift)
-    cols = torch.arange(w, device=device, dtype=torch.int64).view(1, w) + (l * dilation + shift)
+def _bases(h: int, w: int, k: int, l: int, dilation: int, shift: int, device: torch.device,
+           origin: tuple[int, int] = (0, 0)) -> tuple[Tensor, Tensor]:
+    rows = torch.arange(h, device=device, dtype=torch.int64).view(h, 1) + (origin[0] + k * dilation + shift)
+    cols = torch.arange(w, device=device, dtype=torch.int64).view(1, w) + (origin[1] + l * dilation + shift)
     return rows, cols
 
 
 def _taps(src_flat: Tensor, src_h: int, src_w: int, alpha: Tensor, beta: Tensor, kernel_size: int, dilation: int,
-          shift: int):
+          shift: int, origin: tuple[int, int] = (0, 0)):
     """(t, _Tap) for every tap t = k*K + l, in the spec's order (the sum's order fixes the fp32 rounding)."""
     h, w = alpha.shape[2:]
     for k in range(kernel_size):
         for l in range(kernel_size):
             t = k * kernel_size + l
-            rows, cols = _bases(h, w, k, l, dilation, shift, src_flat.device)
+            rows, cols = _bases(h, w, k, l, dilation, shift, src_flat.device, origin)
             yield t, _Tap(src_flat, src_h, src_w, alpha[:, t], beta[:, t], rows, cols)
 
 
@@ -102,14 +103,15 @@ def _check(src: Tensor, weight: Tensor, alpha: Tensor, beta: Tensor, kernel_size
 
 
 def synthesis_forward(src: Tensor, weight: Tensor, alpha: Tensor, beta: Tensor, kernel_size: int,
-                      dilation: int, shift: int) -> Tensor:
-    """out[b,c,i,j] = sum_{k,l} W * S(k, l) with indices i + k*d + shift (+ trunc offset), each corner clamped."""
+                      dilation: int, shift: int, origin: tuple[int, int] = (0, 0)) -> Tensor:
+    """out[b,c,i,j] = sum_{k,l} W * S(k, l) with indices i + k*d + shift (+ trunc offset), each corner clamped;
+    `origin`: the maps cover the output window starting at that (row, column) (i, j counted from it)."""
     _check(src, weight, alpha, beta, kernel_size)
     b, c, src_h, src_w = src.shape
     h, w = weight.shape[2:]
     src_flat = src.reshape(b, c, src_h * src_w)
     out = src.new_zeros((b, c, h, w))
-    for t, tap in _taps(src_flat, src_h, src_w, alpha, beta, kernel_size, dilation, shift):
+    for t, tap in _taps(src_flat, src_h, src_w, alpha, beta, kernel_size, dilation, shift, origin):
         out = out + weight[:, t:t + 1] * tap.sample()
     return out
 
@@ -161,6 +163,18 @@ def adacof_synthesis_unpadded(frame: Tensor, weight: Tensor, alpha: Tensor, beta
     if tuple(weight.shape[2:]) != tuple(frame.shape[2:]):
         raise ValueError(f"maps are {tuple(weight.shape[2:])}, frame is {tuple(frame.shape[2:])}")
     return _SynthesisFunction.apply(frame, weight, alpha, beta, kernel_size, dilation, -kernel_pad(kernel_size, dilation))
+
+
+def adacof_synthesis_window(frame: Tensor, weight: Tensor, alpha: Tensor, beta: Tensor, dilation: int,
+                            origin: tuple[int, int]) -> Tensor:
+    """adacof_synthesis_unpadded(frame, ...)'s output window starting at `origin` (row, column), from the maps of
+    that window only (B, K*K, h, w): every tap still reads the whole frame (no autograd)."""
+    kernel_size = int(round(weight.shape[1] ** 0.5))
+    h, w = weight.shape[2:]
+    if origin[0] < 0 or origin[1] < 0 or origin[0] + h > frame.shape[2] or origin[1] + w > frame.shape[3]:
+        raise ValueError(f"window {h}x{w} at {origin} is outside the frame {tuple(frame.shape[2:])}")
+    return synthesis_forward(frame, weight, alpha, beta, kernel_size, dilation, -kernel_pad(kernel_size, dilation),
+                             origin)
 
 
 def fused_reference(inputs, kernel_size: int, dilation: int = 1) -> Tensor:

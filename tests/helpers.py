@@ -118,6 +118,18 @@ def large_motion_exports(folder: Path, variant: str, seed: int, epoch: int = 1, 
     return {"model": model, "ckpt": ckpt, "plugin": folder / "p.onnx", "onnx": folder / "s.onnx", "dir": folder}
 
 
+def png_header_only(path: Path, w: int, h: int) -> Path:
+    """A tiny PNG whose header declares w x h (and whose data would not decode): what must be refused unread."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
 def real_pair(width: int, height: int, batch: int = 1, x: int = 300, y: int = 90) -> tuple[np.ndarray, np.ndarray]:
     """(batch, 3, H, W) float32 crops of bikes.mp4 frames 40 and 42 (two frames apart: real motion); batch item b
     is cropped 17*b pixels further right, so the items differ."""

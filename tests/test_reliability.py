@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +23,7 @@ from runtime.infer import main as infer_main
 from sfadacof.images import load_image
 from sfadacof.checkpoint import load_checkpoint
 from sfadacof.errors import UserError
-from tests.helpers import bikes_frames, crop, save_frames, write_bikes_pair, write_video
+from tests.helpers import bikes_frames, crop, png_header_only, save_frames, write_bikes_pair, write_video
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
@@ -179,15 +177,6 @@ def test_read_only_outputs_refused_before_work(tmp_path, ckpt, capsys):
 
 
 # -- 4. size and decompression bombs ----------------------------------------------------------------------------------
-
-def png_header_only(path: Path, w: int, h: int) -> Path:
-    """A tiny PNG whose header declares w x h (and whose data would not decode): must be refused unread."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
-    return path
-
 
 def test_bomb_png_refused_before_decoding(tmp_path, ckpt, capsys):
     pairs = tmp_path / "pairs"

@@ -232,7 +232,16 @@ _FACTORIES: dict[str, Callable[[BackendOptions], Backend]] = {"auto": _auto, "to
                                                               "openvino": _openvino, "trt": _trt}
 
 
-def create_backend(name: str, options: BackendOptions) -> Backend:
+def create_backend(name: str, options: BackendOptions, video: bool = False) -> Backend:
+    """The backend `name`; on the CPU wrapped so that frames too large to run whole within the memory budget run
+    in pieces (runtime/backends/large_frames.py). video: the frames come from a video (more memory held beside)."""
     if name not in _FACTORIES:
         raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return _FACTORIES[name](options)
+    backend = _FACTORIES[name](options)
+    if options.device == "cpu" and backend.name in ("torch", "ort", "openvino"):
+        from .large_frames import LargeFrameBackend
+
+        backend = LargeFrameBackend(backend, options.checkpoint, options.variant,
+                                    checkpoint_known=options.onnx is None or options.checkpoint is not None,
+                                    video=video)
+    return backend

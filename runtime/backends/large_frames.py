@@ -1,0 +1,88 @@
+"""Frames too large for a backend's whole-frame pass, within the memory budget.
+
+    LargeFrameBackend(inner, checkpoint=None, variant=None, checkpoint_known=True, budget_bytes=None)
+
+A pair whose whole-frame peak (sfadacof.images.estimated_gb) fits the memory budget runs on `inner` as usual. A
+larger one runs through sfadacof.large_frames.interpolate_in_pieces on the same checkpoint in fp32 PyTorch: level 1
+of the encoder in strips, the rest of the U-Net whole, the heads and the synthesis in tiles, which reproduces the
+whole-frame forward (float32 summation order aside: max|Δ| 3.6e-7 on a real 613x251 frame) at ~0.36 GB per
+megapixel instead of ~1.6 (a 6000x4000 pair: 9.25 GB peak RSS for the whole runtime.infer process, 291 s). Frames that do not fit even so are refused from their
+header before decoding (sfadacof.images.check_pixel_budget). The report's backend says how many frames went which
+way (`large_frames`).
+
+Why not tiles of the inner backend: the model's x2 upsamplings use align_corners=True, whose sampling grid depends
+on the input's size, so independent tiles differ from the whole frame by up to 24.7/255 at any margin (measured on
+bigbuckbunny, margins 128-256 px); only the decoder has that property, which is why it runs whole here.
+Only for backends that run on this machine's CPU: a GPU backend's limit is device memory and its engine profile.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from sfadacof.errors import UserError
+from sfadacof.images import estimated_gb, estimated_gb_in_pieces, memory_budget_bytes
+
+from .base import Backend
+
+TILE = 512   # output tile of the heads and the synthesis (full resolution)
+STRIP = 256  # rows of a level-1 strip
+
+
+class LargeFrameBackend(Backend):
+    def __init__(self, inner: Backend, checkpoint: str | os.PathLike | None = None, variant: str | None = None,
+                 checkpoint_known: bool = True, budget_bytes: float | None = None, video: bool = False) -> None:
+        self.inner, self.name = inner, inner.name
+        self.checkpoint, self.variant, self.checkpoint_known = checkpoint, variant, checkpoint_known
+        self.budget, self.video = budget_bytes, video
+        self._model = None
+        self.whole = self.in_pieces = 0
+
+    def _budget(self) -> float:
+        return float(self.budget if self.budget is not None else memory_budget_bytes())
+
+    def fits_whole(self, height: int, width: int) -> bool:
+        return estimated_gb(height * width, self.video) * 1e9 <= self._budget()
+
+    def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+        h, w = frame0.shape[-2:]
+        if self.fits_whole(h, w):
+            self.whole += 1
+            return self.inner.infer(frame0, frame2)
+        need = estimated_gb_in_pieces(h * w, self.video)
+        if need * 1e9 > self._budget():
+            raise UserError(f"{w}x{h} frames need roughly {need:.1f} GB even in pieces, over the memory budget of "
+                            f"{self._budget() / 1e9:.1f} GB (--memory-budget GB)")
+        if not self.checkpoint_known:
+            whole = estimated_gb(h * w, self.video)
+            raise UserError(f"{w}x{h} frames need roughly {whole:.1f} GB whole, over the memory budget of "
+                            f"{self._budget() / 1e9:.1f} GB; running them in pieces needs the weights of --onnx: "
+                            "pass --checkpoint")
+        import torch
+
+        from sfadacof.large_frames import interpolate_in_pieces
+
+        if self._model is None:
+            from sfadacof.checkpoint import load_checkpoint
+
+            self._model = load_checkpoint(self.checkpoint, variant=self.variant).model.float().eval()
+        self.in_pieces += 1
+        out = interpolate_in_pieces(self._model, torch.from_numpy(np.ascontiguousarray(frame0, dtype=np.float32)),
+                                    torch.from_numpy(np.ascontiguousarray(frame2, dtype=np.float32)),
+                                    tile=TILE, strip=STRIP)
+        return out.numpy()
+
+    def describe(self) -> dict:
+        d = dict(self.inner.describe())
+        d["memory_budget_gb"] = round(self._budget() / 1e9, 2)
+        if self.in_pieces:
+            d["large_frames"] = {"whole": self.whole, "in_pieces": self.in_pieces,
+                                 "how": "fp32 PyTorch, sfadacof.large_frames (level 1 in strips, heads and synthesis "
+                                        f"in {TILE}x{TILE} tiles)"}
+        return d
+
+    def close(self) -> None:
+        self.inner.close()
+        self._model = None

