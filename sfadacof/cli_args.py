@@ -12,7 +12,7 @@ import math
 import sys
 from collections.abc import Callable
 
-# 3840x2160 (4K UHD) fits; peak memory ~0.7 GB + 1.6 GB per megapixel (sfadacof.images.estimated_gb): ~14 GB here
+# 3840x2160 (4K UHD) fits; peak memory: sfadacof.images.estimated_gb (whole) and estimated_gb_in_pieces
 DEFAULT_MAX_PIXELS = 8_400_000
 
 
@@ -32,7 +32,7 @@ def add_size_limits(p: argparse.ArgumentParser) -> None:
                         "3840x2160)")
     p.add_argument("--memory-budget", type=positive_float, default=None, metavar="GB",
                    help="refuse, before decoding, frames one interpolation of which would need more memory than this "
-                        "(estimated 0.7 GB + 1.6 GB per megapixel; default $SFADACOF_MEMORY_BUDGET_GB, else half the "
+                        "(frames too large to run whole run in pieces; default $SFADACOF_MEMORY_BUDGET_GB, else half the "
                         "memory available when the command starts, at least 2 GB)")
 
 

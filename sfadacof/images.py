@@ -72,9 +72,9 @@ def check_pixel_budget(path: Path | str, width: int, height: int, max_pixels: in
     budget = memory_budget_bytes()
     need = min(estimated_gb(width * height, video), estimated_gb_in_pieces(width * height, video))
     if need * 1e9 > budget:
-        raise UserError(f"{path}: {width}x{height} needs roughly {need:.1f} GB of memory even in pieces, over "
-                        f"the memory budget of {budget / 1e9:.1f} GB (--memory-budget GB or {MEMORY_BUDGET_ENV}; "
-                        "default: half the memory available)")
+        raise UserError(f"{path}: {width}x{height} needs roughly {need:.1f} GB of memory even at the least (whole or "
+                        f"in pieces), over the memory budget of {budget / 1e9:.1f} GB (--memory-budget GB or "
+                        f"{MEMORY_BUDGET_ENV}; default: half the memory available)")
 
 
 MEMORY_BUDGET_ENV = "SFADACOF_MEMORY_BUDGET_GB"
@@ -125,9 +125,10 @@ VIDEO_GB_PER_MEGAPIXEL = 0.38
 
 
 def estimated_gb(pixels: int, video: bool = False) -> float:
-    """Peak memory of one interpolation of the whole frame, measured with the ORT CPU backend (2 cores): 1.5 GB at
-    960x544, 3.9 GB at 1920x1088, i.e. ~0.7 GB plus ~1.6 GB per megapixel (torch is ~10% lower, OpenVINO bf16 ~1)."""
-    return 0.7 + (1.6 + (VIDEO_GB_PER_MEGAPIXEL if video else 0.0)) * pixels / 1e6
+    """Peak memory of one interpolation of the whole frame, the largest of the CPU backends' (ONNX Runtime, whole
+    runtime.infer process, 2 cores): 4.24 GB at 1920x1080, 16.5 GB at 3840x2160, i.e. ~0.3 GB plus ~2.0 GB per
+    megapixel. runtime/backends/large_frames.py holds the smaller figures of particular backends."""
+    return 0.3 + (2.0 + (VIDEO_GB_PER_MEGAPIXEL if video else 0.0)) * pixels / 1e6
 
 
 def estimated_gb_in_pieces(pixels: int, video: bool = False) -> float:

@@ -2,13 +2,13 @@
 
     LargeFrameBackend(inner, checkpoint=None, variant=None, checkpoint_known=True, budget_bytes=None)
 
-A pair whose whole-frame peak (sfadacof.images.estimated_gb) fits the memory budget runs on `inner` as usual. A
-larger one runs through sfadacof.large_frames.interpolate_in_pieces on the same checkpoint in fp32 PyTorch: level 1
-of the encoder in strips, the rest of the U-Net whole, the heads and the synthesis in tiles, which reproduces the
-whole-frame forward (float32 summation order aside: max|Δ| 3.6e-7 on a real 613x251 frame) at ~0.36 GB per
-megapixel instead of ~1.6 (a 6000x4000 pair: 9.25 GB peak RSS for the whole runtime.infer process, 291 s). Frames that do not fit even so are refused from their
-header before decoding (sfadacof.images.check_pixel_budget). The report's backend says how many frames went which
-way (`large_frames`).
+A pair whose whole-frame peak (WHOLE_FRAME_GB for the inner backend, else sfadacof.images.estimated_gb) fits the
+memory budget runs on `inner` as usual. A larger one runs through sfadacof.large_frames.interpolate_in_pieces on the
+same checkpoint in fp32 PyTorch: level 1 of the encoder in strips, the rest of the U-Net whole, the heads and the
+synthesis in tiles, which reproduces the whole-frame forward (float32 summation order aside: max|Δ| 3.6e-7 on a real
+613x251 frame) at ~0.36 GB per megapixel instead of ~2.0 (a 6000x4000 pair: 9.25 GB peak RSS for the whole
+runtime.infer process, 291 s). Frames that do not fit even so are refused from their header before decoding
+(sfadacof.images.check_pixel_budget). The report's backend says how many frames went which way (`large_frames`).
 
 Why not tiles of the inner backend: the model's x2 upsamplings use align_corners=True, whose sampling grid depends
 on the input's size, so independent tiles differ from the whole frame by up to 24.7/255 at any margin (measured on
@@ -23,11 +23,14 @@ import os
 import numpy as np
 
 from sfadacof.errors import UserError
-from sfadacof.images import estimated_gb, estimated_gb_in_pieces, memory_budget_bytes
+from sfadacof.images import VIDEO_GB_PER_MEGAPIXEL, estimated_gb, estimated_gb_in_pieces, memory_budget_bytes
 
 from .base import Backend
 
 TILE = 512   # output tile of the heads and the synthesis (full resolution)
+# Whole-frame peak (GB at 0 pixels, GB per megapixel) of backends that need less than sfadacof.images.estimated_gb
+# (whole runtime.infer process, 2 cores): OpenVINO bf16 2.03 GB at 1920x1080, 6.33 GB at 3840x2160.
+WHOLE_FRAME_GB = {("openvino", "bf16"): (0.6, 0.75)}
 STRIP = 256  # rows of a level-1 strip
 
 
@@ -43,8 +46,17 @@ class LargeFrameBackend(Backend):
     def _budget(self) -> float:
         return float(self.budget if self.budget is not None else memory_budget_bytes())
 
+    def whole_gb(self, height: int, width: int) -> float:
+        """The inner backend's estimated whole-frame peak."""
+        d = self.inner.describe()
+        coeffs = WHOLE_FRAME_GB.get((d.get("backend"), d.get("precision")))
+        if coeffs is None:
+            return estimated_gb(height * width, self.video)
+        per_mp = coeffs[1] + (VIDEO_GB_PER_MEGAPIXEL if self.video else 0.0)
+        return coeffs[0] + per_mp * height * width / 1e6
+
     def fits_whole(self, height: int, width: int) -> bool:
-        return estimated_gb(height * width, self.video) * 1e9 <= self._budget()
+        return self.whole_gb(height, width) * 1e9 <= self._budget()
 
     def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
         h, w = frame0.shape[-2:]
@@ -56,7 +68,7 @@ class LargeFrameBackend(Backend):
             raise UserError(f"{w}x{h} frames need roughly {need:.1f} GB even in pieces, over the memory budget of "
                             f"{self._budget() / 1e9:.1f} GB (--memory-budget GB)")
         if not self.checkpoint_known:
-            whole = estimated_gb(h * w, self.video)
+            whole = self.whole_gb(h, w)
             raise UserError(f"{w}x{h} frames need roughly {whole:.1f} GB whole, over the memory budget of "
                             f"{self._budget() / 1e9:.1f} GB; running them in pieces needs the weights of --onnx: "
                             "pass --checkpoint")
