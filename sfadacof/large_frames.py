@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .models import AdaCoFNet, KernelMaps, normalize, padded_pair
-from .synthesis import adacof_synthesis_window
+from .synthesis import adacof_synthesis_window, near_discontinuity
 
 
 def _even_up(n: int) -> int:
@@ -107,15 +107,29 @@ def maps_window(kernel_estimation: nn.Module, features: Tensor, full: tuple[int,
         ke.moduleOcclusion)))
 
 
-@torch.inference_mode()
 def interpolate_in_pieces(model: AdaCoFNet, frame0: Tensor, frame2: Tensor, tile: int = 512,
                           strip: int = 256) -> Tensor:
     """model(frame0, frame2) computed in pieces (module docstring); frames (B, 3, H, W) float32 in [0, 1]."""
+    return _in_pieces(model, frame0, frame2, tile, strip, None)[0]
+
+
+def interpolate_in_pieces_near_discontinuity(model: AdaCoFNet, frame0: Tensor, frame2: Tensor, margin: float,
+                                             tile: int = 512, strip: int = 256) -> tuple[Tensor, Tensor]:
+    """(interpolate_in_pieces, the (B, 1, H, W) mask of output pixels with an offset within `margin` of a
+    discontinuity of the op: sfadacof.synthesis.near_discontinuity), the mask built tile by tile."""
+    out, near = _in_pieces(model, frame0, frame2, tile, strip, margin)
+    return out, near
+
+
+@torch.inference_mode()
+def _in_pieces(model: AdaCoFNet, frame0: Tensor, frame2: Tensor, tile: int, strip: int,
+               margin: float | None) -> tuple[Tensor, Tensor | None]:
     h, w, f0, f2 = padded_pair(frame0, frame2)
     full = tuple(f0.shape[2:])
     ke = model.get_kernel
     features = ke.features_from_level1(level1_in_strips(ke, f0, f2, strip))
     out = frame0.new_empty(frame0.shape)
+    near = None if margin is None else torch.zeros_like(out[:, :1], dtype=torch.bool)
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             rows, cols = (y0, min(h, y0 + tile)), (x0, min(w, x0 + tile))
@@ -123,4 +137,8 @@ def interpolate_in_pieces(model: AdaCoFNet, frame0: Tensor, frame2: Tensor, tile
             o1 = adacof_synthesis_window(f0, m.weight1, m.alpha1, m.beta1, model.dilation, (y0, x0))
             o2 = adacof_synthesis_window(f2, m.weight2, m.alpha2, m.beta2, model.dilation, (y0, x0))
             out[:, :, rows[0]:rows[1], cols[0]:cols[1]] = m.occlusion * o1 + (1 - m.occlusion) * o2
-    return out
+            if near is not None:
+                for offsets in (m.alpha1, m.beta1, m.alpha2, m.beta2):
+                    near[:, :, rows[0]:rows[1], cols[0]:cols[1]] |= near_discontinuity(offsets, margin).any(
+                        1, keepdim=True)
+    return out, near

@@ -101,7 +101,7 @@ def test_pieces_reproduce_the_whole_frame_forward(variant, seed):
     float32 rounding on every pixel whose offsets stay clear of the op's discontinuities (runtime/accuracy.py),
     for each family of kernel estimation (feature-difference, two-direction, plain U-Net, unshared)."""
     from sfadacof.checkpoint import load_checkpoint
-    from sfadacof.large_frames import interpolate_in_pieces
+    from sfadacof.large_frames import interpolate_in_pieces, interpolate_in_pieces_near_discontinuity
     from sfadacof.synthesis import near_discontinuity
 
     model = (load_checkpoint(None).model.float() if seed is None else large_motion_model(variant, seed=seed)).eval()
@@ -115,6 +115,26 @@ def test_pieces_reproduce_the_whole_frame_forward(variant, seed):
     d = (pieces - whole).abs()
     assert float(d.masked_fill(near, 0).max()) <= 1e-5
     assert int(near.sum()) <= 0.02 * near.numel()
+    # the mask runtime.accuracy needs, built tile by tile, is the whole frame's
+    again, near_pieces = interpolate_in_pieces_near_discontinuity(model, f0, f2, 1e-4, tile=48, strip=40)
+    assert torch.equal(again, pieces) and torch.equal(near_pieces, near)
+
+
+def test_the_accuracy_reference_runs_in_pieces_over_the_budget(monkeypatch):
+    """runtime.accuracy's PyTorch reference (TorchBackend) follows the budget too: with a budget below a frame's
+    whole-frame estimate it returns the pieces' output and mask, equal to the whole frame's."""
+    from runtime.backends.torch_backend import TorchBackend
+
+    f0, f2 = real_pair(203, 141)
+    ref = TorchBackend(None)
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, "100")
+    whole, near = ref.infer_near_discontinuity(f0, f2, 1e-4)
+    assert not ref._in_pieces(f0)
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, "0.3")  # whole: 0.36 GB estimated
+    assert ref._in_pieces(f0)
+    pieces, near_pieces = ref.infer_near_discontinuity(f0, f2, 1e-4)
+    assert float(np.abs(pieces - whole).max()) <= 1e-5 and np.array_equal(near_pieces, near)
+    assert float(np.abs(ref.infer(f0, f2) - whole).max()) <= 1e-5
 
 
 def test_a_pair_over_the_budget_runs_in_pieces_within_it(tmp_path):

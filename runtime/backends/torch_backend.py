@@ -9,6 +9,8 @@ import torch
 
 from sfadacof.checkpoint import LoadedCheckpoint, load_checkpoint
 from sfadacof.errors import UserError
+from sfadacof.images import estimated_gb, memory_budget_bytes
+from sfadacof.large_frames import interpolate_in_pieces, interpolate_in_pieces_near_discontinuity
 from sfadacof.synthesis import near_discontinuity
 
 from .base import Backend
@@ -27,11 +29,19 @@ class TorchBackend(Backend):
         self.device = torch.device(device)
         self.model = self.ckpt.model.to(self.device).eval()
 
+    def _in_pieces(self, frame0: np.ndarray) -> bool:
+        """Whether a frame this size is over the memory budget whole (on the CPU): then it runs in pieces
+        (sfadacof.large_frames), e.g. as runtime.accuracy's reference for a frame the backend ran in pieces."""
+        h, w = frame0.shape[-2:]
+        return self.device.type == "cpu" and estimated_gb(h * w) * 1e9 > memory_budget_bytes()
+
     def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
         # inference_mode: no autograd bookkeeping, the model's output is all we keep
         with torch.inference_mode():
             f0 = torch.from_numpy(np.ascontiguousarray(frame0, dtype=np.float32)).to(self.device)
             f2 = torch.from_numpy(np.ascontiguousarray(frame2, dtype=np.float32)).to(self.device)
+            if self._in_pieces(frame0):
+                return interpolate_in_pieces(self.model, f0, f2).numpy()
             return self.model(f0, f2).float().cpu().numpy()
 
     def infer_near_discontinuity(self, frame0: np.ndarray, frame2: np.ndarray,
@@ -41,6 +51,9 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             f0 = torch.from_numpy(np.ascontiguousarray(frame0, dtype=np.float32)).to(self.device)
             f2 = torch.from_numpy(np.ascontiguousarray(frame2, dtype=np.float32)).to(self.device)
+            if self._in_pieces(frame0):
+                out, mask = interpolate_in_pieces_near_discontinuity(self.model, f0, f2, margin)
+                return out.numpy(), mask.numpy()
             out, maps = self.model.forward_with_maps(f0, f2)
             h, w = f0.shape[2:]
             mask = torch.zeros_like(out[:, :1], dtype=torch.bool)
