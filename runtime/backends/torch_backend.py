@@ -29,6 +29,9 @@ class TorchBackend(Backend):
         self.device = torch.device(device)
         self.model = self.ckpt.model.to(self.device).eval()
 
+    def _tensors(self, *frames: np.ndarray) -> list[torch.Tensor]:
+        return [torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(self.device) for f in frames]
+
     def _in_pieces(self, frame0: np.ndarray) -> bool:
         """Whether a frame this size is over the memory budget whole (on the CPU): then it runs in pieces
         (sfadacof.large_frames), e.g. as runtime.accuracy's reference for a frame the backend ran in pieces."""
@@ -38,8 +41,7 @@ class TorchBackend(Backend):
     def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
         # inference_mode: no autograd bookkeeping, the model's output is all we keep
         with torch.inference_mode():
-            f0 = torch.from_numpy(np.ascontiguousarray(frame0, dtype=np.float32)).to(self.device)
-            f2 = torch.from_numpy(np.ascontiguousarray(frame2, dtype=np.float32)).to(self.device)
+            f0, f2 = self._tensors(frame0, frame2)
             if self._in_pieces(frame0):
                 return interpolate_in_pieces(self.model, f0, f2).numpy()
             return self.model(f0, f2).float().cpu().numpy()
@@ -49,8 +51,7 @@ class TorchBackend(Backend):
         """(the middle frames, a (B, 1, H, W) bool mask of the output pixels any of whose 4*K*K offsets lies within
         `margin` of a discontinuity of the op: sfadacof.synthesis.near_discontinuity)."""
         with torch.inference_mode():
-            f0 = torch.from_numpy(np.ascontiguousarray(frame0, dtype=np.float32)).to(self.device)
-            f2 = torch.from_numpy(np.ascontiguousarray(frame2, dtype=np.float32)).to(self.device)
+            f0, f2 = self._tensors(frame0, frame2)
             if self._in_pieces(frame0):
                 out, mask = interpolate_in_pieces_near_discontinuity(self.model, f0, f2, margin)
                 return out.numpy(), mask.numpy()
