@@ -26,7 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from .models import AdaCoFNet, KernelMaps, normalize, padded_pair
-from .synthesis import adacof_synthesis_window, near_discontinuity
+from .synthesis import adacof_synthesis_window
+
+
+TILE = 512   # default output tile of the heads and the synthesis (full resolution)
+STRIP = 256  # default rows of a level-1 strip
 
 
 def _even_up(n: int) -> int:
@@ -107,18 +111,17 @@ def maps_window(kernel_estimation: nn.Module, features: Tensor, full: tuple[int,
         ke.moduleOcclusion)))
 
 
-def interpolate_in_pieces(model: AdaCoFNet, frame0: Tensor, frame2: Tensor, tile: int = 512,
-                          strip: int = 256) -> Tensor:
+def interpolate_in_pieces(model: AdaCoFNet, frame0: Tensor, frame2: Tensor, tile: int = TILE,
+                          strip: int = STRIP) -> Tensor:
     """model(frame0, frame2) computed in pieces (module docstring); frames (B, 3, H, W) float32 in [0, 1]."""
     return _in_pieces(model, frame0, frame2, tile, strip, None)[0]
 
 
 def interpolate_in_pieces_near_discontinuity(model: AdaCoFNet, frame0: Tensor, frame2: Tensor, margin: float,
-                                             tile: int = 512, strip: int = 256) -> tuple[Tensor, Tensor]:
+                                             tile: int = TILE, strip: int = STRIP) -> tuple[Tensor, Tensor]:
     """(interpolate_in_pieces, the (B, 1, H, W) mask of output pixels with an offset within `margin` of a
-    discontinuity of the op: sfadacof.synthesis.near_discontinuity), the mask built tile by tile."""
-    out, near = _in_pieces(model, frame0, frame2, tile, strip, margin)
-    return out, near
+    discontinuity of the op: KernelMaps.near_discontinuity), the mask built tile by tile."""
+    return _in_pieces(model, frame0, frame2, tile, strip, margin)
 
 
 @torch.inference_mode()
@@ -138,7 +141,5 @@ def _in_pieces(model: AdaCoFNet, frame0: Tensor, frame2: Tensor, tile: int, stri
             o2 = adacof_synthesis_window(f2, m.weight2, m.alpha2, m.beta2, model.dilation, (y0, x0))
             out[:, :, rows[0]:rows[1], cols[0]:cols[1]] = m.occlusion * o1 + (1 - m.occlusion) * o2
             if near is not None:
-                for offsets in (m.alpha1, m.beta1, m.alpha2, m.beta2):
-                    near[:, :, rows[0]:rows[1], cols[0]:cols[1]] |= near_discontinuity(offsets, margin).any(
-                        1, keepdim=True)
+                near[:, :, rows[0]:rows[1], cols[0]:cols[1]] = m.near_discontinuity(margin)
     return out, near

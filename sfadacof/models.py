@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .synthesis import adacof_synthesis_unpadded, kernel_pad
+from .synthesis import adacof_synthesis_unpadded, kernel_pad, near_discontinuity
 
 # Canonical variant names; the aliases are the spellings of the spec's table and checkpoint files.
 VARIANTS: tuple[str, ...] = ("sf_adacof", "adacof", "rwtd", "rwtdcp", "noshare", "cp")
@@ -91,6 +91,12 @@ class KernelMaps:
 
     def as_tuple(self) -> tuple[Tensor, ...]:
         return (self.weight1, self.alpha1, self.beta1, self.weight2, self.alpha2, self.beta2, self.occlusion)
+
+    def near_discontinuity(self, margin: float) -> Tensor:
+        """(B, 1, H, W) bool: pixels any of whose 4*K*K offsets lies within `margin` of a discontinuity of the op
+        (sfadacof.synthesis.near_discontinuity)."""
+        return torch.stack([near_discontinuity(o, margin).any(1) for o in (self.alpha1, self.beta1, self.alpha2,
+                                                                            self.beta2)]).any(0).unsqueeze(1)
 
 
 class _Heads(nn.Module):

@@ -24,14 +24,14 @@ import numpy as np
 
 from sfadacof.errors import UserError
 from sfadacof.images import VIDEO_GB_PER_MEGAPIXEL, estimated_gb, estimated_gb_in_pieces, memory_budget_bytes
+from sfadacof.large_frames import TILE
 
 from .base import Backend
+from .torch_backend import TorchBackend
 
-TILE = 512   # output tile of the heads and the synthesis (full resolution)
 # Whole-frame peak (GB at 0 pixels, GB per megapixel) of backends that need less than sfadacof.images.estimated_gb
 # (whole runtime.infer process, 2 cores): OpenVINO bf16 2.03 GB at 1920x1080, 6.33 GB at 3840x2160.
 WHOLE_FRAME_GB = {("openvino", "bf16"): (0.6, 0.75)}
-STRIP = 256  # rows of a level-1 strip
 
 
 class LargeFrameBackend(Backend):
@@ -40,7 +40,9 @@ class LargeFrameBackend(Backend):
         self.inner, self.name = inner, inner.name
         self.checkpoint, self.variant, self.checkpoint_known = checkpoint, variant, checkpoint_known
         self.budget, self.video = budget_bytes, video
-        self._model = None
+        self._pieces = inner if isinstance(inner, TorchBackend) else None  # runs the pieces; created on first use
+        d = inner.describe()  # its whole-frame figures, if measured: by name and precision, fixed for a backend
+        self._coeffs = WHOLE_FRAME_GB.get((d.get("backend"), d.get("precision")))
         self.whole = self.in_pieces = 0
 
     def _budget(self) -> float:
@@ -48,12 +50,10 @@ class LargeFrameBackend(Backend):
 
     def whole_gb(self, height: int, width: int) -> float:
         """The inner backend's estimated whole-frame peak."""
-        d = self.inner.describe()
-        coeffs = WHOLE_FRAME_GB.get((d.get("backend"), d.get("precision")))
-        if coeffs is None:
+        if self._coeffs is None:
             return estimated_gb(height * width, self.video)
-        per_mp = coeffs[1] + (VIDEO_GB_PER_MEGAPIXEL if self.video else 0.0)
-        return coeffs[0] + per_mp * height * width / 1e6
+        per_mp = self._coeffs[1] + (VIDEO_GB_PER_MEGAPIXEL if self.video else 0.0)
+        return self._coeffs[0] + per_mp * height * width / 1e6
 
     def fits_whole(self, height: int, width: int) -> bool:
         return self.whole_gb(height, width) * 1e9 <= self._budget()
@@ -72,19 +72,10 @@ class LargeFrameBackend(Backend):
             raise UserError(f"{w}x{h} frames need roughly {whole:.1f} GB whole, over the memory budget of "
                             f"{self._budget() / 1e9:.1f} GB; running them in pieces needs the weights of --onnx: "
                             "pass --checkpoint")
-        import torch
-
-        from sfadacof.large_frames import interpolate_in_pieces
-
-        if self._model is None:
-            from sfadacof.checkpoint import load_checkpoint
-
-            self._model = load_checkpoint(self.checkpoint, variant=self.variant).model.float().eval()
+        if self._pieces is None:
+            self._pieces = TorchBackend(self.checkpoint, variant=self.variant)
         self.in_pieces += 1
-        out = interpolate_in_pieces(self._model, torch.from_numpy(np.ascontiguousarray(frame0, dtype=np.float32)),
-                                    torch.from_numpy(np.ascontiguousarray(frame2, dtype=np.float32)),
-                                    tile=TILE, strip=STRIP)
-        return out.numpy()
+        return self._pieces.infer_in_pieces(frame0, frame2)
 
     def describe(self) -> dict:
         d = dict(self.inner.describe())
@@ -97,4 +88,6 @@ class LargeFrameBackend(Backend):
 
     def close(self) -> None:
         self.inner.close()
-        self._model = None
+        if self._pieces is not None and self._pieces is not self.inner:
+            self._pieces.close()
+        self._pieces = None

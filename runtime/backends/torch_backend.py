@@ -11,7 +11,6 @@ from sfadacof.checkpoint import LoadedCheckpoint, load_checkpoint
 from sfadacof.errors import UserError
 from sfadacof.images import estimated_gb, memory_budget_bytes
 from sfadacof.large_frames import interpolate_in_pieces, interpolate_in_pieces_near_discontinuity
-from sfadacof.synthesis import near_discontinuity
 
 from .base import Backend
 
@@ -39,28 +38,29 @@ class TorchBackend(Backend):
         return self.device.type == "cpu" and estimated_gb(h * w) * 1e9 > memory_budget_bytes()
 
     def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+        if self._in_pieces(frame0):
+            return self.infer_in_pieces(frame0, frame2)
         # inference_mode: no autograd bookkeeping, the model's output is all we keep
         with torch.inference_mode():
-            f0, f2 = self._tensors(frame0, frame2)
-            if self._in_pieces(frame0):
-                return interpolate_in_pieces(self.model, f0, f2).numpy()
-            return self.model(f0, f2).float().cpu().numpy()
+            return self.model(*self._tensors(frame0, frame2)).float().cpu().numpy()
+
+    def infer_in_pieces(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+        """The same frames through sfadacof.large_frames (whatever the budget; runtime/backends/large_frames.py)."""
+        return interpolate_in_pieces(self.model, *self._tensors(frame0, frame2)).cpu().numpy()
 
     def infer_near_discontinuity(self, frame0: np.ndarray, frame2: np.ndarray,
                                  margin: float) -> tuple[np.ndarray, np.ndarray]:
         """(the middle frames, a (B, 1, H, W) bool mask of the output pixels any of whose 4*K*K offsets lies within
-        `margin` of a discontinuity of the op: sfadacof.synthesis.near_discontinuity)."""
-        with torch.inference_mode():
-            f0, f2 = self._tensors(frame0, frame2)
-            if self._in_pieces(frame0):
-                out, mask = interpolate_in_pieces_near_discontinuity(self.model, f0, f2, margin)
-                return out.numpy(), mask.numpy()
-            out, maps = self.model.forward_with_maps(f0, f2)
-            h, w = f0.shape[2:]
-            mask = torch.zeros_like(out[:, :1], dtype=torch.bool)
-            for offsets in (maps.alpha1, maps.beta1, maps.alpha2, maps.beta2):
-                mask |= near_discontinuity(offsets[:, :, :h, :w], margin).any(1, keepdim=True)
-            return out.float().cpu().numpy(), mask.cpu().numpy()
+        `margin` of a discontinuity of the op: KernelMaps.near_discontinuity)."""
+        f0, f2 = self._tensors(frame0, frame2)
+        if self._in_pieces(frame0):
+            out, mask = interpolate_in_pieces_near_discontinuity(self.model, f0, f2, margin)
+        else:
+            with torch.inference_mode():
+                out, maps = self.model.forward_with_maps(f0, f2)
+                h, w = f0.shape[2:]
+                mask = maps.near_discontinuity(margin)[:, :, :h, :w]
+        return out.float().cpu().numpy(), mask.cpu().numpy()
 
     def describe(self) -> dict:
         return {"backend": self.name, "precision": "fp32", "device": str(self.device),
