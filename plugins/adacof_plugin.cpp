@@ -220,14 +220,16 @@ bool checkDims(Dims const* const* dims, int32_t kernelSize, std::string& why) no
 
 // ------------------------------------------------------------------------------------------------------ plugin
 
-AdaCoFSynthesisPlugin::AdaCoFSynthesisPlugin(int32_t kernel_size, int32_t dilation)
+AdaCoFSynthesisPlugin::AdaCoFSynthesisPlugin(int32_t kernel_size, int32_t dilation, int32_t fp16_offsets)
     : mKernelSize(kernel_size)
     , mDilation(dilation)
+    , mFp16Offsets(fp16_offsets != 0 ? 1 : 0)
 {
     mDescription = std::string(kPLUGIN_NAME) + "(kernel_size=" + std::to_string(mKernelSize)
-        + ",dilation=" + std::to_string(mDilation) + ")";
+        + ",dilation=" + std::to_string(mDilation) + ",fp16_offsets=" + std::to_string(mFp16Offsets) + ")";
     mSerialFields.emplace_back(kFIELD_KERNEL_SIZE, &mKernelSize, PluginFieldType::kINT32, 1);
     mSerialFields.emplace_back(kFIELD_DILATION, &mDilation, PluginFieldType::kINT32, 1);
+    mSerialFields.emplace_back(kFIELD_FP16_OFFSETS, &mFp16Offsets, PluginFieldType::kINT32, 1);
     mSerialFieldCollection.nbFields = static_cast<int32_t>(mSerialFields.size());
     mSerialFieldCollection.fields = mSerialFields.data();
 }
@@ -247,7 +249,7 @@ IPluginV3* AdaCoFSynthesisPlugin::clone() noexcept
 {
     try
     {
-        return new AdaCoFSynthesisPlugin(mKernelSize, mDilation);
+        return new AdaCoFSynthesisPlugin(mKernelSize, mDilation, mFp16Offsets);
     }
     catch (std::exception const& e)
     {
@@ -351,12 +353,13 @@ bool AdaCoFSynthesisPlugin::supportsFormatCombination(
     {
         return false;
     }
-    // Accepted: all float32; all float16; float16 with float32 alpha1/beta1/alpha2/beta2 (offsets beyond a few
-    // pixels lose their fractional part in float16, and the offsets are what the bilinear weights come from).
+    // Accepted: all float32; float16 with float32 alpha1/beta1/alpha2/beta2 (offsets beyond a few pixels lose their
+    // fractional part in float16, and the offsets are what the bilinear weights come from); all float16 only when
+    // the node opts in (kFIELD_FP16_OFFSETS), so that no weakly typed build can pick it by timing.
     switch (pos)
     {
     case kFRAME0: return isFloatType(d.type);
-    case kALPHA1: return d.type == inOut[kFRAME0].desc.type || d.type == DataType::kFLOAT;
+    case kALPHA1: return d.type == DataType::kFLOAT || (mFp16Offsets != 0 && d.type == inOut[kFRAME0].desc.type);
     case kBETA1:
     case kALPHA2:
     case kBETA2: return d.type == inOut[kALPHA1].desc.type;
@@ -453,6 +456,7 @@ AdaCoFSynthesisCreator::AdaCoFSynthesisCreator()
 {
     mFields.emplace_back(kFIELD_KERNEL_SIZE, nullptr, PluginFieldType::kINT32, 1);
     mFields.emplace_back(kFIELD_DILATION, nullptr, PluginFieldType::kINT32, 1);
+    mFields.emplace_back(kFIELD_FP16_OFFSETS, nullptr, PluginFieldType::kINT32, 1);
     mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
     mFieldCollection.fields = mFields.data();
 }
@@ -484,6 +488,7 @@ IPluginV3* AdaCoFSynthesisCreator::createPlugin(
     {
         int64_t kernelSize = kDEFAULT_KERNEL_SIZE;
         int64_t dilation = kDEFAULT_DILATION;
+        int64_t fp16Offsets = 0;
         if (fc != nullptr && fc->nbFields > 0 && fc->fields == nullptr)
         {
             logError("createPlugin: null field array");
@@ -498,6 +503,7 @@ IPluginV3* AdaCoFSynthesisCreator::createPlugin(
             }
             int64_t* target = std::strcmp(f.name, kFIELD_KERNEL_SIZE) == 0 ? &kernelSize
                 : std::strcmp(f.name, kFIELD_DILATION) == 0                ? &dilation
+                : std::strcmp(f.name, kFIELD_FP16_OFFSETS) == 0            ? &fp16Offsets
                                                                            : nullptr;
             if (target == nullptr)
             {
@@ -518,7 +524,14 @@ IPluginV3* AdaCoFSynthesisCreator::createPlugin(
                 + std::to_string(kMaxDilation) + ", (kernel_size - 1) * dilation even)");
             return nullptr;
         }
-        return new AdaCoFSynthesisPlugin(static_cast<int32_t>(kernelSize), static_cast<int32_t>(dilation));
+        if (fp16Offsets != 0 && fp16Offsets != 1)
+        {
+            logError("createPlugin" + std::string(name != nullptr ? std::string(" (") + name + ")" : "")
+                + ": invalid " + kFIELD_FP16_OFFSETS + "=" + std::to_string(fp16Offsets) + " (need 0 or 1)");
+            return nullptr;
+        }
+        return new AdaCoFSynthesisPlugin(
+            static_cast<int32_t>(kernelSize), static_cast<int32_t>(dilation), static_cast<int32_t>(fp16Offsets));
     }
     catch (std::exception const& e)
     {

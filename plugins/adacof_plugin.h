@@ -31,6 +31,11 @@ constexpr char const* kPLUGIN_VERSION = "1";
 constexpr char const* kPLUGIN_NAMESPACE = "sfadacof";
 constexpr char const* kFIELD_KERNEL_SIZE = "kernel_size";
 constexpr char const* kFIELD_DILATION = "dilation";
+// 0 (the default, also when absent): alpha/beta must be float32 whatever the frames' type; 1: float16 frames may come
+// with float16 offsets too. Off by default because a weakly typed 10.x build (trtexec --fp16, polygraphy --fp16
+// without --strongly-typed) picks the fastest accepted combination, and all-float16 would then win by timing: an
+// offset of a few pixels keeps only 4-6 fractional bits in float16, and that fraction is the bilinear weight.
+constexpr char const* kFIELD_FP16_OFFSETS = "fp16_offsets";
 // Values used when a field is absent (the spec's defaults); the exporter always writes both.
 constexpr int32_t kDEFAULT_KERNEL_SIZE = 5;
 constexpr int32_t kDEFAULT_DILATION = 1;
@@ -58,7 +63,7 @@ class AdaCoFSynthesisPlugin : public nvinfer1::IPluginV3,
 {
 public:
     // kernel_size / dilation must satisfy adacof_params_valid (the creator checks before constructing).
-    AdaCoFSynthesisPlugin(int32_t kernel_size, int32_t dilation);
+    AdaCoFSynthesisPlugin(int32_t kernel_size, int32_t dilation, int32_t fp16_offsets = 0);
     ~AdaCoFSynthesisPlugin() override = default;
     AdaCoFSynthesisPlugin(AdaCoFSynthesisPlugin const&) = delete;
     AdaCoFSynthesisPlugin& operator=(AdaCoFSynthesisPlugin const&) = delete;
@@ -70,6 +75,10 @@ public:
     int32_t dilation() const noexcept
     {
         return mDilation;
+    }
+    bool fp16Offsets() const noexcept
+    {
+        return mFp16Offsets != 0;
     }
 
     // IPluginV3
@@ -108,7 +117,8 @@ public:
 private:
     int32_t mKernelSize;
     int32_t mDilation;
-    std::string mDescription; // timing-cache ID and metadata: "AdaCoFSynthesis(kernel_size=5,dilation=1)"
+    int32_t mFp16Offsets; // kFIELD_FP16_OFFSETS: 0 or 1
+    std::string mDescription; // timing-cache ID and metadata: "AdaCoFSynthesis(kernel_size=5,dilation=1,fp16_offsets=0)"
     std::vector<nvinfer1::PluginField> mSerialFields;
     nvinfer1::PluginFieldCollection mSerialFieldCollection{};
 };

@@ -9,8 +9,14 @@ not a built-in ONNX op goes to the parser's fallback plugin importer, which look
 (op_type, attribute `plugin_version` [default "1"], attribute `plugin_namespace` [default ""]); parsers from
 TensorRT 10.10 on retry with the node's `domain` as the namespace when that first look-up fails. Setting the
 domain AND the `plugin_namespace` attribute to the same string makes every 10.x/11.x parser resolve the same
-creator. Only the attributes whose names the creator lists (kernel_size, dilation) are passed on as plugin
-fields (ONNX INT -> PluginFieldType.kINT32); the two string attributes are read by the parser itself.
+creator. Only the attributes whose names the creator lists (kernel_size, dilation, fp16_offsets) are passed on as
+plugin fields (ONNX INT -> PluginFieldType.kINT32); the two string attributes are read by the parser itself.
+
+Offsets (alpha1/beta1/alpha2/beta2) are float32 in every graph the exporter writes. The plugin accepts float16
+offsets only on a node with the INT attribute `fp16_offsets` = 1 (absent = 0): a weakly typed TensorRT 10.x build
+picks the fastest combination the plugin accepts, and all-float16 would win by timing at the cost of the offsets'
+fractions (the bilinear weights). The exporter never sets it; `make_attributes(..., fp16_offsets=True)` is the one
+way to opt in.
 
 ONNX Runtime runs the same node through a custom-op domain named DOMAIN.
 """
@@ -65,13 +71,20 @@ def kernel_pad(kernel_size: int, dilation: int) -> int:
     return ((k - 1) * d) // 2
 
 
-def make_attributes(kernel_size: int, dilation: int) -> dict:
+FP16_OFFSETS = "fp16_offsets"  # the opt-in attribute (plugin field kFIELD_FP16_OFFSETS), see the module docstring
+
+
+def make_attributes(kernel_size: int, dilation: int, fp16_offsets: bool = False) -> dict:
     """Attributes for the ONNX node, e.g. ``onnx.helper.make_node(OP_TYPE, ins, outs, domain=DOMAIN,
-    **make_attributes(5, 1))``: two INT attributes and the two STRING attributes the TensorRT parser reads."""
+    **make_attributes(5, 1))``: two INT attributes and the two STRING attributes the TensorRT parser reads, plus
+    `fp16_offsets` = 1 only when opted in (absent means 0, so the exported graphs stay as they were)."""
     k, d = check_attributes(kernel_size, dilation)
-    return {
+    attrs = {
         "kernel_size": k,
         "dilation": d,
         "plugin_version": PLUGIN_VERSION,
         "plugin_namespace": PLUGIN_NAMESPACE,
     }
+    if fp16_offsets:
+        attrs[FP16_OFFSETS] = 1
+    return attrs

@@ -80,6 +80,12 @@ def test_plugin_methods_through_harness():
     # The register library registered the creator exactly once (the harness checks name/version/namespace).
     assert "register library: 1 registration(s), 1 registry lookup(s)" in proc.stdout
     assert "[sfadacof plugin]" not in proc.stderr  # every message went to the harness's ILogger
+    # fp16 offsets: refused by default (no weakly typed build can pick them), accepted on a node that opts in
+    for k in ("K=5 dilation=1", "K=3 dilation=2"):
+        block = proc.stdout.split(k, 1)[1]
+        assert block.index("fp16 offsets: refused without fp16_offsets=1") < block.index(
+            "fp16 offsets: accepted with fp16_offsets=1"), k
+    assert "f16,f16,f16,f16,f16,f16,f16,f16,f16,f16" not in proc.stdout  # printed only if accepted by default
 
 
 def test_register_library_keeps_an_already_registered_creator():

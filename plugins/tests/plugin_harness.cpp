@@ -29,6 +29,7 @@
 #include "adacof_cpu.h"
 #include "fake_registry.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -295,9 +296,14 @@ int32_t fieldInt(PluginFieldCollection const* fc, char const* name)
     return -1000;
 }
 
-IPluginV3* create(IPluginCreatorV3One* creator, int32_t const* k, int32_t const* d, TensorRTPhase phase)
+IPluginV3* create(IPluginCreatorV3One* creator, int32_t const* k, int32_t const* d, TensorRTPhase phase,
+    int32_t const* fp16Offsets = nullptr)
 {
     std::vector<PluginField> f;
+    if (fp16Offsets)
+    {
+        f.emplace_back("fp16_offsets", fp16Offsets, PluginFieldType::kINT32, 1);
+    }
     if (k)
     {
         f.emplace_back("kernel_size", k, PluginFieldType::kINT32, 1);
@@ -634,11 +640,13 @@ int main(int argc, char** argv)
     CHECK(std::strcmp(creator->getPluginVersion(), "1") == 0, "version %s", creator->getPluginVersion());
     CHECK(std::strcmp(creator->getPluginNamespace(), "sfadacof") == 0, "namespace %s", creator->getPluginNamespace());
     PluginFieldCollection const* names = creator->getFieldNames();
-    CHECK(names && names->nbFields == 2, "field names");
+    CHECK(names && names->nbFields == 3, "field names");
     CHECK(std::strcmp(names->fields[0].name, "kernel_size") == 0 && names->fields[0].type == PluginFieldType::kINT32,
         "field 0");
     CHECK(std::strcmp(names->fields[1].name, "dilation") == 0 && names->fields[1].type == PluginFieldType::kINT32,
         "field 1");
+    CHECK(std::strcmp(names->fields[2].name, "fp16_offsets") == 0 && names->fields[2].type == PluginFieldType::kINT32,
+        "field 2");
 
     // Invalid fields are refused with a logged reason.
     logger.verbose = false;
@@ -651,6 +659,14 @@ int main(int argc, char** argv)
         CHECK(bad == nullptr, "K=%d d=%d accepted", *kd.first, *kd.second);
         CHECK(loggedAsExpected(before), "K=%d d=%d: %d errors reached the ILogger", *kd.first, *kd.second,
             logger.errors - before);
+        delete bad;
+    }
+    {
+        // fp16_offsets is a switch: 0 or 1
+        int const before = logger.errors;
+        IPluginV3* bad = create(creator, &five, &one, TensorRTPhase::kBUILD, &two);
+        CHECK(bad == nullptr, "fp16_offsets=2 accepted");
+        CHECK(loggedAsExpected(before), "fp16_offsets=2: %d errors reached the ILogger", logger.errors - before);
         delete bad;
     }
     {
@@ -668,7 +684,8 @@ int main(int argc, char** argv)
         CHECK(p != nullptr, "defaults refused");
         auto* rt = p ? static_cast<IPluginV3OneRuntime*>(p->getCapabilityInterface(PluginCapabilityType::kRUNTIME)) : nullptr;
         CHECK(rt && fieldInt(rt->getFieldsToSerialize(), "kernel_size") == 5
-                && fieldInt(rt->getFieldsToSerialize(), "dilation") == 1, "defaults");
+                && fieldInt(rt->getFieldsToSerialize(), "dilation") == 1
+                && fieldInt(rt->getFieldsToSerialize(), "fp16_offsets") == 0, "defaults");
         delete p;
         int64_t const k64 = 3;
         PluginField f("kernel_size", &k64, PluginFieldType::kINT64, 1);
@@ -730,7 +747,11 @@ int main(int argc, char** argv)
         CHECK(build->getOutputShapes(ins.data(), 8, nullptr, 0, &outExpr, 1, exprBuilder) != 0, "8 inputs accepted");
         logger.verbose = true;
 
-        // supportsFormatCombination: exactly all-f32, all-f16, f16 with f32 offsets.
+        // supportsFormatCombination: exactly all-f32 and f16 with f32 offsets; all-f16 (f16 offsets) only with
+        // fp16_offsets=1 on the node.
+        std::string const allF32 = "f32,f32,f32,f32,f32,f32,f32,f32,f32,f32";
+        std::string const f32Offsets = "f16,f16,f16,f32,f32,f16,f32,f32,f16,f16";
+        std::string const allF16 = "f16,f16,f16,f16,f16,f16,f16,f16,f16,f16";
         std::vector<DynamicPluginTensorDesc> io(10);
         std::vector<Dims> dd = inputDims(-1, 3, -1, -1, K);
         dd.push_back(dims4(-1, 3, -1, -1));
@@ -742,9 +763,46 @@ int main(int argc, char** argv)
         }
         std::vector<std::string> accepted;
         enumerateFormats(build, io, 0, accepted, "");
-        CHECK(accepted.size() == 3, "%zu format combinations accepted", accepted.size());
+        CHECK(accepted == std::vector<std::string>({allF32, f32Offsets}), "%zu format combinations accepted",
+            accepted.size());
         for (auto const& a : accepted)
             std::printf("  accepted types (frame0,frame2,w1,a1,b1,w2,a2,b2,occ,out): %s\n", a.c_str());
+        std::printf("  fp16 offsets: %s without fp16_offsets=1\n",
+            std::find(accepted.begin(), accepted.end(), allF16) == accepted.end() ? "refused" : "ACCEPTED");
+        {
+            int32_t const on = 1;
+            IPluginV3* opted = create(creator, &K, &D, TensorRTPhase::kBUILD, &on);
+            auto* optedBuild = opted
+                ? static_cast<IPluginV3OneBuild*>(opted->getCapabilityInterface(PluginCapabilityType::kBUILD))
+                : nullptr;
+            CHECK(optedBuild != nullptr, "createPlugin(fp16_offsets=1)");
+            if (optedBuild)
+            {
+                std::vector<std::string> optedAccepted;
+                enumerateFormats(optedBuild, io, 0, optedAccepted, "");
+                CHECK(optedAccepted == std::vector<std::string>({allF32, f32Offsets, allF16}),
+                    "fp16_offsets=1: %zu format combinations accepted", optedAccepted.size());
+                std::printf("  fp16 offsets: %s with fp16_offsets=1\n",
+                    std::find(optedAccepted.begin(), optedAccepted.end(), allF16) != optedAccepted.end() ? "accepted"
+                                                                                                      : "REFUSED");
+                CHECK(std::string(optedBuild->getTimingCacheID()).find("fp16_offsets=1") != std::string::npos,
+                    "timing cache id of the opted-in node");
+                auto* optedRt = static_cast<IPluginV3OneRuntime*>(
+                    opted->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+                FieldCopy optedSerial(optedRt->getFieldsToSerialize());
+                IPluginV3* optedRestored = creator->createPlugin("adacof_node", &optedSerial.fc, TensorRTPhase::kRUNTIME);
+                auto* orb = optedRestored ? static_cast<IPluginV3OneBuild*>(
+                                optedRestored->getCapabilityInterface(PluginCapabilityType::kBUILD))
+                                          : nullptr;
+                std::vector<std::string> restoredAccepted;
+                if (orb)
+                    enumerateFormats(orb, io, 0, restoredAccepted, "");
+                CHECK(fieldInt(&optedSerial.fc, "fp16_offsets") == 1 && restoredAccepted.size() == 3,
+                    "fp16_offsets=1 lost in the serialisation round trip");
+                delete optedRestored;
+            }
+            delete opted;
+        }
 
         // configurePlugin: dynamic dims pass; a wrong K*K channel count fails.
         for (int i = 0; i < 10; ++i)
@@ -769,7 +827,8 @@ int main(int argc, char** argv)
             = static_cast<IPluginV3OneRuntime*>(cloned->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
         FieldCopy serial(clonedRuntime->getFieldsToSerialize());
         delete cloned;
-        CHECK(fieldInt(&serial.fc, "kernel_size") == K && fieldInt(&serial.fc, "dilation") == D, "serialised fields");
+        CHECK(fieldInt(&serial.fc, "kernel_size") == K && fieldInt(&serial.fc, "dilation") == D
+                && fieldInt(&serial.fc, "fp16_offsets") == 0, "serialised fields");
         IPluginV3* restored = creator->createPlugin("adacof_node", &serial.fc, TensorRTPhase::kRUNTIME);
         CHECK(restored != nullptr, "createPlugin(kRUNTIME)");
         if (!restored)

@@ -103,6 +103,8 @@ def register() -> None:
 
         dt = ortx.PyCustomOpDef
 
+        # Not declared: the optional `fp16_offsets` (plugins/onnx_node.py). onnxruntime-extensions requires every
+        # declared attribute on the node, ignores undeclared ones, and this op is float32 throughout anyway.
         @ortx.onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[dt.dt_float] * 9, outputs=[dt.dt_float],
                       attrs={"kernel_size": dt.dt_int64, "dilation": dt.dt_int64,
                              "plugin_version": dt.dt_string, "plugin_namespace": dt.dt_string})
