@@ -40,6 +40,7 @@ from plugins.onnx_node import DOMAIN, DOMAIN_VERSION, INPUT_NAMES, OP_TYPE, make
 from sfadacof import __version__ as SFADACOF_VERSION
 from sfadacof.models import SIZE_MULTIPLE, AdaCoFNet
 from sfadacof.outputs import atomic_path
+from sfadacof.progress import heartbeat
 from sfadacof.synthesis import kernel_pad, synthesis_forward
 
 from .standard_synthesis import lower_synthesis_nodes
@@ -260,33 +261,44 @@ def export_model(model: AdaCoFNet, out: str | os.PathLike, *, synthesis: str = "
         if form not in SYNTHESIS_FORMS:
             raise ValueError(f"unknown synthesis form {form!r}")
         targets[form] = Path(p)
-    t0 = time.perf_counter()
-    traced = _trace(model, exporter, opset)
-    _tidy(traced)
-    trace_seconds = time.perf_counter() - t0
-    infos = []
-    for form, path in targets.items():
-        t1 = time.perf_counter()
-        m = onnx.ModelProto()
-        m.CopyFrom(traced)
-        if form == "onnx":
-            lower_synthesis_nodes(m)
-        meta = export_metadata(model.variant, model.kernel_size, model.dilation, form, exporter, opset,
-                               checkpoint_sha256, checkpoint_name, epoch)
-        del m.metadata_props[:]
-        onnx.helper.set_model_props(m, meta)
-        m.producer_name, m.producer_version = "sfadacof", SFADACOF_VERSION
-        m.doc_string = (f"SF-AdaCoF family frame interpolation ({model.variant}, K={model.kernel_size}, "
-                        f"dilation={model.dilation}), synthesis form '{form}'.")
-        # Full check: structure plus shape inference over the whole graph (the custom node has no schema; the
-        # checker accepts nodes of unknown domains and infers around them).
-        onnx.checker.check_model(m, full_check=True)
-        atomic_save_onnx(m, path)
-        counts: dict[str, int] = {}
-        for n in m.graph.node:
-            key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
-            counts[key] = counts.get(key, 0) + 1
-        infos.append(ExportInfo(path=path, synthesis=form, exporter=exporter, opset=opset,
-                                seconds=trace_seconds + time.perf_counter() - t1, size_bytes=path.stat().st_size,
-                                nodes=len(m.graph.node), op_counts=dict(sorted(counts.items())), metadata=meta))
+    # the exporter runs 40-260 s on a CPU and reports nothing itself: lines from a heartbeat thread meanwhile
+    with heartbeat(f"exporting ONNX ({', '.join(targets)} synthesis)") as phase:
+        phase(f"tracing with the {exporter} exporter")
+        t0 = time.perf_counter()
+        traced = _trace(model, exporter, opset)
+        _tidy(traced)
+        trace_seconds = time.perf_counter() - t0
+        infos = []
+        for form, path in targets.items():
+            phase(f"checking and writing {path.name}")
+            infos.append(_write_form(model, traced, form, path, exporter, opset, checkpoint_sha256,
+                                     checkpoint_name, epoch, trace_seconds))
     return infos
+
+
+def _write_form(model: AdaCoFNet, traced, form: str, path: Path, exporter: str, opset: int,
+                checkpoint_sha256: str | None, checkpoint_name: str | None, epoch: int | None,
+                trace_seconds: float) -> ExportInfo:
+    t1 = time.perf_counter()
+    m = onnx.ModelProto()
+    m.CopyFrom(traced)
+    if form == "onnx":
+        lower_synthesis_nodes(m)
+    meta = export_metadata(model.variant, model.kernel_size, model.dilation, form, exporter, opset,
+                           checkpoint_sha256, checkpoint_name, epoch)
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, meta)
+    m.producer_name, m.producer_version = "sfadacof", SFADACOF_VERSION
+    m.doc_string = (f"SF-AdaCoF family frame interpolation ({model.variant}, K={model.kernel_size}, "
+                    f"dilation={model.dilation}), synthesis form '{form}'.")
+    # Full check: structure plus shape inference over the whole graph (the custom node has no schema; the
+    # checker accepts nodes of unknown domains and infers around them).
+    onnx.checker.check_model(m, full_check=True)
+    atomic_save_onnx(m, path)
+    counts: dict[str, int] = {}
+    for n in m.graph.node:
+        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+        counts[key] = counts.get(key, 0) + 1
+    return ExportInfo(path=path, synthesis=form, exporter=exporter, opset=opset,
+                      seconds=trace_seconds + time.perf_counter() - t1, size_bytes=path.stat().st_size,
+                      nodes=len(m.graph.node), op_counts=dict(sorted(counts.items())), metadata=meta)

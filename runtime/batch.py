@@ -41,6 +41,7 @@ from pathlib import Path
 
 from sfadacof import cli_args
 from sfadacof.cli_args import command_parser, int_range
+from sfadacof.progress import Progress
 from sfadacof.errors import UserError, cli_command
 from sfadacof.images import set_memory_budget
 from sfadacof.outputs import check_outputs, output_folder
@@ -182,24 +183,20 @@ def _start_ray(address: str | None, workers: int, threads: int):
     return ray
 
 
-def _progress_line(done: int, total: int, frames: int, t0: float) -> str:
-    elapsed = time.perf_counter() - t0
-    rate = frames / elapsed if elapsed > 0 else 0.0
-    eta = elapsed / done * (total - done) if done else float("nan")
-    return f"[{done}/{total} units] {frames} frames, {rate:.2f} frames/s, ETA {eta:.0f} s"
-
-
 def run_job(job: Job, *, backend_name: str, options: BackendOptions, factor: int, scene_cut: float | None,
             max_pixels: int | None, workers: int, address: str | None, retries: int, gpus_per_unit: float,
-            crf: int) -> list[dict]:
+            crf: int) -> tuple[list[dict], list[dict]]:
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     results: list[dict] = []
+    videos: list[dict] = []
+    bar = None
     if job.units:
         ray = _start_ray(address, workers, threads)
         try:
             task = ray.remote(run_unit).options(max_retries=retries, num_cpus=1, num_gpus=gpus_per_unit)
             pending = {task.remote(u, backend_name, options, factor, scene_cut, max_pixels): u for u in job.units}
-            t0, frames = time.perf_counter(), 0
+            # units are the work items on the cluster; assembling videos afterwards is reported apart ("videos")
+            bar = Progress(len(job.units), "computing", unit="unit")
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 unit = pending.pop(ready[0])
@@ -209,10 +206,12 @@ def run_job(job: Job, *, backend_name: str, options: BackendOptions, factor: int
                     r = {"unit": unit.id, "status": "failed",
                          "error": f"worker lost {retries + 1} time(s): {str(e).splitlines()[0][:200]}"}
                 results.append(r)
-                frames += r.get("frames", 0)
-                print(_progress_line(len(results), len(job.units), frames, t0)
-                      + (f"  {unit.id}: FAILED: {r['error']}" if r["status"] != "done" else ""), file=sys.stderr)
+                if r["status"] != "done":
+                    print(f"{unit.id}: FAILED: {r['error']}", file=sys.stderr)
+                bar.update()
         finally:
+            if bar is not None:
+                bar.close(ok=len(results) == len(job.units))
             ray.shutdown()
     failed_src = {r["unit"].split("[")[0] for r in results if r["status"] != "done"}
     from .video import assemble_spans
@@ -220,17 +219,26 @@ def run_job(job: Job, *, backend_name: str, options: BackendOptions, factor: int
     for v in job.videos:
         name = Path(v["src"]).name
         if name in failed_src:
-            results.append({"unit": name, "status": "failed", "error": "not assembled: a span failed"})
+            videos.append({"video": name, "status": "failed", "error": "not assembled: a span failed"})
             continue
         try:
             n = assemble_spans(Path(v["src"]), Path(v["out"]), [Path(s) for s in v["spans"]], factor=factor, crf=crf,
                                max_pixels=max_pixels)
         except UserError as e:
-            results.append({"unit": name, "status": "failed", "error": str(e)})
+            videos.append({"video": name, "status": "failed", "error": str(e)})
             continue
         shutil.rmtree(v["stage"], ignore_errors=True)
-        results.append({"unit": name, "status": "done", "frames": n, "output": v["out"]})
-    return results
+        videos.append({"video": name, "status": "done", "frames": n, "output": v["out"]})
+    return results, videos
+
+
+def summary_line(results: list[dict], videos: list[dict], skipped: list, out: Path) -> str:
+    """The closing line: units (as counted by the progress lines) and assembled videos, each counted apart."""
+    done = sum(r["status"] == "done" for r in results)
+    line = f"{done}/{len(results)} unit(s) done"
+    if videos:
+        line += f", {sum(v['status'] == 'done' for v in videos)}/{len(videos)} video(s) assembled"
+    return line + f", {len(skipped)} output(s) skipped as complete -> {out}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,7 +283,7 @@ def main(args: argparse.Namespace) -> int:
         gpus = 1.0 if args.backend == "trt" or args.device.startswith("cuda") else 0.0
     args.output.mkdir(parents=True, exist_ok=True)
     try:
-        results = run_job(job, backend_name=args.backend, options=options, factor=args.factor,
+        results, videos = run_job(job, backend_name=args.backend, options=options, factor=args.factor,
                           scene_cut=args.scene_cut, max_pixels=args.max_pixels, workers=args.workers,
                           address=args.ray_address, retries=args.retries, gpus_per_unit=gpus, crf=args.crf)
     except KeyboardInterrupt:
@@ -283,12 +291,12 @@ def main(args: argparse.Namespace) -> int:
         for v in job.videos:
             shutil.rmtree(v["stage"], ignore_errors=True)
         raise
-    failed = [r for r in results if r["status"] != "done"]
-    write_json(args.output / SUMMARY, {"units": results, "skipped": job.skipped, "failed": len(failed)})
-    print(f"{len(results) - len(failed)} unit(s) done, {len(failed)} failed, {len(job.skipped)} output(s) skipped "
-          f"as complete -> {args.output}")
+    failed = [r for r in results if r["status"] != "done"] + [v for v in videos if v["status"] != "done"]
+    write_json(args.output / SUMMARY, {"units": results, "videos": videos, "skipped": job.skipped,
+                                       "failed": len(failed)})
+    print(summary_line(results, videos, job.skipped, args.output))
     for r in failed:
-        print(f"failed: {r['unit']}: {r['error']}", file=sys.stderr)
+        print(f"failed: {r.get('unit', r.get('video'))}: {r['error']}", file=sys.stderr)
     return 1 if failed else 0
 
 

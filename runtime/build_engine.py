@@ -147,7 +147,11 @@ def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_i
 
     print(f"building the TensorRT engine {engine_path.name} ({req.precision}); this may take minutes", file=sys.stderr)
     t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
+    from sfadacof.progress import heartbeat
+
+    with heartbeat("building the TensorRT engine") as phase:  # minutes of tactic search that print nothing
+        phase("TensorRT builder running")
+        serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0
     if serialized is None:
         raise UserError(f"{parse_path}: TensorRT build failed (run with --verbose for the builder log)")

@@ -23,6 +23,7 @@ from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
 from sfadacof.images import set_memory_budget
 from sfadacof.outputs import check_outputs, output_file, output_folder
+from sfadacof.progress import per_unit
 
 from .accuracy import add_threshold_arguments, make_checker
 from .backends.registry import add_backend_arguments, backend_inputs, backend_options, create_backend
@@ -89,7 +90,8 @@ def main(args: argparse.Namespace) -> int:
     if args.report:
         write_json(args.report, report)
     s = report["summary"]
-    line = f"{s['pairs']} pair(s) -> {out_dir_path}  ({s['seconds_mean']:.3f} s/pair"
+    line = (f"{s['pairs']} pair(s) -> {out_dir_path} in {s['seconds_wall']:.1f} s "
+            f"({per_unit(s['seconds_wall'], s['pairs'], 'pair')}, the model alone {s['seconds_mean']:.3f} s of it")
     if "psnr_mean" in s:
         line += f", {s['triplets']} triplet(s): PSNR {s['psnr_mean']:.2f} dB, SSIM {s['ssim_mean']:.4f}"
     print(line + ")")

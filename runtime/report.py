@@ -1,14 +1,13 @@
-"""What every runtime command writes besides frames: the JSON report, the progress bar, the metrics note.
+"""What every runtime command writes besides frames: the JSON report and the metrics note (progress lines:
+sfadacof.progress; the report keys: runtime/README.md, "Report keys").
 
     write_json(path, obj)   -- atomic; Path and numpy scalars as plain JSON, inf/nan as the strings "inf"/"nan"
-    progress(iterable, ...) -- a tqdm bar on a terminal only
     METRICS_NOTE            -- how psnr/ssim in a report were computed (runtime.infer, runtime.accuracy)
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,6 @@ from sfadacof.outputs import atomic_write_text
 METRICS_NOTE = ("psnr/ssim are computed on the written 8-bit output (/255) against the ground truth as decoded "
                 "(8-bit /255, 16-bit /65535, alpha dropped, grayscale replicated), data range 1, over all pixels "
                 "and the three RGB channels; SSIM: 11x11 Gaussian window, sigma 1.5")
-
-
-def progress(iterable, total: int | None = None, desc: str = "", unit: str = "pair"):
-    """tqdm on a terminal only: a bar in a log file or CI output is noise."""
-    if not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr)
 
 
 def _json_default(o):

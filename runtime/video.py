@@ -37,12 +37,13 @@ import numpy as np
 from sfadacof.errors import UserError
 from sfadacof.images import MIN_SIZE, check_pixel_budget, hwc_to_nchw, load_image, nchw_to_hwc, save_png_rgb8, to_uint8
 from sfadacof.outputs import StagedFolder, default_file_mode, temp_path_beside
+from sfadacof.progress import Progress, per_unit
 from sfadacof.video_decode import av_message, open_video
 
 from .backends.base import Backend
 from .backends.registry import BackendOptions, create_backend
 from .pairs import root_images
-from .report import progress, write_json
+from .report import write_json
 
 VIDEO_OUTPUT_EXTENSIONS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".m4v": "mp4"}
 # Names that look like a video but are not written here: refused instead of becoming a folder of PNGs.
@@ -56,6 +57,7 @@ def check_video_output_name(dst: Path) -> None:
         raise UserError(f"{dst}: writing {dst.suffix} is not supported; name a {', '.join(VIDEO_OUTPUT_EXTENSIONS)} "
                         "file, or a folder (no extension) for PNG frames")
 DEFAULT_FOLDER_FPS = Fraction(25)
+OUTPUT_FRAME = "output frame"  # the unit of the progress lines and of the summary's s/output frame
 
 
 @dataclass
@@ -372,15 +374,16 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
 
             frames = video_frames()
 
-        t0 = time.perf_counter()
-        for rgb8, pts in progress(upconvert(backend, frames, factor, scene_cut, stats, between),
-                                  total=total * factor if total else None, desc="interpolating", unit="frame"):
-            sink.add(rgb8, pts)
-            stats.frames_out += 1
-        if stats.frames_in < 2:
-            raise UserError(f"{src}: needs at least 2 video frames, decoded {stats.frames_in}")
-        sink.close()
-        wall = time.perf_counter() - t0
+        # one unit for the progress lines and the summary: output frames, wall time (decoding and encoding included)
+        with Progress(total * factor if total else None, "interpolating", unit=OUTPUT_FRAME) as bar:
+            for rgb8, pts in upconvert(backend, frames, factor, scene_cut, stats, between):
+                sink.add(rgb8, pts)
+                stats.frames_out += 1
+                bar.update()
+            if stats.frames_in < 2:
+                raise UserError(f"{src}: needs at least 2 video frames, decoded {stats.frames_in}")
+            sink.close()
+        wall = bar.elapsed
     except BaseException:
         if sink is not None:
             sink.abort()
@@ -401,6 +404,7 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
             "scene_cut_threshold": scene_cut, "scene_cuts_before_input_frames": stats.scene_cuts,
             "audio_streams_copied": len(audio) if to_video else 0,
             "seconds_infer": stats.infer_seconds, "seconds_total": wall,
+            "seconds_per_output_frame": wall / max(stats.frames_out, 1),
             "seconds_per_interpolated_frame": stats.infer_seconds / max(stats.interpolated, 1)}
 
 
@@ -417,6 +421,8 @@ def run_video_cli(args, options: BackendOptions) -> int:
     if "note" in report:
         print(f"note: {report['note']}", file=sys.stderr)
     print(f"{report['frames_in']} frames @ {report['fps_in']:g} fps -> {report['frames_out']} frames @ "
-          f"{report['fps_out']:g} fps -> {args.output} ({len(report['scene_cuts_before_input_frames'])} scene cut(s), "
-          f"{report['seconds_per_interpolated_frame']:.3f} s per interpolated frame)", file=sys.stdout)
+          f"{report['fps_out']:g} fps -> {args.output} in {report['seconds_total']:.1f} s "
+          f"({per_unit(report['seconds_total'], report['frames_out'], OUTPUT_FRAME)}; the model "
+          f"{per_unit(report['seconds_infer'], report['interpolated'], 'interpolated frame')}; "
+          f"{len(report['scene_cuts_before_input_frames'])} scene cut(s))", file=sys.stdout)
     return 0

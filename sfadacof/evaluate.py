@@ -196,11 +196,11 @@ def run(argv: list[str] | None = None) -> dict:
                 raise UserError(f"--crop {crop[1]}x{crop[0]}: larger than the {w}x{h} frames of {src.name} "
                                 "(or not positive); omit it to score whole frames")
 
-    from tqdm import tqdm  # local: only the CLI path needs it
+    from .progress import Progress
 
     total_n = sum(min(len(s), args.max_triplets or len(s)) for s in sources)
     results = []
-    with tqdm(total=total_n, disable=None, dynamic_ncols=True, desc="triplets") as bar:
+    with Progress(total_n, "evaluating", unit="triplet") as bar:
         for s in sources:
             results.append(evaluate_source(s, model, device, args.max_triplets, crop, bar))
     clips = [r.summary(methods) for r in results]

@@ -131,7 +131,11 @@ def test_batch_equals_infer_and_resumes(data, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     _assert_same(out, data, "frames")
     summary = json.loads((out / "batch_summary.json").read_text())
-    assert summary["failed"] == 0 and len(summary["units"]) == 3 + 3 + 3 + 1  # pairs 3+3, clip spans 3, assembly
+    assert summary["failed"] == 0 and len(summary["units"]) == 3 + 3 + 3  # pairs 3+3, clip spans 3
+    assert [v["video"] for v in summary["videos"]] == ["clip.mp4"]  # its assembly, counted apart
+    # one count of units everywhere: the progress lines' total, the closing line (issue 27)
+    assert "computing: finished 9 units" in r.stderr and "9/9 unit(s) done, 1/1 video(s) assembled" in r.stdout, \
+        r.stdout + r.stderr
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left
     # resume: everything is complete, nothing is recomputed
     r = _run(*argv)
