@@ -39,7 +39,7 @@ import types
 from pathlib import Path
 
 from . import _libs
-from .gpu_plan import DEFAULT_BUILD, DEVICE_ARCH, HARNESS, NOT_RUN, STEPS, build_problem
+from .gpu_plan import DEFAULT_BUILD, DEVICE_ARCH, HARNESS, NOT_RUN, STEPS, build_problem, run_group
 
 REPO = _libs.REPO_ROOT
 SIZES = {"1080p": (1088, 1920), "4k": (2176, 3840)}
@@ -187,31 +187,17 @@ def _tail(text: str, n: int = 3000) -> str:
 
 
 def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[int, str]:
-    """(exit status, stdout + stderr) of `cmd` in its own process group; on timeout (124), Ctrl-C or SIGTERM the
-    whole group is killed, so a grandchild (pytest's workers, a runtime subprocess) neither outlives the step nor
-    keeps the pipe open."""
+    """(exit status, stdout + stderr) of `cmd`; on timeout (124), Ctrl-C or SIGTERM its whole process group is
+    killed, so a grandchild (pytest's workers, a runtime subprocess) neither outlives the step nor keeps the pipe
+    open. The timeout is cut to what is left of the run's --budget-s."""
+    timeout = min(timeout, max(5.0, _DEADLINE[0] - time.monotonic()))
     print("+", shlex.join(cmd), flush=True)
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                         cwd=REPO, env={**os.environ, **(env or {})}, start_new_session=True)
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(p)
-        out, _ = p.communicate()
-        return 124, (out or "") + f"\n(timed out after {timeout:.0f} s; its process group was killed)"
-    except BaseException:
-        _kill_group(p)
-        p.wait()
-        raise
+    rc, out = run_group(cmd, timeout, cwd=REPO, env={**os.environ, **(env or {})})
     print(_tail(out, 4000), flush=True)
-    return p.returncode, out
+    return rc, out
 
 
-def _kill_group(p: subprocess.Popen) -> None:
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+_DEADLINE = [math.inf]  # monotonic time by which the run must be done (set by run() from --budget-s)
 
 
 def _device_arch() -> str:
@@ -630,6 +616,9 @@ def parse_args(argv):
     ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     ap.add_argument("--quick", action="store_true", help="1080p and K = 5 only, fewer iterations")
     ap.add_argument("--tests-timeout", type=float, default=150.0)
+    ap.add_argument("--budget-s", type=float, default=420.0,
+                    help="seconds the whole run may take: later steps' subprocess timeouts are cut to what is left "
+                         "(the device call's timeout_s is 450)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="build jobs (--rehearse)")
     ap.add_argument("--extract-authors", type=Path, metavar="GIT_DIR",
                     help=f"copy the files the run needs from a clone of {AUTHORS_REPO} into --authors, then exit")
@@ -702,6 +691,7 @@ def run(args) -> int:
         return 2
     import torch
 
+    _DEADLINE[0] = time.monotonic() + args.budget_s
     args.arch = _device_arch() if args.gpu else DEVICE_ARCH
     problem = build_problem(args.build_dir, args.arch)
     if problem:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,3 +90,29 @@ def build_for_device(build_dir: Path, arch: str, trt_include: Path, jobs: int, c
     return 0
 
 
+
+
+def run_group(cmd: list[str], timeout: float, cwd: Path, env: dict) -> tuple[int, str]:
+    """(exit status, stdout + stderr) of `cmd` in a new process group; on timeout (124) or any exception (Ctrl-C,
+    SIGTERM turned into one) the whole group is killed: subprocess.run would kill the direct child only, then wait
+    for a grandchild that still holds the pipe."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                         cwd=cwd, env=env, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(p)
+        out, _ = p.communicate()
+        return 124, (out or "") + f"\n(timed out after {timeout:.0f} s; its process group was killed)"
+    except BaseException:
+        _kill_group(p)
+        p.wait()
+        raise
+    return p.returncode, out
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

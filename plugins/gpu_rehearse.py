@@ -230,17 +230,17 @@ def _run_stand_in(root: Path, venv: Path) -> int:
     cmd = ["python3", "-m", "plugins.gpu_check", "--stand-in"]
     print("rehearse: +", " ".join(cmd), f"(cwd {checkout}, venv {venv.name})", flush=True)
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True, timeout=900)
+    rc, log = gpu_plan.run_group(cmd, 900, cwd=checkout, env=env)
     wall = time.monotonic() - t0
-    print(proc.stdout[-6000:] + proc.stderr[-3000:], flush=True)
+    print(log[-9000:], flush=True)
     reports = sorted(out.glob("*-stand-in.json"))
     if not reports:
-        raise RehearsalError(f"the stand-in's gpu_check wrote no report (exit {proc.returncode})")
+        raise RehearsalError(f"the stand-in's gpu_check wrote no report (exit {rc})")
     report = json.loads(reports[-1].read_text())
     steps = report["steps"]
     bad = []
-    if proc.returncode != 0:
-        bad.append(f"the stand-in's gpu_check exited {proc.returncode}")
+    if rc != 0:
+        bad.append(f"the stand-in's gpu_check exited {rc}")
     for name in gpu_plan.STEPS:
         status = steps.get(name, {}).get("status")
         want = "passed" if name == "build" else gpu_plan.NOT_RUN

@@ -299,3 +299,27 @@ def test_authors_model_loads_the_checkpoint_and_matches_sfadacof_kernel_maps():
     for a, b in zip(ours, their_maps):
         assert a.shape == b.shape
         assert float((a - b).abs().max()) <= 1e-5 * max(1.0, float(b.abs().max()))
+
+
+@pytest.mark.slow
+def test_rehearsal_ends_on_sigterm_in_one_line_and_leaves_no_stand_in(tmp_path):
+    if gpu_plan.build_problem(gpu_plan.DEFAULT_BUILD, gpu_plan.DEVICE_ARCH) is not None:
+        pytest.skip("no current sm_90 build in build/gpu-device (the rehearsal test above makes it)")
+    proc = subprocess.Popen([sys.executable, "-m", "plugins.gpu_check", "--rehearse"], cwd=REPO, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 900  # a first run installs the venv
+        while not list(tmp_path.glob("sfadacof-device-*/OUT")) and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(3)  # inside the stand-in's gpu_check
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + 15, err
+    assert err.strip().splitlines() == ["gpu_check: interrupted (SIGTERM)"]
+    assert list(tmp_path.iterdir()) == []  # the stand-in checkout, its OUT and HOME are gone
