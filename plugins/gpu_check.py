@@ -1,7 +1,7 @@
 """The one-call GPU check of the CUDA side (issues 13, 22): plugin harness with a device, compute-sanitizer, the GPU
 tests, the plugin's kernel (errors and timings) and end to end, written to benchmarks/gpu/<date>-<gpu>.json.
 
-    python -m plugins.gpu_check [--out-dir benchmarks/gpu] [--build-dir build/gpu-check] [--authors .authors/SF-AdaCoF]
+    python -m plugins.gpu_check [--out-dir benchmarks/gpu] [--build-dir build/gpu-device] [--authors .authors/SF-AdaCoF]
                                 [--steps build harness sanitizer gpu_tests kernel end_to_end] [--quick]
     python -m plugins.gpu_check --rehearse          # here, no GPU: build what the device needs, then rehearse the run
     python -m plugins.gpu_check --dry-run           # the plan and the headline keys' bounds
@@ -34,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -515,8 +516,6 @@ def _no_tf32() -> None:
 
 
 def step_end_to_end(args, report):
-    import numpy as np
-
     e2e = report.setdefault("end_to_end", {})
     e2e["frames"] = f"{FRAMES[0]}, {FRAMES[1]} upscaled (bicubic) to 1920x1080"
     present = (args.authors / "sf_adacof_model.py").is_file()
@@ -531,14 +530,19 @@ def step_end_to_end(args, report):
         if present:
             details["authors_model_on_cpu"] = check_authors_state_dict(args.authors)
         return (NOT_RUN if rc == 0 else "failed"), details
+    _no_tf32()
+    with tempfile.TemporaryDirectory(prefix="gpu_check_e2e-") as scratch:  # not inside the carried build
+        return _end_to_end_on_gpu(args, report, f0, f2, Path(scratch), present)
+
+
+def _end_to_end_on_gpu(args, report, f0, f2, scratch: Path, present: bool):
+    import numpy as np
     import torch
 
     from sfadacof.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from sfadacof.metrics import psnr
 
-    _no_tf32()
-    scratch = args.build_dir / "e2e"
-    scratch.mkdir(parents=True, exist_ok=True)
+    e2e = report["end_to_end"]
     np.savez(scratch / "frames.npz", frame0=f0.numpy(), frame2=f2.numpy())
     details = {}
     # the project's FP16 path, in a subprocess (plugins may not import runtime); its default kernel is the plugin's
