@@ -26,15 +26,13 @@ from pathlib import Path
 import onnx
 
 from sfadacof import cli_args
-from sfadacof.data import parse_source_spec
 from sfadacof.errors import UserError, cli_command
 from runtime.report import write_json
 from sfadacof.outputs import check_outputs, output_file
 from sfadacof.sizes import parse_size
 
-from .evaluate import Runner, benchmark, benchmark_estimator, estimator_maps_diff, evaluate, format_sensitivity, format_table, summarise
 from .graph import DEFAULT_GROUPS, GROUPS, check_groups_recognised, conv_nodes, inspect_qdq, parse_groups
-from .quantize import METHODS, PLACEMENTS, calibrate, quantize
+from .options import METHOD_NAMES, PLACEMENTS
 from .sources import add_calibration_arguments, calibration_pairs, eval_items, split_data
 
 
@@ -44,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthesis", choices=("plugin", "onnx"), default="plugin",
                    help="with --checkpoint: export form to quantize (default plugin: the custom AdaCoFSynthesis "
                         "node TensorRT maps to its plugin; onnx: standard ops only)")
-    p.add_argument("--method", choices=tuple(METHODS), default="minmax", help="calibration method (default minmax)")
+    p.add_argument("--method", choices=METHOD_NAMES, default="minmax", help="calibration method (default minmax)")
     p.add_argument("--percentile", type=cli_args.percentile, default=99.999, help="with --method percentile (default 99.999)")
     p.add_argument("--fit", choices=("cover", "crop"), default="cover",
                    help="cover: scale to cover --size then centre-crop; crop: centre-crop at native scale")
@@ -62,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensitivity", action="store_true", help="also: cost of quantizing each layer group alone")
     p.add_argument("--benchmark", action="store_true", help="also: ORT CPU seconds per frame, FP32 vs INT8")
     p.add_argument("--bench-size", default="448x256", help="benchmark frame size WxH (default 448x256)")
-    p.add_argument("--bench-runs", type=cli_args.positive_int, default=5)
+    p.add_argument("--bench-runs", type=cli_args.positive_int, default=5,
+                   help="timed runs of each graph in the speed comparison")
     p.add_argument("--threads", type=cli_args.positive_int, default=None, help="ORT intra-op threads (default: all cores)")
     return p
 
@@ -81,6 +80,13 @@ def _hw(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    # here, after parsing: torch and ONNX Runtime load in seconds, --help answers at once
+    from sfadacof.data import parse_source_spec
+
+    from .evaluate import (Runner, benchmark, benchmark_estimator, estimator_maps_diff, evaluate,
+                           format_sensitivity, format_table, summarise)
+    from .quantize import calibrate, quantize
+
     size = _hw(parse_size(args.size, "--size", multiple=32))  # (height, width): the order of the arrays
     eval_crop = _hw(parse_size(args.eval_size, "--eval-size")) if args.eval_size else None
     bench_size = _hw(parse_size(args.bench_size, "--bench-size", multiple=32))
@@ -213,6 +219,9 @@ def sensitivity(fp32_path: Path, fp32_run: Runner, items, ranges, chosen, per_ch
                 args) -> list[dict]:
     """Each layer group quantized alone (same calibration ranges), plus the chosen set; cost = mean FP32 PSNR vs
     GT minus mean PSNR with only that group in INT8."""
+    from .evaluate import Runner, evaluate, summarise
+    from .quantize import quantize
+
     model = onnx.load(str(fp32_path))
     present = [g for g in GROUPS if any(c.group == g for c in conv_nodes(model))]
     rows = []

@@ -27,6 +27,7 @@ from onnxruntime.quantization.calibrate import EntropyCalibrater, PercentileCali
 from export.graph import frame_inputs
 from sfadacof.outputs import atomic_path
 
+from .options import METHOD_NAMES, PLACEMENTS  # noqa: F401 (PLACEMENTS re-exported)
 from .graph import calibration_subgraph, consumers_by_tensor, nodes_for_groups
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -121,7 +122,7 @@ def calibrate(model: onnx.ModelProto, pairs: list[tuple[np.ndarray, np.ndarray]]
         return TensorsData(METHODS[method], data)
 
 
-PLACEMENTS = ("tensorrt", "ort-cpu")
+assert tuple(METHODS) == METHOD_NAMES
 
 
 def quantize(model_path: Path, out_path: Path, ranges: TensorsData, groups: tuple[str, ...],

@@ -45,12 +45,8 @@ from sfadacof.synthesis import kernel_pad, synthesis_forward
 
 from .standard_synthesis import lower_synthesis_nodes
 
-SYNTHESIS_FORMS: tuple[str, ...] = ("plugin", "onnx")
-EXPORTERS: tuple[str, ...] = ("dynamo", "torchscript")
-DEFAULT_OPSET = 18
-# Opsets the graph is valid for: 13 is the first with Resize/Clip/Gather in the forms used here and Softmax over one
-# axis; 20 is the newest both torch exporters and TensorRT 10's parser accept.
-MIN_OPSET, MAX_OPSET = 13, 20
+from .options import DEFAULT_OPSET, EXPORTERS, MAX_OPSET, MIN_OPSET, SYNTHESIS_FORMS  # noqa: F401 (re-exported)
+
 # Trace size: NOT a multiple of 32 in either dimension, so every shape expression of the pad and the crop is
 # exercised while tracing (a multiple-of-32 sample would let the legacy tracer drop the pad as a no-op).
 TRACE_SIZE = (37, 45)

@@ -244,7 +244,7 @@ def convert_file(src: Path, dst: Path, synthesis: str = "fp32") -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.command_parser("export.fp16_graph", __doc__)
-    p.add_argument("onnx", type=Path)
+    p.add_argument("onnx", type=Path, help="the fp32 export to convert (python -m export.to_onnx)")
     p.add_argument("-o", "--output", type=Path, default=None, help="default: MODEL.fp16.onnx beside the input")
     p.add_argument("--synthesis", choices=SYNTHESIS_PRECISIONS, default="fp16",
                    help="fp16: the TensorRT plugin's fp16 + fp32-offsets form (default); fp32: the node stays fp32 "

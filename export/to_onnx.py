@@ -24,7 +24,7 @@ from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
 from sfadacof.outputs import check_outputs, output_file
 
-from .core import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SYNTHESIS_FORMS, ExportInfo, export_model
+from .options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SYNTHESIS_FORMS
 
 
 def standard_form_path(path: Path) -> Path:
@@ -36,11 +36,11 @@ def standard_form_path(path: Path) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0],
                                 epilog="check an export against PyTorch: python -m runtime.accuracy PAIRS --backend ort "
-                                       "--onnx MODEL.onnx",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                       "--onnx MODEL.onnx")
     p.add_argument("checkpoint", nargs="?", type=Path, default=None,
                    help="checkpoint (.pth); default: the shipped sfadacof/weights/sf_adacof_default.pth")
-    p.add_argument("-o", "--output", type=Path, default=None, help="ONNX file to write")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="ONNX file to write (default: CKPT's name with .onnx, in the current directory)")
     p.add_argument("--synthesis", choices=SYNTHESIS_FORMS + ("both",), default="plugin",
                    help="plugin: one custom AdaCoFSynthesis node (TensorRT plugin / ORT custom op, default); "
                         "onnx: standard ONNX ops only; both: plugin form to OUT and onnx form to OUT .std.onnx")
@@ -61,8 +61,10 @@ def _default_output(ckpt_path: Path) -> Path:
 
 def export_checkpoint(checkpoint: Path | None, output: Path | None = None, synthesis: str = "plugin",
                       variant: str | None = None, kernel_size: int | None = None, dilation: int | None = None,
-                      opset: int = DEFAULT_OPSET, exporter: str = "auto") -> list[ExportInfo]:
-    """Load (UserError on a bad checkpoint) and export; returns one ExportInfo per written file."""
+                      opset: int = DEFAULT_OPSET, exporter: str = "auto") -> list:
+    """Load (UserError on a bad checkpoint) and export; returns one export.core.ExportInfo per written file."""
+    from .core import export_model  # here: torch and onnx load after parsing (--help answers at once)
+
     from sfadacof.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT

@@ -86,14 +86,20 @@ def _traffic_bytes(inputs) -> int:
     return sum(t.numel() * t.element_size() for t in inputs) + inputs[0].numel() * inputs[0].element_size()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m plugins.benchmark", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", nargs="+", default=["1080p", "4k"], choices=sorted(SIZES))
-    ap.add_argument("--kernel-size", type=int, default=5)
-    ap.add_argument("--dilation", type=int, default=1)
-    ap.add_argument("--iters", type=int, default=20)
+def build_parser() -> argparse.ArgumentParser:
+    from sfadacof.cli_args import ArgumentParser
+
+    ap = ArgumentParser(prog="python -m plugins.benchmark", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", nargs="+", default=["1080p", "4k"], choices=sorted(SIZES), help="frame sizes to time")
+    ap.add_argument("--kernel-size", type=int, default=5, help="the op's kernel size K")
+    ap.add_argument("--dilation", type=int, default=1, help="the op's dilation")
+    ap.add_argument("--iters", type=int, default=20, help="timed calls per size (after warm-up)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference (slow, memory hungry)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from . import _libs
 

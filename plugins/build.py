@@ -19,8 +19,10 @@ from pathlib import Path
 from . import _libs
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m plugins.build", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    from sfadacof.cli_args import ArgumentParser
+
+    ap = ArgumentParser(prog="python -m plugins.build", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cuda-archs", help='CMAKE_CUDA_ARCHITECTURES, e.g. "90" (default: 75;80;86;89;90, plus '
                     '100;120 when nvcc supports them)')
     ap.add_argument("--tensorrt-root", help="TensorRT install root (include/NvInfer*.h below it)")
@@ -29,11 +31,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="accept TensorRT headers of another major than this interpreter's tensorrt package "
                          "(building the plugin for another machine's runtime)")
     ap.add_argument("--no-cuda", action="store_true", help="build the CPU kernel only")
-    ap.add_argument("--build-dir", type=Path, default=_libs.DEFAULT_BUILD_DIR)
-    ap.add_argument("--build-type", default="Release")
-    ap.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--build-dir", type=Path, default=_libs.DEFAULT_BUILD_DIR, help="CMake build directory")
+    ap.add_argument("--build-type", default="Release", help="CMAKE_BUILD_TYPE (Release, Debug, RelWithDebInfo)")
+    ap.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
+                    help="parallel compile jobs (default: the CPU count, %(default)s here)")
     ap.add_argument("--clean", action="store_true", help="delete the build directory's CMake cache first")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     cmake = shutil.which("cmake")
     if cmake is None:

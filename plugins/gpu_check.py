@@ -605,28 +605,36 @@ def _gpu_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "gpu"
 
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m plugins.gpu_check", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    from sfadacof.cli_args import ArgumentParser
+
+    ap = ArgumentParser(prog="python -m plugins.gpu_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="no GPU: print the plan and the headline keys' bounds")
     ap.add_argument("--rehearse", action="store_true",
                     help="no GPU: build what the device needs here, then run every step that needs no GPU in a "
                          "stand-in of the device (plugins/device_image.txt) and print the device call")
     ap.add_argument("--stand-in", action="store_true", help=argparse.SUPPRESS)  # the rehearsal's device run
-    ap.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "gpu")
-    ap.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD)
+    ap.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "gpu", help="where the results go")
+    ap.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD, help="CMake build directory of the GPU build")
     ap.add_argument("--tensorrt-include", type=Path, default=DEFAULT_TRT_INCLUDE,
                     help="TensorRT 10.x headers for building the plugin and harness (--rehearse)")
-    ap.add_argument("--authors", type=Path, default=DEFAULT_AUTHORS)
-    ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    ap.add_argument("--authors", type=Path, default=DEFAULT_AUTHORS,
+                    help="the authors' code (see --extract-authors), for the comparison against their kernel")
+    ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), metavar="STEP",
+                    help=f"the steps to run, of {', '.join(STEPS)}")
     ap.add_argument("--quick", action="store_true", help="1080p and K = 5 only, fewer iterations")
-    ap.add_argument("--tests-timeout", type=float, default=150.0)
+    ap.add_argument("--tests-timeout", type=float, default=150.0, help="seconds allowed to the GPU test run")
     ap.add_argument("--budget-s", type=float, default=420.0,
                     help="seconds the whole run may take: later steps' subprocess timeouts are cut to what is left "
                          "(the device call's timeout_s is 450)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="build jobs (--rehearse)")
     ap.add_argument("--extract-authors", type=Path, metavar="GIT_DIR",
                     help=f"copy the files the run needs from a clone of {AUTHORS_REPO} into --authors, then exit")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def parse_args(argv):
+    args = build_parser().parse_args(argv)
     args.build_dir = args.build_dir.resolve()
     args.authors = args.authors.resolve()
     return args

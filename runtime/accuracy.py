@@ -1,6 +1,6 @@
 """Accuracy of a backend against the PyTorch model on the same pairs.
 
-    python -m runtime.accuracy PAIRS_DIR --backend ort|trt|torch [--checkpoint CKPT] [--onnx M] [--engine E]
+    python -m runtime.accuracy PAIRS_DIR --backend auto|torch|ort|openvino|trt [--checkpoint CKPT] [--onnx M] [--engine E]
                                 [--max-abs 1e-3] [--min-psnr 45] [--report R.json] [-o OUT_DIR]
     python -m runtime.infer PAIRS_DIR -o OUT_DIR --backend ... --check      # the same check while inferring
 
@@ -40,7 +40,6 @@ from sfadacof.images import set_memory_budget, to_uint8
 from sfadacof.outputs import check_outputs, output_file, output_folder
 
 from .backends.registry import add_backend_arguments, backend_inputs, backend_options, create_backend
-from .backends.torch_backend import TorchBackend
 from .pairs import discover_pairs, run_pairs
 from .report import write_json
 
@@ -115,6 +114,8 @@ class Checker:
     """Runs the PyTorch model beside a backend and judges each output against the thresholds."""
 
     def __init__(self, thresholds: Thresholds, checkpoint: Path | None = None, variant: str | None = None) -> None:
+        from .backends.torch_backend import TorchBackend  # here: --help must not import torch
+
         self.thresholds = thresholds
         self.reference = TorchBackend(checkpoint, variant=variant)
         self.rows: list[dict] = []
@@ -179,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pairs", type=Path, help="pairs folder (as for runtime.infer)")
     add_backend_arguments(p, backend=None)
     add_threshold_arguments(p)
-    p.add_argument("--report", type=Path, default=None)
+    p.add_argument("--report", type=Path, default=None,
+                   help="write a JSON report here (keys: runtime/README.md, \"Report keys\")")
     p.add_argument("-o", "--output", type=Path, default=None, help="also write the backend's frames here")
     cli_args.add_size_limits(p)
     return p

@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", type=Path, help="pairs folders and videos, any mix")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--workers", type=int_range(1, 4096), default=max(1, os.cpu_count() or 1),
-                   help="local cluster size in worker processes (default: the CPU count); ignored with --ray-address")
+                   help="local cluster size in worker processes (default: the CPU count, %(default)s here); "
+                        "ignored with --ray-address")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. ray://head:10001 or auto)")
     p.add_argument("--chunk-pairs", type=int_range(1, 100000), default=8, help="pairs per unit (default 8)")
     p.add_argument("--chunk-frames", type=int_range(1, 1000000), default=48,

@@ -169,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs those it offers (default fp32,bf16)")
     p.add_argument("--sizes", default="256x256,960x540", help="comma list of WIDTHxHEIGHT")
     p.add_argument("--batches", default="1", help="comma list of batch sizes")
-    p.add_argument("--warmup", type=cli_args.nonnegative_int, default=2)
-    p.add_argument("--iters", type=cli_args.positive_int, default=10)
+    p.add_argument("--warmup", type=cli_args.nonnegative_int, default=2,
+                   help="untimed runs before timing (first-call allocation, graph optimisation)")
+    p.add_argument("--iters", type=cli_args.positive_int, default=10, help="timed runs per configuration")
     add_backend_arguments(p, choose=False, variant_default="sf_adacof",
                           variant_help="random-weights variant when no checkpoint exists")
     p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch intra-op threads (default: torch's)")

@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sfadacof.checkpoint import file_sha256
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
 
@@ -163,7 +162,7 @@ def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_i
 
     meta = EngineMeta(tensorrt_version=trt.__version__, gpu_name=name, compute_capability=cc,
                       precision=req.precision, profile=profile.to_json(), onnx_path=str(onnx_path),
-                      onnx_sha256=file_sha256(onnx_path), engine_sha256=file_sha256(engine_path),
+                      onnx_sha256=_sha256(onnx_path), engine_sha256=_sha256(engine_path),
                       plugin_path=str(req.plugin) if req.plugin else None, plugin_sha256=plugin_sha,
                       plugin_serialized=req.serialize_plugin, strongly_typed=True, inputs=inputs, outputs=outputs,
                       build_seconds=seconds, workspace_mb=int(req.workspace_mb),
@@ -175,6 +174,12 @@ def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_i
     return meta
 
 
+def _sha256(path: Path) -> str:
+    from sfadacof.checkpoint import file_sha256  # here: sfadacof.checkpoint imports torch, --help must not
+
+    return file_sha256(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.command_parser("runtime.build_engine", __doc__)
     p.add_argument("onnx", type=Path, help="exported model (fp32, or the Q/DQ model for --int8)")
@@ -184,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     prec.add_argument("--int8", action="store_true", help="INT8 from a Q/DQ ONNX (calib step)")
     p.add_argument("-o", "--output", type=Path, default=None, help="engine path (default MODEL.<precision>.engine)")
     p.add_argument("--plugin", type=Path, default=None,
-                   help="AdaCoFSynthesis plugin library (default: libsfadacof_trt_plugin.so found by plugins/_libs.py)")
+                   help="the TensorRT plugin library, libsfadacof_trt_plugin.so (default: the one plugins/_libs.py "
+                        "finds: $SFADACOF_PLUGIN_DIR, build/, then plugins/ where pip puts it)")
     p.add_argument("--serialize-plugin", action="store_true",
                    help="embed the plugin library in the engine (builds a version-compatible engine)")
     p.add_argument("--min", default=None, metavar="NxCxHxW", help="default 1x3x32x32")
@@ -194,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", type=Path, default=None, help="read and update this timing cache file")
     p.add_argument("--workspace", type=int, default=4096, metavar="MB", help="builder workspace limit (MiB)")
     p.add_argument("--device", type=int, default=0, help="CUDA device to build for")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="print TensorRT's builder log")
     return p
 
 

@@ -35,9 +35,10 @@ side in the two runtimes. That moves one tap of one pixel by weight x (pixel dif
 outlier, not a pattern, and the per-pair report gives the 99.99th percentile next to the max to tell the two apart.
 
 TensorRT (on a machine with TensorRT and the plugin built): the same inputs.json/reference.json serve
-    polygraphy run MODEL.onnx --trt --plugins build/libsfadacof_trt_register.so --load-inputs inputs.json
+    polygraphy run MODEL.onnx --trt --plugins LIBDIR/libsfadacof_trt_register.so --load-inputs inputs.json
         --load-outputs reference.json --atol 1e-4 --rtol 0 --trt-min-shapes ... --trt-opt-shapes ... --trt-max-shapes ...
-(the shape flags are printed for the actual frame sizes). libsfadacof_trt_register.so is the plugin's variant that
+(printed with the shape flags for the actual frame sizes, and LIBDIR resolved where plugins/_libs.py finds the
+library: $SFADACOF_PLUGIN_DIR, build/ of `python -m plugins.build`, or plugins/ where `pip install` puts it). libsfadacof_trt_register.so is the plugin's variant that
 registers its creator when polygraphy ctypes-loads it (plugins/README.md). An fp16 graph (export.fp16_graph) is
 built with --strongly-typed and compared with --atol 2e-2, since FP16 trunk activations move offsets by ~1e-3 px.
 
@@ -188,13 +189,23 @@ def trt_shape_flags(pairs: list[Pair]) -> list[str]:
     return flags
 
 
+def register_library_path() -> tuple[Path, bool]:
+    """(path, built): where the self-registering plugin library is (plugins/_libs.py's search: $SFADACOF_PLUGIN_DIR,
+    build/, plugins/), absolute so the printed command works from any folder; where it is not built here, the path
+    `pip install` gives it on a machine with TensorRT (plugins/), and False."""
+    from plugins import _libs
+
+    found = _libs.find_library(_libs.REGISTER_LIBRARY)
+    if found is not None:
+        return found.resolve(), True
+    return _libs.PACKAGE_DIR / _libs.library_filename(_libs.REGISTER_LIBRARY), False
+
+
 def polygraphy_trt_command(onnx_path: Path, inputs: Path, ref: Path, pairs: list[Pair], atol: float, rtol: float,
                            custom_op: bool, fp16: bool = False) -> list[str]:
-    from plugins._libs import DEFAULT_BUILD_DIR, REGISTER_LIBRARY, library_filename
-
     cmd = ["polygraphy", "run", str(onnx_path), "--trt"]
     if custom_op:
-        cmd += ["--plugins", str(DEFAULT_BUILD_DIR.relative_to(REPO_ROOT) / library_filename(REGISTER_LIBRARY))]
+        cmd += ["--plugins", str(register_library_path()[0])]
     if fp16:
         # the graph's own types decide, as in runtime.build_engine: --fp16 (a weakly typed build on 10.x) could move
         # the offset heads to fp16, and 11.x has no such flag
@@ -304,8 +315,7 @@ def resize_pair(pair: Pair, width: int, height: int) -> tuple[np.ndarray, np.nda
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli_args.ArgumentParser(prog="python -m runtime.parity", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_args.ArgumentParser(prog="python -m runtime.parity", description=__doc__.split("\n\n")[0])
     p.add_argument("src", type=Path, help="pairs folder or folder of sequential frames")
     p.add_argument("--onnx", type=Path, required=True, help="exported graph (either synthesis form)")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint the graph came from (default: shipped)")
@@ -317,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-polygraphy", action="store_true", help="only the in-process ORT comparison")
     p.add_argument("--benchmark", nargs="?", const="960x540", default=None, metavar="WxH",
                    help="also time ORT vs PyTorch on CPU at this size (default 960x540)")
-    p.add_argument("--bench-iters", type=cli_args.positive_int, default=3)
+    p.add_argument("--bench-iters", type=cli_args.positive_int, default=3, help="timed runs per backend in --benchmark")
     p.add_argument("--bench-onnx", type=Path, action="append", default=[], metavar="OTHER.onnx",
                    help="also time this graph in the same benchmark (repeatable; e.g. the other synthesis form)")
     p.add_argument("--threads", type=cli_args.positive_int, default=None, help="threads for ORT and torch (default: all cores)")
@@ -382,6 +392,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"  ORT {g['synthesis']} form ({Path(g['onnx']).name}): {g['ort_s']:.2f} s/frame, "
                   f"ORT/PyTorch {g['ort_over_torch']:.2f}")
     print(f"TensorRT: $ {report['tensorrt_command']}")
+    if custom_op and not register_library_path()[1]:
+        print(f"note: {register_library_path()[0].name} is not built here; on the TensorRT machine `pip install .` "
+              "(or `python -m plugins.build`) builds it where the command says, or set SFADACOF_PLUGIN_DIR")
     report["passed"] = not failed
     report["failures"] = failed
     write_json(out_dir / "parity.json", report)

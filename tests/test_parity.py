@@ -5,6 +5,7 @@ the graph did not come from, and the ORT-vs-torch benchmark function."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 from PIL import Image
 
 from export.core import export_model
-from runtime.parity import benchmark_ort_vs_torch, load_pairs, main
+from plugins import _libs
+from runtime.parity import benchmark_ort_vs_torch, load_pairs, main, polygraphy_trt_command
 from sfadacof.checkpoint import file_sha256, save_checkpoint
 
 from tests.helpers import large_motion_model, torch_forward
@@ -94,7 +96,15 @@ def test_parity_passes_and_files_are_polygraphy_loadable(setup, form, tmp_path, 
     assert log.count("PASSED | Output: 'frame1'") == 2 and "Pass Rate: 100.00%" in log
     trt = report["tensorrt_command"]
     assert trt.startswith("polygraphy run") and "--trt" in trt and "--load-outputs" in trt
-    assert ("--plugins build/libsfadacof_trt_register.so" in trt) == (form == "plugin")
+    # the printed library path is where plugins/_libs.py finds it (or, unbuilt, where pip puts it): absolute,
+    # so the command works pasted from any folder (issue 27: it said build/, which pip install never makes)
+    lib = re.search(r"--plugins (\S+)", trt)
+    assert (lib is not None) == (form == "plugin"), trt
+    if lib is not None:
+        path = Path(lib.group(1))
+        assert path.is_absolute() and path.name == "libsfadacof_trt_register.so" and path.parent.is_dir(), path
+        built = _libs.find_library(_libs.REGISTER_LIBRARY)
+        assert path == (built.resolve() if built is not None else _libs.PACKAGE_DIR / path.name)
     assert "frame0:[1,3,37,45]" in trt and "frame0:[1,3,70,101]" in trt  # min and max shapes of the profile
 
 
@@ -162,3 +172,17 @@ def test_polygraphy_hook_module_runs_polygraphy(setup, tmp_path):
                        capture_output=True, text=True, cwd=REPO_ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "frame1 [dtype=float32, shape=(1, 3, 40, 48)]" in r.stdout + r.stderr
+
+
+def test_printed_tensorrt_command_names_the_library_that_exists(tmp_path, monkeypatch):
+    """Where the library is (here: a folder named by SFADACOF_PLUGIN_DIR, as a pip install's plugins/ would be),
+    the printed --plugins path is that file, absolute: the command works pasted from any folder (issue 27)."""
+    lib = tmp_path / "libs" / "libsfadacof_trt_register.so"
+    lib.parent.mkdir()
+    lib.write_bytes(b"")
+    monkeypatch.setenv("SFADACOF_PLUGIN_DIR", str(lib.parent))
+    monkeypatch.chdir(tmp_path)
+    pair = type("Pair", (), {"frame0": np.zeros((1, 3, 32, 48), np.float32)})()
+    cmd = polygraphy_trt_command(Path("m.onnx"), Path("in.json"), Path("ref.json"), [pair], 1e-4, 0.0,
+                                 custom_op=True)
+    assert cmd[cmd.index("--plugins") + 1] == str(lib) and Path(cmd[cmd.index("--plugins") + 1]).is_file()

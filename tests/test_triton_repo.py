@@ -5,8 +5,12 @@ ships one that starts on this machine), so serving itself is not exercised."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 import pytest
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is part of the dev extra")
@@ -52,12 +56,17 @@ def test_onnx_repository_matches_the_model(graphs, tmp_path, capsys):
     np.testing.assert_array_equal(sess.run(None, {"frame0": f0, "frame2": f2})[0],
                                   src.run(None, {"frame0": f0, "frame2": f2})[0])
     readme = (repo / "README.md").read_text()
-    assert "tritonserver --model-repository" in readme and 'client.infer("sfadacof"' in readme
+    assert "tritonserver --model-repository" in readme and f"python {repo.resolve()}/client.py" in readme
+    # a CPU model: no --gpus (a machine without a GPU would refuse it), no $PWD (the repository's path is written),
+    # the release rule with the graph's own opset
+    assert "--gpus" not in readme and "$PWD" not in readme and f"-v {repo.resolve()}:/models" in readme
+    assert "opset 18" in readme and "1.14 or later" in readme
+    _client_sends_two_real_frames(repo, graphs / "m.std.onnx", tmp_path)
     # a second run replaces the model folder whole, and leaves no staging folder behind
     assert main(["--onnx", str(graphs / "m.std.onnx"), "-o", str(repo), "--kind", "gpu", "--max-batch", "8"]) == 0
     cfg = _config(repo / "sfadacof" / "config.pbtxt")
     assert cfg.max_batch_size == 8 and cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
-    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "sfadacof"]
+    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "client.py", "sfadacof"]
 
 
 def test_engine_repository_follows_the_sidecar(tmp_path):
@@ -74,7 +83,12 @@ def test_engine_repository_follows_the_sidecar(tmp_path):
     assert [g.kind for g in cfg.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
     assert (repo / "vfi" / "1" / "model.plan").read_bytes() == b"a serialized engine"
     assert (repo / "vfi" / "1" / "model.plan.json").is_file()
-    assert "libsfadacof_trt_register.so" in (repo / "README.md").read_text()
+    readme = (repo / "README.md").read_text()
+    assert "libsfadacof_trt_register.so" in readme and "--gpus all" in readme and "$PWD" not in readme
+    # the release rule with the engine's own TensorRT, and a check of an image that holds it
+    assert "TensorRT 10.16.0.1" in readme and "libnvinfer.so.10.16.0.1" in readme
+    lib = re.search(r"-v (\S+):/plugins -e LD_PRELOAD=/plugins/(\S+)", readme)
+    assert lib is not None and lib.group(2) == "libsfadacof_trt_register.so" and Path(lib.group(1)).is_dir()
 
 
 @pytest.mark.parametrize("case", ["plugin_form", "batch_above_profile", "output_is_input", "cpu_engine"])
@@ -96,3 +110,59 @@ def test_refusals_are_one_line(graphs, tmp_path, capsys, case):
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and expect in err[0], err
     assert not (tmp_path / "r" / "sfadacof").exists()
+
+
+def _client_sends_two_real_frames(repo, onnx_path, tmp_path):
+    """The generated client.py, run as written, with ONNX Runtime on the served graph standing in for the server:
+    its default frames exist and are the repository's real example frames, and the saved PNG is the model's
+    middle frame of them (8-bit, rounded)."""
+    import runpy
+    import types
+
+    client = runpy.run_path(str(repo / "client.py"))
+    for path in (client["FRAME0"], client["FRAME2"]):
+        with Image.open(path) as im:
+            want = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+        assert np.array_equal(client["load"](path)[0], want.transpose(2, 0, 1))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+    class Server:  # tritonclient's InferenceServerClient, answered by ORT on the served graph
+        def __init__(self, url):
+            assert url == "localhost:8001"
+
+        def infer(self, model, inputs):
+            assert model == "sfadacof"
+            out = sess.run(None, {i.name(): i.data for i in inputs})[0]
+            return types.SimpleNamespace(as_numpy=lambda name: out)
+
+    class Input:
+        def __init__(self, name, shape, dtype):
+            assert dtype == "FP32"
+            self._name, self.shape = name, shape
+
+        def name(self):
+            return self._name
+
+        def set_data_from_numpy(self, a):
+            assert list(a.shape) == self.shape and a.dtype == np.float32
+            self.data = a
+
+    grpc = types.ModuleType("tritonclient.grpc")
+    grpc.InferenceServerClient, grpc.InferInput = Server, Input
+    import sys
+    saved = {k: sys.modules.get(k) for k in ("tritonclient", "tritonclient.grpc")}
+    sys.modules["tritonclient"], sys.modules["tritonclient.grpc"] = types.ModuleType("tritonclient"), grpc
+    try:
+        out = tmp_path / "frame1.png"
+        client["main"]([client["FRAME0"], client["FRAME2"], str(out)])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    f0, f2 = (client["load"](p) for p in (client["FRAME0"], client["FRAME2"]))
+    ref = sess.run(None, {"frame0": f0, "frame2": f2})[0][0]
+    with Image.open(out) as im:
+        got = np.asarray(im)
+    assert np.array_equal(got, np.round(np.clip(ref, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8))

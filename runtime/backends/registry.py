@@ -76,7 +76,9 @@ def add_backend_arguments(p: argparse.ArgumentParser, *, backend: str | None = "
                             "openvino: fp32/bf16 inference; torch: fp16 on CUDA; trt without --engine: engine "
                             "precision")
     p.add_argument("--engine", type=Path, default=None, help="trt: serialized TensorRT engine")
-    p.add_argument("--plugin", type=Path, default=None, help="trt: plugin library (libsfadacof_plugin.so)")
+    p.add_argument("--plugin", type=Path, default=None,
+                   help="trt: the TensorRT plugin library, libsfadacof_trt_plugin.so (default: the one "
+                        "plugins/_libs.py finds: $SFADACOF_PLUGIN_DIR, build/, then plugins/ where pip puts it)")
     if choose:
         p.add_argument("--skip-engine-check", action="store_true",
                        help="trt: run even when the engine's sidecar does not match this machine")
