@@ -153,6 +153,15 @@ def test_run_timeout_kills_the_whole_process_group(tmp_path):
         pytest.fail(f"the grandchild {pid} outlived the timeout")
 
 
+def test_without_a_gpu_it_says_so_in_one_line():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([sys.executable, "-m", "plugins.gpu_check", "--steps", "kernel"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "needs an NVIDIA GPU" in proc.stderr and "--rehearse" in proc.stderr
+
+
 def test_without_a_carried_build_it_refuses_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "plugins.gpu_check", "--stand-in", "--build-dir", str(tmp_path),
                            "--out-dir", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO,
