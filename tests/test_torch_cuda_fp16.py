@@ -108,3 +108,109 @@ def test_infer_cli_fp16_on_cpu_exits_with_one_line(tmp_path):
 def test_backend_refuses_cuda_without_cuda():
     with pytest.raises(UserError, match="no CUDA"):
         fp16.TorchCudaFp16Backend(None, device="cuda")
+
+
+# -- TF32 ----------------------------------------------------------------------------------------------------------------
+
+def _snapshot() -> list:
+    from runtime.backends.torch_backend import _tf32_snapshot
+
+    matmul, cudnn, leaves = _tf32_snapshot()
+    return [matmul, cudnn, [(id(leaf), v) for leaf, v in leaves], torch.backends.cudnn.benchmark]
+
+
+OFF = (False, False, False)
+
+
+@pytest.fixture(params=["legacy API", "per-operator API"])
+def user_allows_tf32(request):
+    """A program that enabled TF32 for its own work, through torch's legacy setters or its per-operator ones
+    (torch >= 2.9), with cuDNN's benchmark off; put back afterwards."""
+    b = torch.backends
+    saved = torch.get_float32_matmul_precision(), b.cudnn.allow_tf32, b.cudnn.benchmark
+    if request.param == "legacy API":
+        torch.set_float32_matmul_precision("high")
+        b.cudnn.allow_tf32 = True
+    else:
+        b.cuda.matmul.fp32_precision = "tf32"
+        b.cudnn.conv.fp32_precision = b.cudnn.rnn.fp32_precision = "tf32"
+    b.cudnn.benchmark = False
+    before = _snapshot()
+    yield before
+    b.cuda.matmul.fp32_precision = "none"
+    torch.set_float32_matmul_precision(saved[0])
+    b.cudnn.allow_tf32, b.cudnn.benchmark = saved[1:]
+
+
+def _inside() -> tuple:
+    """(CUDA matmuls may use TF32, cuDNN convolutions may, cuDNN benchmarks): the per-operator settings, where
+    "none" defers to the legacy one."""
+    b = torch.backends
+    mm = b.cuda.matmul.fp32_precision
+    return (mm == "tf32" or (mm == "none" and torch.get_float32_matmul_precision() != "highest"),
+            b.cudnn.conv.fp32_precision == "tf32", b.cudnn.benchmark)
+
+
+def test_no_tf32_is_scoped_and_restores_the_callers_settings(user_allows_tf32):
+    from runtime.backends.torch_backend import no_tf32
+
+    before = user_allows_tf32
+    assert _inside() == (True, True, False)
+    with no_tf32():
+        assert _inside() == OFF
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32  # no API mix
+    assert _snapshot() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with no_tf32(cudnn_benchmark=True):
+            assert _inside() == (False, False, True)
+            raise RuntimeError("inside")
+    assert _snapshot() == before
+
+
+def _record_state_in(module: torch.nn.Module, seen: list) -> None:
+    """Every convolution of `module` records the state it runs under."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(_inside()))
+
+
+def test_fp32_torch_backend_runs_without_tf32(user_allows_tf32):
+    """The float32 backend (the reference of runtime.accuracy, and --backend torch --device cuda) runs its
+    convolutions with TF32 off, whole and in pieces, and leaves the caller's TF32 choice as it was."""
+    from runtime.backends.torch_backend import TorchBackend
+    from sfadacof.checkpoint import LoadedCheckpoint
+
+    model = seeded_model()
+    be = TorchBackend(loaded=LoadedCheckpoint(model=model, path=None, sha256="", variant="seeded", kernel_size=5,
+                                              dilation=1, epoch=None))
+    seen: list = []
+    _record_state_in(model, seen)
+    x = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(0)).numpy()
+    counts = []
+    for run in (be.infer, lambda a, b: be.infer_near_discontinuity(a, b, 1e-4), be.infer_in_pieces):
+        run(x, x)
+        counts.append(len(seen))
+    assert counts[0] > 0 and counts[1] > counts[0] and counts[2] > counts[1] and set(seen) == {OFF}
+    assert _snapshot() == user_allows_tf32
+
+
+def test_fp16_backend_runs_its_fp32_offset_heads_without_tf32(user_allows_tf32):
+    """forward_gpu: the float32 offset heads with TF32 off and cuDNN benchmarking, both only while it runs. The
+    CUDA synthesis kernel is replaced by the float32 reference synthesis (no GPU here); the estimation runs on CPU."""
+    model = seeded_model()
+    be = object.__new__(fp16.TorchCudaFp16Backend)
+    be.model, be.impl = fp16.mixed_precision_model(model), "fused"
+    seen: list = []
+    _record_state_in(be.model.get_kernel.moduleAlpha1, seen)  # a float32 offset head
+
+    def synthesis(h0, h2, *maps, kernel_size, dilation, out, impl):
+        from sfadacof.models import KernelMaps
+        return fp16.synthesize_reference(be.model, h0, h2, KernelMaps(*maps))
+
+    be._cuda_op = type("CudaOpStandIn", (), {"adacof_synthesis_cuda": staticmethod(synthesis)})
+    x = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        out = be.forward_gpu(x, x)
+    assert out.shape == (1, 3, 64, 64)
+    assert len(seen) == 4 and set(seen) == {(False, False, True)}  # its four convolutions
+    assert _snapshot() == user_allows_tf32

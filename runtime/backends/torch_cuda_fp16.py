@@ -3,7 +3,8 @@
 What runs in which precision (the numerics rule: coordinates, offsets and the synthesis stay fp32):
   * kernel estimation (encoder, decoder, weight and occlusion heads): float16 convolutions in channels-last memory
     format, so cuDNN picks its tensor-core NHWC kernels;
-  * the four offset heads (moduleAlpha1/Beta1/Alpha2/Beta2): float32, fed the float16 decoder features upcast.
+  * the four offset heads (moduleAlpha1/Beta1/Alpha2/Beta2): float32 (TF32 off), fed the float16 decoder features
+    upcast.
     An offset of several pixels keeps only 4-6 fractional bits in float16, and the fraction is the bilinear
     weight (plugins/README.md, "dtypes");
   * the synthesis: the fused CUDA kernel of libsfadacof_cuda (plugins.cuda_op, the one the TensorRT plugin
@@ -31,7 +32,7 @@ from sfadacof.errors import UserError
 from sfadacof.models import AdaCoFNet, KernelMaps, normalize, pad_to_multiple
 
 from .base import Backend
-from .torch_backend import checkpoint_description
+from .torch_backend import checkpoint_description, no_tf32
 
 #: heads whose outputs are offsets (alpha vertical, beta horizontal): kept in float32
 OFFSET_HEADS: tuple[str, ...] = ("moduleAlpha1", "moduleBeta1", "moduleAlpha2", "moduleBeta2")
@@ -99,7 +100,6 @@ class TorchCudaFp16Backend(Backend):
         self.ckpt = loaded if loaded is not None else load_checkpoint(checkpoint, variant=variant)
         self.device = torch.device(device)
         self.model = mixed_precision_model(self.ckpt.model).to(self.device)
-        torch.backends.cudnn.benchmark = True  # fixed frame sizes: let cuDNN pick its fastest NHWC fp16 kernels
         self._buffers: dict[tuple, dict[str, Tensor]] = {}
 
     def _buffers_for(self, shape: tuple[int, ...], padded: tuple[int, ...]) -> dict[str, Tensor]:
@@ -116,10 +116,13 @@ class TorchCudaFp16Backend(Backend):
         return self._buffers[key]
 
     def forward_gpu(self, f0: Tensor, f2: Tensor, out16: Tensor | None = None) -> Tensor:
-        """float32 CUDA frames (B, 3, H, W) -> float16 middle frames at the 32-padded size (on the device)."""
+        """float32 CUDA frames (B, 3, H, W) -> float16 middle frames at the 32-padded size (on the device).
+        The float32 offset heads run without TF32, and cuDNN benchmarks its kernels (fixed frame sizes: the fastest
+        NHWC fp16 ones), both only while this runs (no_tf32)."""
         m = self.model
         p0, p2 = pad_to_multiple(f0), pad_to_multiple(f2)
-        maps = estimate_maps(m, p0, p2)
+        with no_tf32(cudnn_benchmark=True):
+            maps = estimate_maps(m, p0, p2)
         h0, h2 = p0.half(), p2.half()
         return self._cuda_op.adacof_synthesis_cuda(h0, h2, *maps.as_tuple(), kernel_size=m.kernel_size,
                                                    dilation=m.dilation, out=out16, impl=self.impl)
