@@ -7,14 +7,18 @@ runtime.infer --backend trt checks before running the engine.
 Precision: every build is a strongly typed network (TensorRT 10.x and 11.x alike), so the ONNX types decide what runs
 in which precision and the builder cannot move the offset heads or the sampling coordinates to fp16 (with 10.x's weak
 typing and the FP16 flag it may, and 11.x has no such flags at all):
-  * --fp16 converts the fp32 ONNX with export.fp16_graph to ENGINE.fp16.onnx (fp16 trunk and weight/occlusion heads;
+  * --fp16 converts the fp32 ONNX with export.fp16_graph to ENGINE.onnx (fp16 trunk and weight/occlusion heads;
     offset heads fp32; the synthesis plugin in its fp16 + fp32-offsets form) and builds from that; an ONNX that is
     already fp16 is used as is.
+  * TF32 is off for every build (BuilderFlag.TF32 is on by default): the fp32 engine and the fp32 layers of an fp16
+    or int8 engine (the offset heads) compute in fp32, not with 10-bit mantissa inputs.
   * --int8 expects the Q/DQ ONNX of the calibration step (explicit quantization); layers without Q/DQ run in the
     graph's own type (fp32).
   * --serialize-plugin embeds the plugin library in the engine. TensorRT does that only for version-compatible engines,
     so the flag also sets BuilderFlag.VERSION_COMPATIBLE (the lean runtime travels inside the engine, which therefore
     runs on this TensorRT release or a later one of the same major, with host code allowed at deserialization).
+ENGINE, ENGINE.json and an updated --timing-cache file are written together (or none of them, when the build or a
+write fails); a timing cache made on another GPU or TensorRT version is refused before the build.
 Default profile: 1x3x32x32 .. 1x3x1080x1920 .. 1x3x1920x1920 (1080p frames of either orientation); TensorRT reserves
 context memory for the max shape, so pass --max for larger frames. The estimated activation memory at the max shape
 is printed before the build.
@@ -23,6 +27,7 @@ is printed before the build.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -31,8 +36,9 @@ from pathlib import Path
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
 
-from .engine_meta import EngineMeta, Profile, format_shape, gpu_info, write_sidecar
-from sfadacof.outputs import atomic_write_bytes
+from .engine_meta import (EngineMeta, Profile, format_shape, fp16_graph_path, gpu_info, sidecar_bytes,
+                          sidecar_path)
+from sfadacof.outputs import atomic_write_files
 from .tensorrt_env import default_plugin_library, import_tensorrt, load_plugin_library, on_device, trt_major
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -88,8 +94,9 @@ def build_engine(req: BuildRequest) -> EngineMeta:
     onnx_path, engine_path, profile = Path(req.onnx), Path(req.engine), req.profile
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: ONNX model not found")
-    if engine_path.resolve() == onnx_path.resolve() or engine_path.with_suffix(".fp16.onnx").resolve() == onnx_path.resolve():
-        raise UserError(f"{engine_path}: the engine (or its .fp16.onnx) would overwrite the input model; choose another -o")
+    if onnx_path.resolve() in {p.resolve() for p in (engine_path, fp16_graph_path(engine_path), sidecar_path(engine_path))}:
+        raise UserError(f"{engine_path}: the engine (or its .onnx / .json beside it) would overwrite the input model; "
+                        "choose another -o")
     inputs, outputs, onnx_is_fp16 = onnx_frame_inputs(onnx_path)
     if req.serialize_plugin and req.plugin is None:
         raise UserError("--serialize-plugin needs the plugin library (--plugin LIB, or build it: python -m plugins.build)")
@@ -100,18 +107,42 @@ def build_engine(req: BuildRequest) -> EngineMeta:
 
 
 def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_is_fp16: bool) -> EngineMeta:
-    onnx_path, engine_path, profile = Path(req.onnx), Path(req.engine), req.profile
-    name, cc = gpu_info(req.device)
-    logger = trt.Logger(trt.Logger.VERBOSE if req.verbose else trt.Logger.WARNING)
-    plugin_sha = load_plugin_library(trt, req.plugin, logger)
-
+    onnx_path, engine_path = Path(req.onnx), Path(req.engine)
     parse_path = onnx_path
     if req.precision == "fp16" and not onnx_is_fp16:
         from export.fp16_graph import convert_file
 
-        parse_path = engine_path.with_suffix(".fp16.onnx")
+        parse_path = fp16_graph_path(engine_path)
         convert_file(onnx_path, parse_path, synthesis="fp16")
         print(f"fp16 graph for the strongly typed build written to {parse_path}", file=sys.stderr)
+    try:
+        return _build_from(trt, req, parse_path, inputs, outputs)
+    except BaseException:
+        if parse_path != onnx_path:  # the fp16 graph written above: no use without its engine
+            parse_path.unlink(missing_ok=True)
+        raise
+
+
+def _use_timing_cache(config, path: Path):
+    """The builder's timing cache, read from `path` (absent: a new one); a cache TensorRT refuses (made on another
+    GPU or TensorRT version, or not a timing cache) is a one-line error before the build, not a silent rebuild."""
+    blob = path.read_bytes() if path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(blob)
+    except Exception:  # TensorRT raises on bytes it cannot parse in some versions, returns None in others
+        cache = None
+    # set_timing_cache returns False on a device or version mismatch (ignore_mismatch=False): refused here
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise UserError(f"{path}: timing cache made on another GPU or TensorRT version (or not a timing cache); "
+                        "pass --timing-cache with a new file name")
+    return cache
+
+
+def _build_from(trt, req: BuildRequest, parse_path: Path, inputs: list[str], outputs: list[str]) -> EngineMeta:
+    onnx_path, engine_path, profile = Path(req.onnx), Path(req.engine), req.profile
+    name, cc = gpu_info(req.device)
+    logger = trt.Logger(trt.Logger.VERBOSE if req.verbose else trt.Logger.WARNING)
+    plugin_sha = load_plugin_library(trt, req.plugin, logger)
     act, weights = estimate_memory(parse_path, profile)
     print(f"estimated device memory at the profile's max {format_shape(profile.max)}: activations <= "
           f"{act / 2**30:.2f} GiB (upper estimate from the ONNX graph), weights {weights / 2**20:.0f} MiB",
@@ -128,17 +159,16 @@ def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_i
         raise UserError(f"{parse_path}: TensorRT could not parse it: {errs[0] if errs else 'unknown error'}{hint}")
 
     config = builder.create_builder_config()
+    # TF32 is on by default (NvInfer.h, BuilderFlag::kTF32, both majors): fp32 convolutions would round their inputs
+    # to 10-bit mantissas, against the fp32 engine's bound and the reason the offset heads stay fp32 in fp16 builds.
+    config.clear_flag(trt.BuilderFlag.TF32)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.workspace_mb) << 20)
     opt_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         opt_profile.set_shape(network.get_input(i).name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(opt_profile)
 
-    cache = None
-    if req.timing_cache:
-        blob = req.timing_cache.read_bytes() if req.timing_cache.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    cache = _use_timing_cache(config, req.timing_cache) if req.timing_cache else None
     if req.serialize_plugin:
         # plugins_to_serialize takes effect only for version-compatible engines (TensorRT developer guide).
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
@@ -155,19 +185,26 @@ def _build(trt, req: BuildRequest, inputs: list[str], outputs: list[str], onnx_i
     if serialized is None:
         raise UserError(f"{parse_path}: TensorRT build failed (run with --verbose for the builder log)")
     data = bytes(serialized)
-    atomic_write_bytes(engine_path, lambda tmp: tmp.write_bytes(data))
+    files = {engine_path: data}
     if cache is not None:
-        cache_blob = bytes(config.get_timing_cache().serialize())
-        atomic_write_bytes(req.timing_cache, lambda tmp: tmp.write_bytes(cache_blob))
+        try:
+            files[req.timing_cache] = bytes(config.get_timing_cache().serialize())
+        except Exception as e:  # nothing written yet: the engine is dropped with it
+            raise UserError(f"{req.timing_cache}: TensorRT could not serialize the updated timing cache "
+                            f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__}); nothing written") from None
 
     meta = EngineMeta(tensorrt_version=trt.__version__, gpu_name=name, compute_capability=cc,
                       precision=req.precision, profile=profile.to_json(), onnx_path=str(onnx_path),
-                      onnx_sha256=_sha256(onnx_path), engine_sha256=_sha256(engine_path),
+                      onnx_sha256=_sha256(onnx_path), engine_sha256=hashlib.sha256(data).hexdigest(),
                       plugin_path=str(req.plugin) if req.plugin else None, plugin_sha256=plugin_sha,
                       plugin_serialized=req.serialize_plugin, strongly_typed=True, inputs=inputs, outputs=outputs,
                       build_seconds=seconds, workspace_mb=int(req.workspace_mb),
-                      version_compatible=req.serialize_plugin)
-    side = write_sidecar(engine_path, meta)
+                      version_compatible=req.serialize_plugin, tf32=config.get_flag(trt.BuilderFlag.TF32))
+    # Engine, timing cache and sidecar as one write, the sidecar last: it is what marks an engine complete
+    # (runtime.engine_cache, runtime.infer's engine check).
+    side = sidecar_path(engine_path)
+    files[side] = sidecar_bytes(meta)
+    atomic_write_files(files)
     print(f"{engine_path}: {req.precision} engine, TensorRT {trt.__version__}, {name} (sm {cc}), profile "
           f"{format_shape(profile.min)} .. {format_shape(profile.opt)} .. {format_shape(profile.max)}, "
           f"built in {seconds:.1f} s; sidecar {side}")

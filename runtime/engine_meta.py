@@ -123,8 +123,10 @@ class EngineMeta:
     outputs: list[str] = field(default_factory=list)
     build_seconds: float | None = None
     workspace_mb: int | None = None
-    # Version-compatible engines (needed to embed the plugin library) run on later TensorRT releases of the same major.
+    # Version-compatible engines (needed to embed the plugin library) run on later TensorRT releases (compatible()).
     version_compatible: bool = False
+    # BuilderFlag.TF32, on by default in TensorRT, is cleared for every build (None: a sidecar from before that)
+    tf32: bool | None = None
     schema: int = SIDECAR_SCHEMA
 
 
@@ -132,12 +134,22 @@ def sidecar_path(engine: str | os.PathLike) -> Path:
     return Path(str(engine) + SIDECAR_SUFFIX)
 
 
+def fp16_graph_path(engine: str | os.PathLike) -> Path:
+    """ENGINE.onnx: the fp16 graph an --fp16 build converts the fp32 ONNX to and parses, named after the engine like
+    its sidecar (so no `.fp16` is doubled, and export.fp16_graph's MODEL.fp16.onnx is never written over)."""
+    return Path(str(engine) + ".onnx")
+
+
+def sidecar_bytes(meta: EngineMeta) -> bytes:
+    return (json.dumps(asdict(meta), indent=2) + "\n").encode()
+
+
 def write_sidecar(engine: str | os.PathLike, meta: EngineMeta) -> Path:
     from sfadacof.outputs import atomic_write_bytes
 
     p = sidecar_path(engine)
-    text = json.dumps(asdict(meta), indent=2) + "\n"
-    atomic_write_bytes(p, lambda tmp: tmp.write_text(text))
+    data = sidecar_bytes(meta)
+    atomic_write_bytes(p, lambda tmp: tmp.write_bytes(data))
     return p
 
 

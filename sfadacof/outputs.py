@@ -157,6 +157,43 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     atomic_write_bytes(path, lambda tmp: tmp.write_text(text))
 
 
+def atomic_write_files(files: dict[PathLike, bytes]) -> None:
+    """Write several files as one: every temp file is written first (a failure there leaves none of them), then
+    they are renamed in order, so put the one whose presence says "complete" (a sidecar) last. A rename that fails
+    undoes the earlier ones: files this call created are removed, files it replaced get their old content back
+    (kept as a hard link, or a copy, until the last rename is done)."""
+    temps: list[tuple[Path, Path]] = []
+    done: list[tuple[Path, Path | None]] = []  # (path renamed into place, its previous content)
+    try:
+        for path, data in files.items():
+            tmp = temp_path_beside(Path(path))
+            temps.append((tmp, Path(path)))
+            tmp.write_bytes(data)
+            os.chmod(tmp, default_file_mode())
+        for tmp, path in temps:
+            old = None
+            if path.exists() or path.is_symlink():
+                old = Path(f"{tmp}.old")
+                try:
+                    os.link(path, old, follow_symlinks=False)
+                except OSError:
+                    shutil.copy2(path, old, follow_symlinks=False)
+            done.append((path, old))
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        for path, old in reversed(done):
+            if old is not None and old.exists():
+                os.replace(old, path)
+            elif old is None:
+                path.unlink(missing_ok=True)
+        raise
+    for _, old in done:
+        if old is not None:
+            old.unlink(missing_ok=True)
+
+
 class StagedFolder:
     """Files destined for `folder`, written into a hidden sibling folder and moved in by `commit()`; `abort()`
     removes them. An interrupted or failed run leaves no partial set of files in `folder`."""

@@ -287,25 +287,52 @@ class _FakeTRT:
         STRONGLY_TYPED = 1
 
     class BuilderFlag:
-        VERSION_COMPATIBLE = 13
+        TF32, VERSION_COMPATIBLE = 6, 13
 
     class MemoryPoolType:
         WORKSPACE = 0
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, timing_cache_matches: bool = True, timing_cache_serializes: bool = True) -> None:
         self.__version__, self.calls = version, {}
         self.registry = _Registry(handle="capsule", registers=True)
         fake = self
 
+        class TimingCache:
+            def __init__(self, blob):
+                self.blob = blob
+
+            def serialize(self):
+                if not timing_cache_serializes:
+                    raise RuntimeError("timing cache serialization failed")
+                return self.blob + b"+new timings"
+
         class Config:
             def __init__(self):
-                self.flags, self.plugins_to_serialize = set(), None
+                # TF32 is on by default (NvInfer.h: BuilderFlag::kTF32 "Enabled by default")
+                self.flags, self.plugins_to_serialize, self.cache = {fake.BuilderFlag.TF32}, None, None
 
             def set_memory_pool_limit(self, pool, size):
                 fake.calls["workspace"] = size
 
             def set_flag(self, flag):
                 self.flags.add(flag)
+
+            def clear_flag(self, flag):
+                self.flags.discard(flag)
+
+            def get_flag(self, flag):
+                return flag in self.flags
+
+            def create_timing_cache(self, blob):
+                return TimingCache(bytes(blob))
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                fake.calls["timing_cache"] = (cache.blob, ignore_mismatch)
+                self.cache = cache
+                return timing_cache_matches  # False: made on another device/version and ignore_mismatch=False
+
+            def get_timing_cache(self):
+                return self.cache
 
             def add_optimization_profile(self, p):
                 fake.calls["profile"] = p.shapes
@@ -389,7 +416,7 @@ def test_build_engine_requests(exported, tmp_path, monkeypatch, version, flags, 
              "--max", "1x3x256x256"])
     assert fake.calls["network_flags"] == flags
     config = fake.calls["config"]
-    assert config.flags == {_FakeTRT.BuilderFlag.VERSION_COMPATIBLE}
+    assert config.flags == {_FakeTRT.BuilderFlag.VERSION_COMPATIBLE}  # TF32 cleared
     assert config.plugins_to_serialize == [str(plugin.resolve())]
     assert fake.calls["profile"]["frame0"] == ((1, 3, 32, 32), (1, 3, 256, 256), (1, 3, 256, 256))
     parsed = onnx.load(fake.calls["parsed"])
@@ -400,10 +427,110 @@ def test_build_engine_requests(exported, tmp_path, monkeypatch, version, flags, 
                                                         onnx.TensorProto.FLOAT16]
     meta = read_sidecar(engine)
     assert meta.version_compatible and meta.plugin_serialized and meta.strongly_typed and meta.precision == "fp16"
+    assert meta.tf32 is False
     assert engine.read_bytes() == b"serialized engine"
+    # the fp16 graph is named after the engine, without a second ".fp16"
+    assert fake.calls["parsed"] == str(tmp_path / "m.fp16.engine.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["libsfadacof_trt_plugin.so", "m.fp16.engine",
+                                                         "m.fp16.engine.json", "m.fp16.engine.onnx"]
     err = capsys.readouterr().err
     assert "estimated device memory at the profile's max 1x3x256x256: activations <=" in err
     assert "this may take minutes" in err
+
+
+def _fake_build_env(monkeypatch, fake):
+    import runtime.build_engine as be
+
+    monkeypatch.setattr(be, "import_tensorrt", lambda: fake)
+    monkeypatch.setattr(be, "gpu_info", lambda device=0: ("NVIDIA Fake", "9.0"))
+    monkeypatch.setattr(tensorrt_env, "_loaded", {})
+    return be
+
+
+@pytest.mark.parametrize("version", ["10.16.0.1", "11.1.0.5"])
+def test_fp32_build_clears_tf32_and_writes_engine_cache_and_sidecar(exported, tmp_path, monkeypatch, version):
+    """An fp32 build (the default; no plugin embedding) asks for no builder flag at all: TF32, on by default in
+    TensorRT, is cleared; the timing cache is read, checked (ignore_mismatch=False) and written with the engine."""
+    from runtime.engine_meta import read_sidecar
+
+    fake = _FakeTRT(version)
+    be = _fake_build_env(monkeypatch, fake)
+    plugin = tmp_path / "libp.so"
+    plugin.write_bytes(b"plugin")
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"old timings")
+    engine = tmp_path / "out" / "m.engine"
+    be.main([str(exported), "-o", str(engine), "--plugin", str(plugin), "--timing-cache", str(cache),
+             "--max", "1x3x256x256"])
+    assert fake.calls["config"].flags == set()
+    assert fake.calls["timing_cache"] == (b"old timings", False)
+    assert cache.read_bytes() == b"old timings+new timings"
+    meta = read_sidecar(engine)
+    assert meta.precision == "fp32" and meta.tf32 is False and not meta.version_compatible
+    assert sorted(p.name for p in engine.parent.iterdir()) == ["m.engine", "m.engine.json"]
+
+
+def test_foreign_timing_cache_is_refused_in_one_line(exported, tmp_path, monkeypatch, capsys):
+    """set_timing_cache returns False (a cache made on another GPU or TensorRT version): exit 2, one line naming
+    the file, nothing written, the cache file untouched."""
+    be = _fake_build_env(monkeypatch, _FakeTRT("10.16.0.1", timing_cache_matches=False))
+    plugin = tmp_path / "libp.so"
+    plugin.write_bytes(b"plugin")
+    cache = tmp_path / "foreign.cache"
+    cache.write_bytes(b"timings of another GPU")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit) as e:
+        be.main([str(exported), "--fp16", "-o", str(out / "m.engine"), "--plugin", str(plugin),
+                 "--timing-cache", str(cache)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith(f"error: {cache}: timing cache made on another GPU or TensorRT")
+    assert [line for line in err if line.startswith("error")] == [err[-1]]
+    assert cache.read_bytes() == b"timings of another GPU"
+    assert list(out.iterdir()) == []  # no engine, no sidecar, and the fp16 graph written for the build removed
+
+
+def test_engine_and_sidecar_are_written_together_or_not_at_all(exported, tmp_path, monkeypatch, capsys):
+    """A timing cache that fails to serialize after the build, or a sidecar that cannot be written: no engine is
+    left without its sidecar (nor a sidecar without its engine), and the timing cache is not half updated."""
+    plugin = tmp_path / "libp.so"
+    plugin.write_bytes(b"plugin")
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"old timings")
+    out = tmp_path / "out"
+    out.mkdir()
+    be = _fake_build_env(monkeypatch, _FakeTRT("10.16.0.1", timing_cache_serializes=False))
+    with pytest.raises(SystemExit) as e:
+        be.main([str(exported), "-o", str(out / "m.engine"), "--plugin", str(plugin), "--timing-cache", str(cache)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and "could not serialize the updated timing cache" in err[-1] and str(cache) in err[-1]
+    assert list(out.iterdir()) == [] and cache.read_bytes() == b"old timings"
+    # the sidecar's place is taken by a folder: its rename fails after the engine's and the timing cache's
+    (out / "m.engine.json").mkdir()
+    be = _fake_build_env(monkeypatch, _FakeTRT("10.16.0.1"))
+    with pytest.raises(SystemExit) as e:
+        be.main([str(exported), "-o", str(out / "m.engine"), "--plugin", str(plugin), "--timing-cache", str(cache)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 1 and "m.engine.json" in err[-1]
+    assert [p.name for p in out.iterdir()] == ["m.engine.json"] and not any((out / "m.engine.json").iterdir())
+    assert cache.read_bytes() == b"old timings"  # renamed into place, then its old content put back
+
+
+def test_engine_cache_names_its_fp16_graph_once(exported, tmp_path, monkeypatch):
+    """runtime.engine_cache building through runtime.build_engine: MODEL.fp16.KEY.engine with MODEL.fp16.KEY.engine.onnx
+    and .json beside it, no "fp16.fp16" anywhere."""
+    import runtime.build_engine as be
+
+    _fake_build_env(monkeypatch, _FakeTRT("10.16.0.1"))
+    plugin = tmp_path / "libp.so"
+    plugin.write_bytes(b"plugin")
+    root = tmp_path / "cache"
+    path = cached_engine(exported, precision="fp16", profile=Profile.from_args(None, None, "1x3x256x256"),
+                         plugin=plugin, root=root, target=TARGET, build=be.build_engine)
+    names = sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock"))
+    assert path.name.startswith("m.fp16.") and path.name.endswith(".engine")
+    assert names == [path.name, path.name + ".json", path.name + ".onnx"]
+    assert not any("fp16.fp16" in n for n in names)
 
 
 def test_build_engine_refuses_to_overwrite_its_input(exported, tmp_path, capsys):
