@@ -172,9 +172,10 @@ def mismatches(meta: EngineMeta, *, tensorrt_version: str, compute_capability: s
     on any GPU of the same compute capability, only its tactic choices may be slower there."""
     bad = []
     if meta.version_compatible:
-        if not _same_major_not_older(meta.tensorrt_version, tensorrt_version):
-            bad.append(f"version-compatible engine built with TensorRT {meta.tensorrt_version} runs on that release or "
-                       f"a later one of the same major; this machine has {tensorrt_version}")
+        if not version_compatible_runs_on(meta.tensorrt_version, tensorrt_version):
+            bad.append(f"version-compatible engine built with TensorRT {meta.tensorrt_version} runs on that release, a "
+                       f"later one of the same major, or (from 10.x) a TensorRT 11 runtime; this machine has "
+                       f"{tensorrt_version}")
     elif meta.tensorrt_version != tensorrt_version:
         bad.append(f"built with TensorRT {meta.tensorrt_version}, this machine has {tensorrt_version}")
     if meta.compute_capability != compute_capability:
@@ -193,9 +194,23 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:4])
 
 
-def _same_major_not_older(built: str, here: str) -> bool:
+# Across majors, TensorRT supports exactly these (built, runtime) pairs for version-compatible engines: "TensorRT 10
+# version-compatible engines can run with a TensorRT 11 runtime, and TensorRT 8 version-compatible engines can run
+# with a TensorRT 10 runtime. No other combination across major versions is supported." (TensorRT 11.4 support
+# matrix, "Engine Portability"; the 11.1 developer guide's "Engine Compatibility" says the same for 10 -> 11; the
+# 10.16 guide's "Version Compatibility" adds TensorRT 8 engines on the TensorRT 9 runtime.)
+VERSION_COMPATIBLE_ACROSS_MAJORS = {(10, 11), (8, 9), (8, 10)}
+VERSION_COMPATIBLE_SINCE = (8, 6)  # "Version compatibility is supported from version 8.6" (build and runtime)
+
+
+def version_compatible_runs_on(built: str, here: str) -> bool:
+    """Whether a version-compatible engine built by TensorRT `built` may run on a TensorRT `here` runtime: the same
+    release or a later one of its major, or a later major where TensorRT documents it (see above); never an older
+    runtime."""
     b, h = _version_tuple(built), _version_tuple(here)
-    return bool(b) and bool(h) and b[0] == h[0] and h >= b
+    if not b or not h or b < VERSION_COMPATIBLE_SINCE or h < b:
+        return False
+    return b[0] == h[0] or (b[0], h[0]) in VERSION_COMPATIBLE_ACROSS_MAJORS
 
 
 def gpu_info(device: int = 0) -> tuple[str, str]:

@@ -81,14 +81,26 @@ def test_sidecar_roundtrip_and_mismatch_reasons(tmp_path):
     assert mismatches(_meta(plugin_serialized=True, version_compatible=True), **{**ok, "plugin_sha256": "c" * 64}) == []
 
 
-def test_version_compatible_engines_run_on_later_releases_of_the_same_major():
+def test_version_compatible_engines_follow_tensorrts_documented_rule():
+    """TensorRT's rule (support matrix 11.4, "Engine Portability"): a version-compatible engine runs on its release
+    and later ones of its major; across majors only 10 -> 11 and 8 -> 9 or 10; never on an older runtime; from 8.6."""
     ok = dict(compute_capability="9.0", engine_sha256="e" * 64, plugin_sha256="b" * 64)
-    vc = _meta(tensorrt_version="10.8.0.43", version_compatible=True, plugin_serialized=True)
-    for here in ("10.8.0.43", "10.9.0.34", "10.16.0.1"):
-        assert mismatches(vc, tensorrt_version=here, **ok) == [], here
-    for here in ("10.7.0.23", "11.1.0.5", "9.3.0.1"):
+
+    def runs(built: str, here: str) -> bool:
+        vc = _meta(tensorrt_version=built, version_compatible=True, plugin_serialized=True)
         r = mismatches(vc, tensorrt_version=here, **ok)
-        assert len(r) == 1 and "same major" in r[0] and here in r[0], (here, r)
+        assert r == [] or (len(r) == 1 and "version-compatible engine built with TensorRT " + built in r[0]
+                           and here in r[0]), r
+        return r == []
+
+    for built, here in [("10.8.0.43", "10.8.0.43"), ("10.8.0.43", "10.9.0.34"), ("10.8.0.43", "10.16.0.1"),
+                        ("10.8.0.43", "11.1.0.5"), ("10.16.1.11", "11.4.0.106"), ("11.0.0.1", "11.1.0.5"),
+                        ("8.6.1.6", "8.6.1.6"), ("8.6.1.6", "9.3.0.1"), ("8.6.1.6", "10.16.0.1")]:
+        assert runs(built, here), (built, here)
+    for built, here in [("10.8.0.43", "10.7.0.23"), ("11.1.0.5", "10.16.0.1"), ("11.4.0.106", "11.1.0.5"),
+                        ("10.8.0.43", "12.0.0.1"), ("8.6.1.6", "11.1.0.5"), ("9.3.0.1", "10.16.0.1"),
+                        ("8.5.3.1", "8.6.1.6"), ("10.8.0.43", "9.3.0.1")]:
+        assert not runs(built, here), (built, here)
     # a plain engine needs the exact release
     assert mismatches(_meta(), tensorrt_version="10.9.0.34", **ok) == [
         "built with TensorRT 10.8.0.43, this machine has 10.9.0.34"]

@@ -560,3 +560,75 @@ def test_tensorrt_enums_used_exist_in_both_majors_headers():
         for enum, name in sorted(used):
             body = re.search(r"enum class " + enum_of.get(enum, enum) + r"\b[^{]*\{(.*?)\};", text, re.S)
             assert body and re.search(r"\bk" + name + r"\b", body.group(1)), f"{v}: {enum}.{name}"
+
+
+# -- TensorRTBackend opening an engine ----------------------------------------------------------------------------------
+
+def _runtime_trt(version: str):
+    """TensorRT's runtime side as TensorRTBackend._open uses it (names as in the 10.x/11.x bindings): a Runtime whose
+    deserialize_cuda_engine returns a two-input, one-output engine, and the plugin registry that records loads."""
+    import numpy as np
+
+    class Engine:
+        num_io_tensors = 3
+
+        def get_tensor_name(self, i):
+            return ("frame0", "frame2", "frame1")[i]
+
+        def get_tensor_mode(self, name):
+            return "input" if name != "frame1" else "output"
+
+        def get_tensor_dtype(self, name):
+            return "float"
+
+        def create_execution_context(self):
+            return object()
+
+    class Runtime:
+        def __init__(self, logger):
+            self.engine_host_code_allowed = False
+            trt.runtimes.append(self)
+
+        def deserialize_cuda_engine(self, data):
+            return Engine()
+
+    registry = _Registry(handle="capsule", registers=True)
+    trt = SimpleNamespace(__version__=version, Logger=_FakeTRT.Logger, Runtime=Runtime, runtimes=[],
+                          TensorIOMode=SimpleNamespace(INPUT="input"), nptype=lambda t: np.float32,
+                          init_libnvinfer_plugins=lambda logger, ns: True, get_plugin_registry=lambda: registry)
+    return trt, registry
+
+
+@pytest.mark.parametrize("built,runtime", [("10.16.1.11", "10.16.1.11"), ("10.8.0.43", "11.1.0.5")])
+def test_engine_with_embedded_plugin_loads_no_plugin_from_disk(tmp_path, monkeypatch, capsys, built, runtime):
+    """An engine built with --serialize-plugin (version-compatible, plugin embedded) opens without loading the on-disk
+    plugin library, even when --plugin names one (a notice says so), with host code allowed; a 10.x such engine opens
+    on an 11.x runtime (TensorRT's documented rule). An engine without the embedded plugin loads the library once."""
+    from runtime.backends import tensorrt_backend as tb
+    from sfadacof.checkpoint import file_sha256
+
+    monkeypatch.setattr(tb, "gpu_info", lambda device=0: ("NVIDIA Fake", "9.0"))
+    plugin = tmp_path / "libsfadacof_trt_plugin.so"
+    plugin.write_bytes(b"an on-disk plugin build")
+    for embedded in (True, False):
+        monkeypatch.setattr(tensorrt_env, "_loaded", {})
+        engine = tmp_path / f"m.{embedded}.engine"
+        engine.write_bytes(b"engine")
+        write_sidecar(engine, EngineMeta(tensorrt_version=built if embedded else runtime, gpu_name="NVIDIA Fake",
+                                         compute_capability="9.0", precision="fp16", profile=Profile().to_json(),
+                                         onnx_path="m.onnx", onnx_sha256="a" * 64, engine_sha256=file_sha256(engine),
+                                         plugin_path=str(plugin), plugin_sha256=file_sha256(plugin),
+                                         plugin_serialized=embedded, version_compatible=embedded))
+        trt, registry = _runtime_trt(runtime)
+        be = object.__new__(tb.TensorRTBackend)
+        be.trt, be.cuda, be.device, be.engine_path = trt, SimpleNamespace(Stream=object), 0, engine
+        be._open(plugin, check_sidecar=True)
+        err = capsys.readouterr().err
+        if embedded:
+            assert registry.loads == [] and be.plugin_sha256 is None
+            assert trt.runtimes[0].engine_host_code_allowed
+            assert err.strip() == f"{engine}: the engine embeds the plugin library; {plugin} is not loaded"
+        else:
+            assert registry.loads == [str(plugin.resolve())] and be.plugin_sha256 == file_sha256(plugin)
+            assert not trt.runtimes[0].engine_host_code_allowed and err == ""
+        assert [n for n, _ in be.inputs] == ["frame0", "frame2"] and be.output_names == ["frame1"]

@@ -3,8 +3,11 @@
   * The engine's sidecar (runtime.engine_meta) is checked first, against the GPU the backend runs on: wrong TensorRT
     version, wrong compute capability, a replaced engine file or a different plugin library are refused with the
     reason, not a deserialisation crash.
-  * The plugin library (--plugin, else the one plugins/ built) is loaded whenever it is found, also for an engine that
-    embeds it (a version-compatible engine: its sidecar says so, and only then is host code in the engine allowed).
+  * The plugin library (--plugin, else the one plugins/ built, else the one the sidecar names) is loaded for an engine
+    that needs it. An engine that embeds it (--serialize-plugin: its sidecar says so, and only then is host code in
+    the engine allowed) gets no second, on-disk copy: TensorRT loads the embedded one at deserialization (trtexec
+    skips its --dynamicPlugins there too), and an on-disk build of another major could not even be loaded next to a
+    10.x engine running on an 11.x runtime.
   * Device buffers and page-locked host buffers are allocated once per input shape and reused; a new shape
     re-allocates (set_input_shape + set_tensor_address).
   * Two CUDA streams: uploads run on a copy stream, execute_async_v3 and the download on the compute stream. In
@@ -17,6 +20,7 @@ pycuda and tensorrt are imported lazily: without them this module still imports 
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -53,6 +57,17 @@ class _Buffers:
                     d.free()
 
 
+def plugin_library_for(meta: EngineMeta | None, plugin: str | Path | None) -> Path | None:
+    """The plugin library to load for an engine with sidecar `meta` (None: unknown): none when the engine embeds it,
+    else `plugin`, else the one plugins/ built, else the one the engine was built with when it still exists."""
+    if meta is not None and meta.plugin_serialized:
+        return None
+    path = Path(plugin) if plugin else default_plugin_library()
+    if path is None and meta is not None and meta.plugin_path and Path(meta.plugin_path).is_file():
+        path = Path(meta.plugin_path)
+    return path
+
+
 class TensorRTBackend(Backend):
     name = "trt"
 
@@ -84,10 +99,9 @@ class TensorRTBackend(Backend):
             if check_sidecar:
                 raise
         embedded = bool(self.meta and self.meta.plugin_serialized)
-        plugin_path = Path(plugin) if plugin else default_plugin_library()
-        if plugin_path is None and not embedded and self.meta and self.meta.plugin_path \
-                and Path(self.meta.plugin_path).is_file():
-            plugin_path = Path(self.meta.plugin_path)
+        plugin_path = plugin_library_for(self.meta, plugin)
+        if embedded and plugin:
+            print(f"{self.engine_path}: the engine embeds the plugin library; {plugin} is not loaded", file=sys.stderr)
         if check_sidecar and self.meta is not None:
             name, cc = gpu_info(self.device)
             bad = mismatches(self.meta, tensorrt_version=trt.__version__, compute_capability=cc,
