@@ -632,3 +632,17 @@ def test_engine_with_embedded_plugin_loads_no_plugin_from_disk(tmp_path, monkeyp
             assert registry.loads == [str(plugin.resolve())] and be.plugin_sha256 == file_sha256(plugin)
             assert not trt.runtimes[0].engine_host_code_allowed and err == ""
         assert [n for n, _ in be.inputs] == ["frame0", "frame2"] and be.output_names == ["frame1"]
+
+
+def test_gpu_extra_admits_no_pycuda_that_fails_to_build_with_cuda_13():
+    """pycuda builds from source against the local CUDA; before 2025.1.2 its cuCtxCreate call does not compile with
+    CUDA 13 (the project's toolkit; inducer/pycuda#485, fixed by #487 in 2025.1.2), so the gpu extra must exclude
+    those releases and admit the fixed ones."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    gpu = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    spec = next(r.specifier for r in map(Requirement, gpu) if r.name == "pycuda")
+    assert [v for v in ("2024.1", "2024.1.2", "2025.1", "2025.1.1", "2025.1.2", "2025.1.3", "2026.1")
+            if spec.contains(v)] == ["2025.1.2", "2025.1.3", "2026.1"]
