@@ -16,7 +16,8 @@ typing and the FP16 flag it may, and 11.x has no such flags at all):
     graph's own type (fp32).
   * --serialize-plugin embeds the plugin library in the engine. TensorRT does that only for version-compatible engines,
     so the flag also sets BuilderFlag.VERSION_COMPATIBLE (the lean runtime travels inside the engine, which therefore
-    runs on this TensorRT release or a later one of the same major, with host code allowed at deserialization).
+    runs on this TensorRT release, a later one of the same major, or, built by 10.x, on an 11.x runtime, with host
+    code allowed at deserialization: runtime.engine_meta.version_compatible_runs_on).
 ENGINE, ENGINE.json and an updated --timing-cache file are written together (or none of them, when the build or a
 write fails); a timing cache made on another GPU or TensorRT version is refused before the build.
 Default profile: 1x3x32x32 .. 1x3x1080x1920 .. 1x3x1920x1920 (1080p frames of either orientation); TensorRT reserves
