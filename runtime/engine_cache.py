@@ -4,7 +4,8 @@ An engine is valid only for the exact things that went into it, so the cache key
 and compute capability (tactics are timed on that GPU), the TensorRT version, the plugin library's and the ONNX file's
 sha256, the precision and the optimisation profile. A second run with the same key reuses the engine at once; runs
 that start together build it once (a file lock per key: the others wait, then find it built). An entry is complete
-when its sidecar exists: build_engine writes the engine and then the sidecar, each atomically.
+when its sidecar exists: build_engine writes the engine and the sidecar as one write, the sidecar renamed
+into place last (sfadacof.outputs.atomic_write_files).
 
 Location: $SFADACOF_CACHE/engines (default ~/.cache/sfadacof/engines), beside the ONNX export cache.
 """
