@@ -14,16 +14,25 @@ wall clock around the call. Reported: latency p50/p90/p99/mean/min (ms), frames/
 interpolated frames per second), peak host RSS during the timed runs (sampled every 2 ms from /proc, plus the
 process high-water mark), peak device memory where the backend exposes it (torch CUDA; TensorRT via the
 driver's used memory), and the ratio of each latency to the torch fp32 configuration of the same size and batch
-measured in the same process (the baseline), and its inverse, the speed-up over torch. Backends that overlap transfers (TensorRT infer_many) also report a
-pipelined frames/s. Without --checkpoint and without the shipped weights, a seeded random model of --variant is
+(the baseline, run unasked unless --no-baseline), and its inverse, the speed-up over torch. Backends that overlap
+transfers (TensorRT infer_many) also report a pipelined frames/s.
+
+Each configuration runs in its own fresh process, --rounds times, the rounds interleaved (round 1: torch, ort,
+openvino fp32, openvino bf16; round 2: the same ...): in one process a backend's worker threads kept spinning after
+it ran and slowed the next one (eager PyTorch 13.3 s a frame alone, 36 s right after OpenVINO, on an AVX2-only
+EPYC), and interleaving spreads background load over every configuration alike. A configuration's figures are
+those of its quietest round (lowest mean); `rounds` in the JSON keeps every round's mean and process id, and
+`schedule` the order the processes ran in. Without --checkpoint and without the shipped weights, a seeded random model of --variant is
 used (speed does not depend on the weights) and the report says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -66,6 +75,7 @@ class Result:
     vs_torch: float | None = None  # latency ratio to torch fp32 at the same size/batch (< 1: faster)
     speedup_vs_torch: float | None = None  # torch fp32 mean latency / this mean latency (> 1: faster)
     describe: dict = field(default_factory=dict)
+    rounds: list = field(default_factory=list)  # every round's {round, pid, mean_ms}; the figures are the quietest
 
 
 def _rss_bytes() -> int:
@@ -175,8 +185,65 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_arguments(p, choose=False, variant_default="sf_adacof",
                           variant_help="random-weights variant when no checkpoint exists")
     p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--rounds", type=cli_args.positive_int, default=2,
+                   help="rounds; each runs every configuration once, in turn, each in a fresh process")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="leave out torch fp32, the baseline every ratio and speed-up refers to (otherwise run even "
+                        "when --backends does not name torch)")
     p.add_argument("--json", type=Path, default=None, help="write results here")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: BACKEND:PRECISION in this process
     return p
+
+
+# flags a configuration's own process gets from the parent (dest -> the flag)
+_FORWARDED = ("sizes", "batches", "warmup", "iters", "threads", "checkpoint", "variant", "device", "onnx", "engine",
+              "plugin")
+
+
+def _child_argv(args, ckpt: Path | None, name: str, prec: str, out: Path) -> list[str]:
+    flags = {a.dest: a.option_strings[0] for a in build_parser()._actions if a.option_strings}
+    argv = [sys.executable, "-m", "runtime.benchmark", "--one", f"{name}:{prec}", "--json", str(out)]
+    values = {**vars(args), "checkpoint": ckpt}
+    for dest in _FORWARDED:
+        if values.get(dest) is not None:
+            argv += [flags[dest], str(values[dest])]
+    return argv
+
+
+def _run_one(args: argparse.Namespace) -> int:
+    """--one BACKEND:PRECISION: measure that configuration at every size and batch, in this process (fresh)."""
+    name, prec = args.one.split(":")
+    sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s.strip()]
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out: dict = {"pid": os.getpid(), "results": [], "skipped": None}
+    opts = backend_options(args, variant=None, precision=prec)
+    try:
+        backend = create_backend(name, opts)
+    except UserError as e:
+        # the backends' advice names runtime.infer's --precision; here the choice is --precisions
+        out["skipped"] = f"{name} {prec}: {str(e).replace('use --precision fp32', 'leave it out of --precisions')}"
+        write_json(args.json, out)
+        return 0
+    with backend:
+        desc = backend.describe()
+        for (w, h) in sizes:
+            for batch in batches:
+                f0, f2, source = real_frames(w, h, batch)
+                m = measure(backend, f0, f2, args.warmup, args.iters)
+                r = Result(backend=name, precision=desc.get("precision", prec), width=w, height=h, batch=batch,
+                           iters=args.iters, describe=desc, **m)
+                r.peak_device_mb = device_memory_mb(backend)
+                out["results"].append(asdict(r))
+                out["frames"] = source
+    import torch
+
+    out["torch_threads"] = torch.get_num_threads()
+    write_json(args.json, out)
+    return 0
 
 
 def _checkpoint(args, tmp: Path) -> tuple[Path | None, str]:
@@ -198,61 +265,75 @@ def _checkpoint(args, tmp: Path) -> tuple[Path | None, str]:
 
 @cli_command(build_parser)
 def main(args: argparse.Namespace) -> int:
+    if args.one:
+        return _run_one(args)
     check_outputs(backend_inputs(args), [output_file("--json", args.json)])
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         if b not in BACKENDS:
             raise UserError(f"--backends: unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s.strip()]
+    for s_ in args.sizes.split(","):
+        if s_.strip():
+            parse_size(s_, "--sizes")
     try:
         batches = [int(b) for b in args.batches.split(",") if b.strip()]
     except ValueError:
         raise UserError(f"--batches {args.batches!r}: expected integers") from None
     if args.iters < 1 or args.warmup < 0 or any(b < 1 for b in batches):
         raise UserError("--iters and batches must be >= 1, --warmup >= 0")
-    if args.threads:
-        import torch
 
-        torch.set_num_threads(args.threads)
-
-    results: list[Result] = []
     skipped: list[str] = []
+    # a precision a backend does not offer (ort bf16, openvino fp16) is not a configuration: left out, and said only
+    # when that backend was left with nothing to run
+    for b in backends:
+        if b in BACKEND_PRECISIONS and not any(p in BACKEND_PRECISIONS[b] for p in precisions):
+            skipped.append(f"{b}: offers {', '.join(BACKEND_PRECISIONS[b])}, none of --precisions")
+    wanted = {(b, p) for b in backends for p in precisions}
+    wanted = {(b, p) for b, p in wanted if b not in BACKEND_PRECISIONS or p in BACKEND_PRECISIONS[b]}
+    for b, p in sorted(wanted):
+        if b == "torch" and p != "fp32":
+            skipped.append(f"torch {p}: the torch backend is the fp32 reference")
+            wanted.discard((b, p))
+    if not args.no_baseline and ("torch", "fp32") not in wanted:
+        print("torch fp32 runs too: the baseline every ratio and speed-up refers to (--no-baseline leaves it out)",
+              file=sys.stderr)
+        wanted.add(("torch", "fp32"))
+    order = sorted(wanted, key=lambda bp: (bp[0] != "torch", bp[0], bp[1]))
+
+    rounds: dict[tuple[str, str], list[dict]] = {}
+    schedule: list[dict] = []
+    extra: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt, ckpt_note = _checkpoint(args, Path(tmp))
-        # torch fp32 first: it is the baseline every ratio refers to
-        wanted = {(b, p) for b in backends for p in precisions}
-        # a precision a backend does not offer (ort bf16, openvino fp16) is not a configuration: left out, and
-        # said only when that backend was left with nothing to run
-        for b in backends:
-            if b in BACKEND_PRECISIONS and not any(p in BACKEND_PRECISIONS[b] for p in precisions):
-                skipped.append(f"{b}: offers {', '.join(BACKEND_PRECISIONS[b])}, none of --precisions")
-        wanted = {(b, p) for b, p in wanted if b not in BACKEND_PRECISIONS or p in BACKEND_PRECISIONS[b]}
-        order = sorted(wanted | ({("torch", "fp32")} if len(backends) > 1 or "torch" in backends else set()),
-                       key=lambda bp: (bp[0] != "torch", bp[0], bp[1]))
-        for name, prec in order:
-            if name == "torch" and prec != "fp32":
-                skipped.append(f"torch {prec}: the torch backend is the fp32 reference")
-                continue
-            opts = backend_options(args, checkpoint=ckpt, variant=None, precision=prec)
-            try:
-                backend = create_backend(name, opts)
-            except UserError as e:
-                skipped.append(f"{name} {prec}: {e}")
-                print(f"skipping {name} {prec}: {e}", file=sys.stderr)
-                continue
-            with backend:
-                desc = backend.describe()
-                for (w, h) in sizes:
-                    for batch in batches:
-                        f0, f2, source = real_frames(w, h, batch)
-                        m = measure(backend, f0, f2, args.warmup, args.iters)
-                        r = Result(backend=name, precision=desc.get("precision", prec), width=w, height=h,
-                                   batch=batch, iters=args.iters, describe=desc, **m)
-                        r.peak_device_mb = device_memory_mb(backend)
-                        results.append(r)
-                        print(f"{name} {prec} {w}x{h} b{batch}: p50 {r.p50_ms:.1f} ms, {r.fps:.3f} frames/s",
-                              file=sys.stderr)
+        for rnd in range(1, args.rounds + 1):
+            for name, prec in order:
+                if any(s_.startswith(f"{name} {prec}:") for s_ in skipped):
+                    continue
+                out = Path(tmp) / f"r{rnd}_{name}_{prec}.json"
+                print(f"round {rnd}/{args.rounds}: {name} {prec} in a fresh process", file=sys.stderr)
+                r = subprocess.run(_child_argv(args, ckpt, name, prec, out), stdout=subprocess.DEVNULL)
+                if r.returncode != 0 or not out.is_file():
+                    raise UserError(f"the {name} {prec} measurement process failed (exit {r.returncode})")
+                child = json.loads(out.read_text())
+                schedule.append({"round": rnd, "backend": name, "precision": prec, "pid": child["pid"]})
+                if child["skipped"]:
+                    skipped.append(child["skipped"])
+                    print(f"skipping {child['skipped']}", file=sys.stderr)
+                    continue
+                extra.update({k: child[k] for k in ("frames", "torch_threads") if k in child})
+                rounds.setdefault((name, prec), []).append(child)
+    results: list[Result] = []
+    for (name, prec), runs in rounds.items():
+        for i, row in enumerate(runs[0]["results"]):
+            per_round = [{"round": schedule_round, "pid": run["pid"], "mean_ms": run["results"][i]["mean_ms"]}
+                         for schedule_round, run in enumerate(runs, start=1)]
+            quietest = min(runs, key=lambda run: run["results"][i]["mean_ms"])["results"][i]
+            r = Result(**{k: v for k, v in quietest.items() if k != "rounds"})
+            r.rounds = per_round
+            results.append(r)
+            print(f"{name} {prec} {r.width}x{r.height} b{r.batch}: p50 {r.p50_ms:.1f} ms, {r.fps:.3f} frames/s "
+                  f"(quietest of {len(per_round)} round(s))", file=sys.stderr)
     base = {(r.width, r.height, r.batch): r.mean_ms for r in results if r.backend == "torch"}
     for r in results:
         if (r.width, r.height, r.batch) in base:
@@ -260,16 +341,15 @@ def main(args: argparse.Namespace) -> int:
             r.speedup_vs_torch = base[(r.width, r.height, r.batch)] / r.mean_ms
     table = format_table(results)
     print(table)
-    import torch
-
-    env = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "checkpoint": ckpt_note,
-           "frames": source if results else None, "warmup": args.warmup, "iters": args.iters,
-           "max_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    for s in skipped:
-        print(f"skipped: {s}")
+    env = {"cpu_count": os.cpu_count(), "torch_threads": extra.get("torch_threads"), "checkpoint": ckpt_note,
+           "frames": extra.get("frames"), "warmup": args.warmup, "iters": args.iters, "rounds": args.rounds,
+           "processes": "one fresh process per configuration and round, rounds interleaved",
+           "max_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    for s_ in skipped:
+        print(f"skipped: {s_}")
     if args.json:
         write_json(args.json, {"environment": env, "results": [asdict(r) for r in results], "skipped": skipped,
-                               "table": table.splitlines()})
+                               "schedule": schedule, "table": table.splitlines()})
     if not results:
         raise UserError("nothing was measured: " + "; ".join(skipped))
     return 0

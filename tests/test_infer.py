@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -215,8 +216,20 @@ def test_default_backend_is_the_cpu_default_without_progress_bar(tmp_path, ckpt,
     assert "\r" not in r.stderr and "|" not in r.stderr, r.stderr  # tqdm draws with \r and |
     assert all(ln.startswith(("interpolating: ", "exporting ONNX (")) for ln in r.stderr.splitlines()), r.stderr
     assert "1 pair(s)" in r.stdout
-    backend = json.loads((tmp_path / "r.json").read_text())["backend"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    backend = report["backend"]
     assert backend["backend"] == "openvino" and backend["precision"] == ("bf16" if native_bf16() else "fp32")
+    # issue 27 item 7: numbers as numbers; chosen_by gives the CPU's reason, as its /proc/cpuinfo flags say
+    assert backend["kernel_size"] == 5 and backend["dilation"] == 1 and backend["opset"] == 18
+    assert all(type(backend[k]) is int for k in ("kernel_size", "dilation", "opset"))
+    flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("flags")), [])
+    has = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    if backend["precision"] == "fp32" and not has:
+        assert "fp32: this CPU lacks avx512_bf16 and amx_bf16" in backend["chosen_by"], backend["chosen_by"]
+    elif backend["precision"] == "bf16":
+        assert f"bf16: this CPU has {' and '.join(has)}" in backend["chosen_by"], backend["chosen_by"]
+    assert_keys_in_glossary(report)
     with Image.open(tmp_path / "out" / "p.png") as im:
         got = np.asarray(im).astype(int)
     ref = reference_uint8(f0, f2).astype(int)
@@ -259,3 +272,18 @@ def test_ambiguous_folder_refused(tmp_path, ckpt, frames, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "pairs"), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt), "--backend", "torch"])
     assert "both images and pair folders" in capsys.readouterr().err
+
+
+def assert_keys_in_glossary(report: dict) -> None:
+    """Every key of a real report (top level, backend, summary, each pair row; a video's flat object) is explained in
+    runtime/README.md's "Report keys" table (issue 27 item 7)."""
+    text = (Path(__file__).resolve().parents[1] / "runtime" / "README.md").read_text()
+    table = text.split("### Report keys", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([a-z_0-9]+)`", table))
+    keys = set(report)
+    for part in ("backend", "summary"):
+        keys |= set(report.get(part, {}))
+    for row in report.get("pairs", []):
+        keys |= set(row)
+    missing = sorted(keys - documented)
+    assert not missing, f"report keys not in runtime/README.md's glossary: {missing}"

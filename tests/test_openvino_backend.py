@@ -197,7 +197,7 @@ def test_auto_picks_openvino_on_this_machine_and_says_why(moving):
         out = b.infer(f0, f2)
     precision = "bf16" if NATIVE_BF16 else "fp32"
     assert desc["backend"] == "openvino" and desc["precision"] == precision
-    assert desc["chosen_by"].startswith(f"auto -> openvino: openvino {precision} (CPU default): ")
+    assert desc["chosen_by"].startswith(f"auto -> openvino: openvino {precision} (CPU default; ")
     assert psnr(out, torch_forward(moving["model"], f0, f2)) >= 45.0
 
 

@@ -5,6 +5,7 @@ exporter too; and one definition of each figure: the progress lines' s/<unit> is
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from sfadacof.progress import Progress, heartbeat, per_unit, progress
 from tests.helpers import bikes_frames, crop, write_bikes_pair, write_video
+from tests.test_infer import assert_keys_in_glossary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,7 +86,7 @@ def test_video_progress_on_a_pipe_and_one_figure(tmp_path, ckpt):
     frames = [crop(f, w=96, h=64) for f in bikes_frames(count=5, start=40)]
     clip = write_video(tmp_path / "clip.mp4", frames)
     r = _run(tmp_path, "-m", "runtime.infer", str(clip), "-o", str(tmp_path / "out.mp4"), "--backend", "torch",
-             "--checkpoint", str(ckpt))
+             "--checkpoint", str(ckpt), "--report", str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stderr
     err = r.stderr.splitlines()
     assert any(re.fullmatch(r"interpolating: \d+/10 output frames, \d+\.\d{3} s/output frame, ETA .*", ln)
@@ -94,6 +96,9 @@ def test_video_progress_on_a_pipe_and_one_figure(tmp_path, ckpt):
     figure = re.search(r"(\d+\.\d{3} s/output frame)", closing[0]).group(1)
     assert figure in r.stdout, (figure, r.stdout)
     assert re.search(r"the model \d+\.\d{3} s/interpolated frame", r.stdout), r.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert f"{report['seconds_per_output_frame']:.3f} s/output frame" == figure  # the report's figure, same name
+    assert_keys_in_glossary(report)
 
 
 def test_pairs_progress_and_first_export_on_a_pipe(tmp_path, ckpt):

@@ -235,7 +235,7 @@ def test_auto_backend_falls_back_to_the_cpu_default_and_says_why(tmp_path, pairs
     assert r.returncode == 0, r.stderr
     b = json.loads(rep.read_text())["backend"]
     assert b["backend"] == "openvino" and b["chosen_by"].startswith("auto -> openvino: openvino ")
-    assert "(CPU default): " in b["chosen_by"]
+    assert "(CPU default; " in b["chosen_by"]
     assert "TensorRT" in b["chosen_by"] or "pycuda" in b["chosen_by"] or "GPU" in b["chosen_by"]
     assert (tmp_path / "o" / "p.png").is_file()
 

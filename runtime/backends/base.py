@@ -14,6 +14,33 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 
+REPORTED_METADATA = ("variant", "kernel_size", "dilation", "checkpoint_sha256", "exporter", "opset")
+_INTEGER_METADATA = frozenset({"kernel_size", "dilation", "opset", "epoch"})
+
+
+def reported_metadata(meta: dict[str, str]) -> dict:
+    """The export's metadata (ONNX metadata_props / IR rt_info: strings) as a report gives it: integers as numbers
+    ("kernel_size": 5, "opset": 18), the rest as written."""
+    out = {}
+    for k in REPORTED_METADATA:
+        if k in meta:
+            v = meta[k]
+            out[k] = int(v) if k in _INTEGER_METADATA and str(v).strip().isdigit() else v
+    return out
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity, e.g. a container's or taskset's share)."""
     try:

@@ -44,7 +44,7 @@ import numpy as np
 
 from sfadacof.errors import UserError, require
 
-from .base import Backend, available_cores
+from .base import Backend, available_cores, cpu_flags, reported_metadata
 
 PRECISIONS = ("fp32", "bf16")
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
@@ -70,6 +70,19 @@ def native_bf16(core=None) -> bool:
         return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:  # an OpenVINO without the property: assume no
         return False
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the /proc/cpuinfo flags of native bf16 (AVX512_BF16, AMX)
+
+
+def bf16_reason(precision: str) -> str:
+    """Why the CPU default runs `precision`, in the CPU's own terms (its /proc/cpuinfo flags)."""
+    have = [f for f in BF16_FLAGS if f in cpu_flags()]
+    if precision == "bf16":
+        return f"bf16: this CPU has {' and '.join(have) or 'native bf16 (OpenVINO says so)'}"
+    return (f"fp32: this CPU lacks {' and '.join(BF16_FLAGS)} (/proc/cpuinfo flags), so bf16 would be emulated, "
+            "slower than fp32" if not have else
+            f"fp32: OpenVINO reports no native bf16 here although /proc/cpuinfo lists {' and '.join(have)}")
 
 
 def _synthesis_tensors() -> tuple[str, ...]:
@@ -299,9 +312,7 @@ class OpenVINOBackend(Backend):
         if self.precision == "bf16":
             d["kept_fp32"] = {**self.kept_fp32, "how": "DisablePrecisionConversion rt_info, checked on the "
                                                        "compiled runtime graph"}
-        for k in ("variant", "kernel_size", "dilation", "checkpoint_sha256", "exporter", "opset"):
-            if k in self.metadata:
-                d[k] = self.metadata[k]
+        d.update(reported_metadata(self.metadata))
         return d
 
     def close(self) -> None:

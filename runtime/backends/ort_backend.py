@@ -28,7 +28,7 @@ import numpy as np
 
 from sfadacof.errors import UserError, require
 
-from .base import Backend, available_cores
+from .base import Backend, available_cores, reported_metadata
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -200,9 +200,7 @@ class OrtBackend(Backend):
              "precision": "fp16" if self.fp16_graph or self.input_dtype == np.float16 else "fp32",
              "synthesis": meta.get("synthesis", "plugin" if self.custom_op else "onnx"),
              "custom_op": "C++ CPU kernel via onnxruntime-extensions" if self.custom_op else None}
-        for k in ("variant", "kernel_size", "dilation", "checkpoint_sha256", "exporter", "opset"):
-            if k in meta:
-                d[k] = meta[k]
+        d.update(reported_metadata(meta))
         return d
 
     def close(self) -> None:

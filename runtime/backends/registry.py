@@ -208,7 +208,13 @@ def _cpu_default(o: BackendOptions, why_not_trt: str) -> tuple[Backend, str]:
                                              f"pip install openvino): {why_not_trt}")
     backend = _FACTORIES[CPU_DEFAULT](o)
     precision = backend.describe().get("precision")
-    return backend, f"{CPU_DEFAULT} {precision} (CPU default): {why_not_trt}"
+    if o.precision is not None:
+        why_precision = f"{precision}: --precision {o.precision}"
+    else:
+        from .openvino_backend import bf16_reason
+
+        why_precision = bf16_reason(precision)
+    return backend, f"{CPU_DEFAULT} {precision} (CPU default; {why_precision}): {why_not_trt}"
 
 
 class _Chosen(Backend):
