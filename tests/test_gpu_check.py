@@ -132,6 +132,25 @@ def test_harness_enqueue_counts_enqueue_checks_only_and_fails_a_broken_capture()
     assert h["passed"] is False and h["checks"] == 0 and h["host_ok"] is True
 
 
+def test_gpu_tests_pass_only_when_tests_ran_and_are_not_run_only_when_all_were_skipped():
+    quiet = "ssss [100%]\n=== short test summary info ===\nSKIPPED [4] x.py:3: no CUDA GPU\n4 skipped in 0.13s\n"
+    summary, counts = gpu_check.parse_pytest_summary(quiet)
+    assert summary == "4 skipped" and counts == {"skipped": 4}
+    assert gpu_check.gpu_tests_status(0, counts, gpu=False) == gpu_check.NOT_RUN
+    assert gpu_check.gpu_tests_status(0, counts, gpu=True) == "failed"  # a GPU and nothing ran
+    # a collection error (pytest exit 4 when conftest.py's imports fail) or no tests at all
+    summary, counts = gpu_check.parse_pytest_summary("ImportError while loading conftest\n")
+    assert summary is None and gpu_check.gpu_tests_status(4, counts, gpu=False) == "failed"
+    assert gpu_check.gpu_tests_status(5, *gpu_check.parse_pytest_summary("no tests ran in 0.01s\n")[1:],
+                                      gpu=False) == "failed"
+    loud = "======= 1 failed, 28 passed, 1 skipped, 2 warnings in 12.31s ======="
+    summary, counts = gpu_check.parse_pytest_summary(loud)
+    assert counts == {"failed": 1, "passed": 28, "skipped": 1}
+    assert gpu_check.gpu_tests_status(1, counts, gpu=True) == "failed"
+    assert gpu_check.gpu_tests_status(0, gpu_check.parse_pytest_summary("30 passed in 9.0s")[1], True) == "passed"
+    assert gpu_check.gpu_tests_status(1, gpu_check.parse_pytest_summary("2 errors in 1.0s")[1], True) == "failed"
+
+
 def test_run_timeout_kills_the_whole_process_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     t0 = time.monotonic()
