@@ -27,7 +27,8 @@ from sfadacof.outputs import check_outputs, output_file, output_folder
 from sfadacof.progress import per_unit
 
 from .accuracy import add_threshold_arguments, make_checker
-from .backends.registry import add_backend_arguments, backend_inputs, backend_options, create_backend
+from .api import Interpolator
+from .backends.registry import add_backend_arguments, backend_inputs, backend_options
 from .pairs import discover_pairs, root_images, run_pairs
 from .report import write_json
 
@@ -77,14 +78,17 @@ def main(args: argparse.Namespace) -> int:
         to_video = args.output.suffix.lower() in VIDEO_OUTPUT_EXTENSIONS
         check_outputs([src, *models], [(output_file if to_video else output_folder)("-o", args.output),
                                        output_file("--report", args.report)])
-        return run_video_cli(args, options)
+        if args.check:
+            raise UserError("--check works on pairs folders; run runtime.accuracy on pairs extracted from the video")
+        with Interpolator.from_options(args.backend, options, video=True) as interp:
+            return run_video_cli(args, interp)
     out_dir_path: Path = args.output
     check_outputs([src, *models], [output_folder("-o", out_dir_path), output_file("--report", args.report)])
     pairs = discover_pairs(src)
-    with create_backend(args.backend, options) as backend:
-        checker = make_checker(args, backend) if args.check else None
+    with Interpolator.from_options(args.backend, options) as interp:
+        checker = make_checker(args, interp) if args.check else None
         try:
-            report = run_pairs(backend, pairs, out_dir_path, checker=checker, max_pixels=args.max_pixels)
+            report = run_pairs(interp, pairs, out_dir_path, checker=checker, max_pixels=args.max_pixels)
         finally:
             if checker is not None:
                 checker.close()

@@ -41,7 +41,6 @@ from sfadacof.progress import Progress, per_unit
 from sfadacof.video_decode import av_message, open_video
 
 from .backends.base import Backend
-from .backends.registry import BackendOptions, create_backend
 from .pairs import root_images
 from .report import write_json
 
@@ -408,14 +407,10 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
             "seconds_per_interpolated_frame": stats.infer_seconds / max(stats.interpolated, 1)}
 
 
-def run_video_cli(args, options: BackendOptions) -> int:
-    """`runtime.infer` on a video file or a frames folder (called by runtime.infer.main)."""
-    if args.check:
-        raise UserError("--check works on pairs folders; run runtime.accuracy on pairs extracted from the video")
-    check_video_output_name(args.output)
-    with create_backend(args.backend, options, video=True) as backend:
-        report = run_video(backend, args.input, args.output, factor=args.factor, scene_cut=args.scene_cut,
-                           fps=args.fps, crf=args.crf, max_pixels=args.max_pixels)
+def run_video_cli(args, backend: Backend) -> int:
+    """`runtime.infer` on a video file or a frames folder (called by runtime.infer.main with its Interpolator)."""
+    report = run_video(backend, args.input, args.output, factor=args.factor, scene_cut=args.scene_cut,
+                       fps=args.fps, crf=args.crf, max_pixels=args.max_pixels)
     if args.report:
         write_json(args.report, report)
     if "note" in report:
