@@ -5,7 +5,8 @@ and compute capability (tactics are timed on that GPU), the TensorRT version, th
 sha256, the precision and the optimisation profile. A second run with the same key reuses the engine at once; runs
 that start together build it once (a file lock per key: the others wait, then find it built). An entry is complete
 when its sidecar exists: build_engine writes the engine and the sidecar as one write, the sidecar renamed
-into place last (sfadacof.outputs.atomic_write_files).
+into place last (sfadacof.outputs.atomic_write_files). An entry whose engine
+no longer has the sha256 its sidecar recorded (altered or damaged) is said in one line on stderr and built again.
 
 Location: $SFADACOF_CACHE/engines (default ~/.cache/sfadacof/engines), beside the ONNX export cache.
 """
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sfadacof.checkpoint import file_sha256
+from sfadacof.errors import UserError, one_line
 from sfadacof.outputs import cache_dir, create_cache_dir
 
 from .build_engine import BuildRequest, build_engine
-from .engine_meta import Profile, format_shape, sidecar_path
+from .engine_meta import Profile, format_shape, read_sidecar, sidecar_path
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,16 @@ def current_target(device: int = 0) -> Target:
     return Target(trt.__version__, name, cc)
 
 
+def _entry_ok(path: Path) -> bool:
+    """Complete (engine and sidecar) and unaltered (the engine's sha256 is the one the sidecar recorded)."""
+    if not (sidecar_path(path).is_file() and path.is_file()):
+        return False
+    try:
+        return read_sidecar(path).engine_sha256 == file_sha256(path)
+    except UserError:  # an unreadable sidecar: rebuilt
+        return False
+
+
 def cached_engine(onnx: Path, *, precision: str, profile: Profile, plugin: Path | None, device: int = 0,
                   root: Path | None = None, target: Target | None = None,
                   build: Callable[[BuildRequest], object] = build_engine) -> Path:
@@ -75,11 +87,14 @@ def cached_engine(onnx: Path, *, precision: str, profile: Profile, plugin: Path 
                            precision=precision, profile=profile)
     root = Path(root) if root is not None else cache_root()
     path = root / f"{onnx.stem}.{precision}.{key}.engine"
-    if sidecar_path(path).is_file() and path.is_file():
+    if _entry_ok(path):
         return path
+    if sidecar_path(path).is_file() and path.is_file():
+        print(f"note: {one_line(path)}: cached engine does not match the sha256 its sidecar recorded (altered or "
+              "damaged); building it again", file=sys.stderr)
     create_cache_dir(root, "engine cache")
     with FileLock(str(path) + ".lock"):
-        if sidecar_path(path).is_file() and path.is_file():  # built by a concurrent run while this one waited
+        if _entry_ok(path):  # built by a concurrent run while this one waited
             return path
         print(f"no cached TensorRT engine for this model, GPU and TensorRT: building one ({precision}, profile up to "
               f"{format_shape(profile.max)}); this may take minutes, later runs reuse it", file=sys.stderr)

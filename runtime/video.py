@@ -132,6 +132,14 @@ def upconvert(backend: Backend | None, frames: Iterator[tuple[np.ndarray, int]],
 
 # -- spans: the in-between frames of input frames [a, b], computed apart (runtime.batch) ----------------------------
 
+def check_same_size(src: Path, index: int, width: int, height: int, w: int, h: int) -> None:
+    """Frame `index` of `src` must have the stream's size: a video that changes size mid-stream (a resolution switch,
+    spliced clips) has no pair to interpolate across the change, nor one output size."""
+    if (width, height) != (w, h):
+        raise UserError(f"{src}: frame {index} is {width}x{height}, the video starts at {w}x{h}; a video that changes "
+                        f"size is not supported (scale it to one size first, e.g. ffmpeg -i IN -vf scale={w}:{h} OUT)")
+
+
 def compute_span(backend: Backend, src: Path, span_file: Path, start: int, stop: int, *, factor: int,
                  scene_cut: float | None = None, max_pixels: int | None = None) -> int:
     """Write the in-between frames of input frames start..stop (the pairs (start, start+1) ... (stop-1, stop)) of the
@@ -144,9 +152,12 @@ def compute_span(backend: Backend, src: Path, span_file: Path, start: int, stop:
     inner: list[np.ndarray] = []
     prev = None
     seen = start
+    size = None
     for i, rgb in decode_rgb(src, start, stop + 1):
         if prev is None:
             check_pixel_budget(src, rgb.shape[1], rgb.shape[0], max_pixels, video=True)
+        size = size or (rgb.shape[1], rgb.shape[0])
+        check_same_size(src, i, rgb.shape[1], rgb.shape[0], *size)
         cur = hwc_to_nchw(rgb.astype(np.float32) / np.float32(255.0))  # as run_video decodes
         if prev is not None:
             inner.extend(inner_frames(backend, prev, cur, depth, scene_cut, stats, i - 1))
@@ -366,6 +377,7 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
                             else:
                                 pts = int(fr.pts)
                             last_pts = pts
+                            check_same_size(src, n, fr.width, fr.height, w, h)
                             n += 1
                             yield fr.to_ndarray(format="rgb24").astype(np.float32) / np.float32(255.0), pts
                 except av.FFmpegError as e:

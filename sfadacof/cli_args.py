@@ -59,7 +59,9 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        from .errors import one_line
+
+        print(f"{self.prog}: error: {one_line(message)} (see --help)", file=sys.stderr)
         raise SystemExit(2)
 
 

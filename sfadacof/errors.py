@@ -27,6 +27,17 @@ def require(module: str, why: str):
         raise UserError(why) from None
 
 
+def one_line(text: object) -> str:
+    """`text` with every character that is not printable (newline, carriage return, tab, escape, DEL, the C1
+    controls, U+2028/U+2029, undecodable bytes of a file name) written as its Python escape (\\n, \\x1b, \\udcff):
+    a file name holding a newline must not split an error into two lines, nor send escapes to the terminal."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
+
+
 def _os_error_line(e: OSError) -> str:
     where = e.filename if e.filename is not None else ""
     what = e.strerror or str(e) or type(e).__name__
@@ -34,7 +45,8 @@ def _os_error_line(e: OSError) -> str:
 
 
 def cli_main(main: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a CLI `main`: every error a user can cause or fix ends as one line on stderr and a non-zero exit.
+    """Decorate a CLI `main`: every error a user can cause or fix ends as one line on stderr and a non-zero exit
+    (one_line: control characters in names are escaped, so the line stays one line).
 
     UserError -> exit 2; KeyboardInterrupt -> "interrupted", exit 130 (128 + SIGINT, what a shell reports);
     OSError (disk full, permission denied, read-only file system while writing) -> exit 1 naming the file;
@@ -45,7 +57,7 @@ def cli_main(main: Callable[..., T]) -> Callable[..., T]:
         try:
             return main(*args, **kwargs)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
@@ -56,7 +68,7 @@ def cli_main(main: Callable[..., T]) -> Callable[..., T]:
         except BrokenPipeError:
             raise SystemExit(1) from None
         except OSError as e:
-            print(f"error: {_os_error_line(e)}", file=sys.stderr)
+            print(f"error: {one_line(_os_error_line(e))}", file=sys.stderr)
             raise SystemExit(1) from None
 
     return wrapper

@@ -4,7 +4,9 @@ Used by the runtime (pairs, frame folders), calibration and training data (sfada
 
 Decoding rules (the same for inputs and ground truth):
   * 8-bit images -> value / 255; 16-bit PNGs -> value / 65535 (Pillow's 'I;16*' / 'I' modes for grayscale; 16-bit
-    colour PNGs go through PyAV because Pillow silently drops them to 8 bits);
+    colour PNGs go through PyAV because Pillow silently drops them to 8 bits); unsigned 32-bit grayscale TIFFs ->
+    value / (2**32 - 1) (the depth is the file's BitsPerSample, not Pillow's mode, which is 'I' for 16 and 32 bits);
+    signed-integer and floating-point samples are refused (no black or white level is defined for them);
   * RGBA / LA / palette-with-transparency -> alpha dropped (a note says so), never composited;
   * grayscale -> replicated to three channels;
   * an EXIF orientation tag is applied (PIL.ImageOps.exif_transpose), as image viewers do.
@@ -156,6 +158,25 @@ def _decode_png16_colour(path: Path, colour_type: int) -> DecodedImage:
     return DecodedImage(arr.astype(np.float32) / 65535.0, path, 16, f"png16/colour-type-{colour_type}", notes)
 
 
+def _tiff_sample_bits(im: Image.Image, path: Path) -> int | None:
+    """The bits per sample of an unsigned-integer TIFF (None for other formats); a TIFF of signed or floating-point
+    samples is refused: Pillow reads signed 8-bit as unsigned, and neither has a defined black or white level."""
+    if im.format != "TIFF":
+        return None
+    tags = getattr(im, "tag_v2", {})
+
+    def first(tag: int, default: int) -> int:
+        v = tags.get(tag, default)
+        return int(v[0] if isinstance(v, (tuple, list)) else v)
+
+    sample_format, bits = first(339, 1), first(258, 1)
+    kind = {2: "signed integer", 3: "floating-point"}.get(sample_format)
+    if kind is not None or sample_format != 1:
+        raise UserError(f"{path}: {kind or f'SampleFormat {sample_format}'} samples ({bits}-bit) are not supported; "
+                        "use unsigned 8-, 16- or 32-bit images")
+    return bits
+
+
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> DecodedImage:
     """Decode `path` to float32 RGB (H, W, 3) in [0, 1]; UserError naming the file when it cannot, or when it has
     more than `max_pixels` pixels (None: DEFAULT_MAX_PIXELS)."""
@@ -178,11 +199,19 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Decode
             im = ImageOps.exif_transpose(opened)
             mode = im.mode
             notes: list[str] = []
+            bits = _tiff_sample_bits(opened, path)
             if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-                # 16-bit grayscale PNG/TIFF; Pillow reports 'I' for some 16-bit files, values still 0..65535.
-                arr = np.asarray(im).astype(np.float32) / 65535.0
-                rgb = np.repeat(arr[:, :, None], 3, axis=2)
-                return DecodedImage(rgb, path, 16, mode, ["grayscale replicated to RGB"])
+                # 16-bit grayscale PNG/TIFF (Pillow reports 'I' for some, values still 0..65535), or a 32-bit
+                # unsigned TIFF, which Pillow holds in int32 with the raw bits: viewed back as uint32.
+                arr = np.asarray(im)
+                if bits == 32:
+                    arr = arr.astype(np.int32, copy=False).view(np.uint32)
+                full = float(2 ** (bits or 16) - 1)
+                if bits is None and (arr.min() < 0 or arr.max() > 65535):
+                    raise UserError(f"{path}: integer samples outside 0..65535 ({arr.min()}..{arr.max()}); "
+                                    "use 8- or 16-bit images")
+                rgb = np.repeat((arr.astype(np.float64) / full).astype(np.float32)[:, :, None], 3, axis=2)
+                return DecodedImage(rgb, path, bits or 16, mode, ["grayscale replicated to RGB"])
             if mode == "F":
                 raise UserError(f"{path}: floating-point images (mode F) are not supported; use 8- or 16-bit")
             if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):

@@ -144,8 +144,9 @@ def test_onnx_for_checkpoint_exports_once_then_reuses(graphs, tmp_path, monkeypa
     save_checkpoint(other, large_motion_model("rwtd", seed=6))
     p3 = onnx_for_checkpoint(other, synthesis="onnx", exporter="torchscript")
     assert p3 != p1 and p3.is_file()
-    # atomic writes leave no temp files behind
-    assert sorted(x.name for x in p1.parent.iterdir()) == sorted([p1.name, p3.name])
+    # atomic writes leave no temp files behind: each entry and the digest recorded beside it
+    assert sorted(x.name for x in p1.parent.iterdir()) == sorted(
+        [p1.name, p3.name, p1.name + ".sha256", p3.name + ".sha256"])
 
 
 def test_registry_ort_backend_from_checkpoint(graphs, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from runtime import tensorrt_env
 from runtime.engine_cache import Target, cached_engine, engine_cache_key
 from runtime.engine_meta import EngineMeta, Profile, sidecar_path, write_sidecar
 from runtime.memory_estimate import peak_activation_bytes, weight_bytes
+from sfadacof.checkpoint import file_sha256
 from sfadacof.errors import UserError
 from tests.helpers import bikes_frames, crop
 
@@ -40,7 +41,8 @@ def _fake_build(req) -> None:
         f.write(f"{req.engine.name}\n")
     write_sidecar(req.engine, EngineMeta(tensorrt_version=TARGET.tensorrt_version, gpu_name=TARGET.gpu_name,
                                          compute_capability=TARGET.compute_capability, precision=req.precision,
-                                         profile=req.profile.to_json(), onnx_path=str(req.onnx), onnx_sha256=""))
+                                         profile=req.profile.to_json(), onnx_path=str(req.onnx), onnx_sha256="",
+                                         engine_sha256=file_sha256(req.engine)))
 
 
 def _builds(root: Path) -> list[str]:
@@ -87,6 +89,21 @@ def test_cache_builds_once_then_reuses(cache_inputs):
     # an entry without its sidecar (a build killed between the two writes) is not trusted: rebuilt
     sidecar_path(second).unlink()
     assert cached_engine(onnx_path, **kw) == second and len(_builds(root)) == 3
+
+
+def test_cache_rebuilds_an_altered_engine(cache_inputs, capsys):
+    """An engine changed in place after its sidecar was written (same length, sidecar intact) is not used: one note
+    line on stderr, and it is built again (issue 23)."""
+    onnx_path, plugin, root = cache_inputs
+    kw = dict(precision="fp32", profile=Profile(), plugin=plugin, root=root, target=TARGET, build=_fake_build)
+    first = cached_engine(onnx_path, **kw)
+    capsys.readouterr()
+    first.write_bytes(b"ENGINE fp32")  # same length, other bytes
+    assert cached_engine(onnx_path, **kw) == first and len(_builds(root)) == 2
+    assert first.read_bytes() == b"engine fp32"
+    err = capsys.readouterr().err.splitlines()
+    assert sum("does not match the sha256 its sidecar recorded" in line for line in err) == 1, err
+    assert cached_engine(onnx_path, **kw) == first and len(_builds(root)) == 2  # then reused
 
 
 def _cache_in_process(args) -> str:
