@@ -36,6 +36,8 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "sf_adacof_de
 # What a checkpoint may hold besides its tensors' data (the pickle, epoch, args, scheduler state): a few kB in
 # practice; any record but a tensor's may inflate to at most this, and the tensors' total gets it as headroom.
 METADATA_BYTES = 16 << 20
+# How much larger than in the file a checkpoint's records may unpack (see _check_records)
+MAX_UNPACK_RATIO = 4
 # Bytes per weight a checkpoint may declare: fp64 (8) is the widest dtype a state_dict of this model is saved in.
 MAX_BYTES_PER_WEIGHT = 8
 
@@ -143,8 +145,16 @@ def _is_tensor_record(name: str) -> bool:
 
 
 def _check_records(path: Path, records: list[zipfile.ZipInfo], max_data_bytes: int | None) -> None:
-    """Refuse, from the zip's own directory and before anything is inflated, a record that would unpack beyond
-    what a checkpoint holds: METADATA_BYTES for the pickle and the small records, max_data_bytes for the tensors."""
+    """Refuse, from the zip's own directory and before anything is inflated, records that would unpack beyond what a
+    checkpoint holds: more than MAX_UNPACK_RATIO times their size in the file (torch.save stores records
+    uncompressed; a re-zipped checkpoint of weights shrinks by a few percent, a bomb by a thousand times: this
+    bound holds whatever torch.load reads, on any torch version), any record but a tensor's beyond METADATA_BYTES,
+    the tensors together beyond max_data_bytes."""
+    packed = sum(r.compress_size for r in records)
+    unpacked = sum(r.file_size for r in records)
+    if unpacked > MAX_UNPACK_RATIO * packed + METADATA_BYTES:
+        raise UserError(f"{path}: unpacks to {_mb(unpacked)} from {_mb(packed)} (no checkpoint compresses like "
+                        "that: a decompression bomb?); refused before unpacking it")
     for r in records:
         if not _is_tensor_record(r.filename) and r.file_size > METADATA_BYTES:
             raise UserError(f"{path}: its record {r.filename} unpacks to {_mb(r.file_size)} (a checkpoint's holds "

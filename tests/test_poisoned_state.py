@@ -173,7 +173,7 @@ COMMANDS = {
     "export": lambda w, ck, out: ("export.to_onnx", ck, "-o", out / "m.onnx"),
     "accuracy": lambda w, ck, out: ("runtime.accuracy", w["pairs"], "--backend", "torch", "--checkpoint", ck,
                                     "--report", out / "r.json"),
-    "calib": lambda w, ck, out: ("calib", w["seq"], "-o", out / "q.onnx", "--checkpoint", ck, "--num", "1",
+    "calib": lambda w, ck, out: ("calib", w["pairs"], "-o", out / "q.onnx", "--checkpoint", ck, "--num", "1",
                                  "--size", "64x64", "--no-eval"),
     "evaluate": lambda w, ck, out: ("sfadacof.evaluate", w["seq"], "--checkpoint", ck, "--json", out / "e.json"),
     "train-init": lambda w, ck, out: ("sfadacof.train", "--data", w["seq"], "--out", out, "--variant", VARIANT,
@@ -242,18 +242,23 @@ def _deflated_zeros(n: int, chunk: int = 1 << 24) -> tuple[bytes, int]:
     return first + again * (n // chunk - 1) + co.flush(zlib.Z_FINISH), crc
 
 
-def _write_zip(path: Path, entries: list[tuple[str, bytes, int, int, int]]) -> None:
-    """A zip of (name, data as stored, uncompressed size, crc32, method 0 stored / 8 deflated), sizes < 4 GiB."""
-    out, central = bytearray(), bytearray()
-    for name, data, size, crc, method in entries:
-        offset, nb = len(out), name.encode()
-        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(data), size, len(nb), 0) + nb
-        out += data
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc, len(data), size,
-                               len(nb), 0, 0, 0, 0, 0, offset) + nb
-    start = len(out)
-    out += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), start, 0)
-    path.write_bytes(bytes(out))
+def _write_zip(path: Path, entries: list[tuple[str, bytes | int, int, int, int]]) -> None:
+    """A zip of (name, data as stored, uncompressed size, crc32, method 0 stored / 8 deflated), sizes < 4 GiB.
+    Data given as an int is that many zero bytes, stored as a hole (a sparse file: no disk space)."""
+    central = bytearray()
+    with open(path, "wb") as f:
+        for name, data, size, crc, method in entries:
+            offset, nb = f.tell(), name.encode()
+            length = data if isinstance(data, int) else len(data)
+            f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, length, size, len(nb), 0) + nb)
+            if isinstance(data, int):
+                f.seek(data, os.SEEK_CUR)
+            else:
+                f.write(data)
+            central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc, length, size,
+                                   len(nb), 0, 0, 0, 0, 0, offset) + nb
+        start = f.tell()
+        f.write(central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), start, 0))
 
 
 class _Storage:
@@ -280,16 +285,18 @@ class _Pickler(pickle.Pickler):
 
 
 def bomb_checkpoint(path: Path, state: dict[str, torch.Tensor], *, huge: str | None = None,
-                    extra: tuple[str, tuple[int, ...]] | None = None, zeros: tuple[bytes, int]) -> Path:
+                    extra: tuple[str, tuple[int, ...]] | None = None, zeros: tuple[bytes, int],
+                    stored: bool = False) -> Path:
     """torch.save's zip layout, written by hand: the tensors of `state` stored, except that `huge` (a tensor of the
     layout, right shape) is a view into a BOMB_BYTES storage, or `extra` (a key outside the layout) is such a
-    tensor; the storage's record is BOMB_BYTES of zeros, deflated."""
+    tensor; the storage's record is BOMB_BYTES of zeros, deflated (or `stored`: as torch.save writes it, a hole)."""
     records, sd = [], collections.OrderedDict()
     stream, crc = zeros
+    big = ("", BOMB_BYTES, BOMB_BYTES, crc, 0) if stored else ("", stream, BOMB_BYTES, crc, 8)
     for i, (name, t) in enumerate(state.items()):
         if name == huge:
             sd[name] = _Tensor(_Storage(str(i), BOMB_BYTES // 4), tuple(t.shape))
-            records.append((f"archive/data/{i}", stream, BOMB_BYTES, crc, 8))
+            records.append((f"archive/data/{i}", *big[1:]))
         else:
             data = t.float().contiguous().numpy().tobytes()
             sd[name] = _Tensor(_Storage(str(i), t.numel()), tuple(t.shape))
@@ -297,7 +304,7 @@ def bomb_checkpoint(path: Path, state: dict[str, torch.Tensor], *, huge: str | N
     if extra is not None:
         key = str(len(state))
         sd[extra[0]] = _Tensor(_Storage(key, BOMB_BYTES // 4), extra[1])
-        records.append((f"archive/data/{key}", stream, BOMB_BYTES, crc, 8))
+        records.append((f"archive/data/{key}", *big[1:]))
     buf = io.BytesIO()
     _Pickler(buf, protocol=2).dump({"epoch": 1, "state_dict": sd})
     head = [("archive/data.pkl", buf.getvalue(), len(buf.getvalue()), zlib.crc32(buf.getvalue()), 0),
@@ -314,12 +321,15 @@ def bombs(tmp_path_factory, model):
     out = {
         "view": bomb_checkpoint(d / "view.pth", state, huge="get_kernel.moduleConv1.0.weight", zeros=zeros),
         "extra": bomb_checkpoint(d / "extra.pth", state, extra=("get_kernel.blob", (BOMB_BYTES // 4,)), zeros=zeros),
+        # stored as torch.save stores: a 2 GB file (sparse here), sized against the layout before it is read
+        "stored": bomb_checkpoint(d / "stored.pth", state, huge="get_kernel.moduleConv1.0.weight", zeros=zeros,
+                                  stored=True),
     }
     # the pickle record itself deflated from 2 GB
     _write_zip(d / "pickle.pth", [("archive/data.pkl", zeros[0], BOMB_BYTES, zeros[1], 8),
                                   ("archive/version", b"3\n", 2, zlib.crc32(b"3\n"), 0)])
     out["pickle"] = d / "pickle.pth"
-    assert all(p.stat().st_size < 8 << 20 for p in out.values())
+    assert all(p.stat().st_blocks * 512 < 32 << 20 for p in out.values())  # the layout's weights + ~2 MB
     return out
 
 
@@ -328,10 +338,12 @@ def bombs(tmp_path_factory, model):
     ("view", "infer-torch"),
     ("extra", "infer-ort"),    # a 2 GB tensor under a key outside the layout
     ("pickle", "evaluate"),    # the pickle record itself deflated from 2 GB
+    ("stored", "export"),      # not compressed: a 2 GB storage behind a tensor of the layout's shape
+    ("stored", "calib"),
 ])
 def test_checkpoint_that_unpacks_to_gigabytes_is_refused_before_unpacking(bomb, command, bombs, work, tmp_path):
-    """A ~2 MB .pth declaring 2 GB: refused in one line naming it, and the process never holds the 2 GB (peak RSS
-    of the child well under it; on main it unpacked it all before failing)."""
+    """A .pth declaring 2 GB (~2 MB deflated, or stored): refused in one line naming it, and the process never holds
+    the 2 GB (peak RSS of the child well under it; on main it read it all before failing)."""
     cmd = COMMANDS[command](work, bombs[bomb], tmp_path / "out")
     r, peak = run_with_peak_rss(*cmd, cache=tmp_path / "cache")
     r.stdout = ""
