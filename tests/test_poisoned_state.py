@@ -50,11 +50,13 @@ def run_with_peak_rss(module: str, *args, cache: Path, timeout: int = 600) -> tu
 
 
 def error_line(r: subprocess.CompletedProcess, code: int = 2) -> str:
-    """The command failed with `code` and said why in exactly one line (no traceback, nothing else)."""
+    """The command failed with `code` and said why in exactly one line, its last (progress lines may come before
+    it; a message broken by a newline would leave its tail as the last line), with no traceback."""
     lines = r.stderr.splitlines()  # splits on \r, \x0b, \x1c..\x1e, \x85, U+2028/9 too: all must be escaped
-    assert r.returncode == code and len(lines) == 1 and lines[0].startswith(("error:", "python -m")), \
+    errors = [line for line in lines if line.startswith("error:") or line.startswith("python -m")]
+    assert r.returncode == code and len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in r.stderr, \
         (r.returncode, r.stderr[-2000:])
-    return lines[0]
+    return errors[0]
 
 
 def frames(n: int = 3) -> list[np.ndarray]:
