@@ -241,7 +241,10 @@ def sensitivity(fp32_path: Path, fp32_run: Runner, items, ranges, chosen, per_ch
 
 @cli_command(build_parser)
 def main(args: argparse.Namespace) -> int:
-    run(args)
+    from sfadacof.progress import heartbeat
+
+    with heartbeat("calib"):  # calibration, quantization and evaluation print little for minutes
+        run(args)
     return 0
 
 

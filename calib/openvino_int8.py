@@ -150,7 +150,10 @@ def main(args: argparse.Namespace) -> int:
     fp32 = OpenVINOBackend(onnx_path, precision="fp32")
     pairs = calibration_pairs(split.calibration, (size[1], size[0]), "cover")
     t = time.perf_counter()
-    model, n_ignored = quantize(fp32, pairs)
+    from sfadacof.progress import heartbeat
+
+    with heartbeat("NNCF quantization"):  # minutes with no output of its own
+        model, n_ignored = quantize(fp32, pairs)
     seconds = time.perf_counter() - t
     import nncf
 

@@ -366,7 +366,10 @@ def main(args: argparse.Namespace) -> int:
         cmd = polygraphy_onnxrt_command(args.onnx, inputs_path, ref_path, args.atol, args.rtol, custom_op)
         shown = " ".join(["python", *cmd[1:]] if cmd[0] == sys.executable else cmd)
         print(f"$ {shown}")
-        rc, text = run_polygraphy(cmd, out_dir / "polygraphy.log")
+        from sfadacof.progress import heartbeat
+
+        with heartbeat("polygraphy"):  # its output is captured into the log: lines meanwhile
+            rc, text = run_polygraphy(cmd, out_dir / "polygraphy.log")
         keys = ("Minimum Required Tolerance", "Accuracy Summary", "FAILED", "Error:", "error:", "[E]", "[!]")
         tail = [ln.strip() for ln in text.splitlines()
                 if any(k in ln for k in keys) or (ln.startswith("[I] PASSED") or ln.startswith("[I] FAILED"))]

@@ -153,8 +153,8 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", un
 
 @contextlib.contextmanager
 def heartbeat(desc: str, *, every: float | None = None, stream: IO[str] | None = None) -> Iterator[callable]:
-    """Lines for work that reports no steps: `desc: started`, then `desc: <phase>, N s elapsed` every `every`
-    seconds from a thread while the block runs, and `desc: done in N s` when it succeeded. Yields `phase(text)`
+    """Lines for work that reports no steps: `desc: <phase>, N s elapsed` at each phase() and every `every` seconds
+    from a thread while the block runs, and `desc: done in N s` when it succeeded. Yields `phase(text)`
     to name the current phase (it prints a line at once). On a terminal too: the exporter shows nothing else."""
     stream = stream if stream is not None else sys.stderr
     every = _every(every)
@@ -175,7 +175,7 @@ def heartbeat(desc: str, *, every: float | None = None, stream: IO[str] | None =
         while not stop.wait(every):
             say(f"{state['phase']}, {_duration(time.perf_counter() - t0)} elapsed")
 
-    say("started")
+    # no opening line: bad input found at once ends as its one error line; phase() (or the first tick) starts the lines
     thread = threading.Thread(target=tick, name=f"heartbeat {desc}", daemon=True)
     thread.start()
     try:
