@@ -5,6 +5,7 @@
     python -m runtime.infer PAIRS_DIR -o OUT_DIR --check            # also compare against the PyTorch model
     python -m runtime.infer input.mp4 -o out.mp4 --factor 2 [--scene-cut 0.3]
     python -m runtime.infer FRAMES_DIR -o out.mp4|OUT_FRAMES_DIR --factor 4 [--fps 25]
+    ffmpeg -i in.mkv -f yuv4mpegpipe - | python -m runtime.infer - -o - --factor 2 | ffmpeg -i - out.mkv
 
 PAIRS_DIR holds one folder per pair (at any depth): two images = the two input frames (sorted by name), three = a
 triplet whose middle image is the ground truth (Vimeo-90k's im1/im2/im3 works as is). The result for folder NAME is
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from sfadacof import cli_args
@@ -37,9 +39,10 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"})
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.command_parser("runtime.infer", __doc__)
-    p.add_argument("input", type=Path, help="pairs folder, a folder of sequential frames, or a video file")
+    p.add_argument("input", type=Path,
+                   help="pairs folder, a folder of sequential frames, a video file, or - (a y4m stream on stdin)")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output folder (pairs, frames) or video file (.mp4 ...)")
+                   help="output folder (pairs, frames), video file (.mp4 ...), or - (a y4m stream on stdout)")
     add_backend_arguments(p)
     p.add_argument("--report", type=Path, default=None, help="write a JSON report here")
     cli_args.add_size_limits(p)
@@ -61,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     src: Path = args.input
     set_memory_budget(args.memory_budget)
-    if not src.exists():
+    stdin, stdout = str(src) == "-", str(args.output) == "-"  # y4m streams (ffmpeg -f yuv4mpegpipe)
+    if not stdin and not src.exists():
         raise UserError(f"{src}: no such file or folder")
     options = backend_options(args)
     if src.is_dir() and root_images(src) and any(
@@ -69,19 +73,24 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"{src}: holds both images and pair folders; a pairs folder has only subfolders, "
                         "a frame sequence only images")
     models = backend_inputs(args)
-    if src.is_file() or (src.is_dir() and root_images(src)):
+    if stdin or src.is_file() or (src.is_dir() and root_images(src)):
         if src.is_file() and src.suffix.lower() not in VIDEO_EXTENSIONS:
             raise UserError(f"{src}: not a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) or a folder")
-        from .video import VIDEO_OUTPUT_EXTENSIONS, check_video_output_name, run_video_cli
+        from .video import VIDEO_OUTPUT_EXTENSIONS, check_video_output_name, run_video_cli, stdout_for_stream
 
         check_video_output_name(args.output)
         to_video = args.output.suffix.lower() in VIDEO_OUTPUT_EXTENSIONS
-        check_outputs([src, *models], [(output_file if to_video else output_folder)("-o", args.output),
-                                       output_file("--report", args.report)])
+        check_outputs([None if stdin else src, *models],
+                      [None if stdout else (output_file if to_video else output_folder)("-o", args.output),
+                       output_file("--report", args.report)])
         if args.check:
             raise UserError("--check works on pairs folders; run runtime.accuracy on pairs extracted from the video")
-        with Interpolator.from_options(args.backend, options, video=True) as interp:
-            return run_video_cli(args, interp)
+        with stdout_for_stream() if stdout else nullcontext() as args.y4m_out:
+            with Interpolator.from_options(args.backend, options, video=True) as interp:
+                return run_video_cli(args, interp)
+    if stdout:
+        raise UserError("-o -: a y4m stream comes from a video, a frame folder or a y4m stream on stdin (-), "
+                        f"not a pairs folder ({src})")
     out_dir_path: Path = args.output
     check_outputs([src, *models], [output_folder("-o", out_dir_path), output_file("--report", args.report)])
     pairs = discover_pairs(src)

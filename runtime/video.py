@@ -17,6 +17,11 @@ replicated column/row (the report and a note on stderr say so). Other containers
 
 Audio: every audio stream is copied packet for packet (no re-encoding), timestamps rescaled by the muxer.
 
+Pipes: input "-" reads a y4m (yuv4mpegpipe) stream from stdin (8-bit 4:2:0 in any chroma siting, 4:2:2, 4:4:4 or
+mono; deeper streams are refused in one line); output "-" writes y4m (4:2:0, the output rate) to stdout, and every
+message and progress line goes to stderr (file descriptor 1 is pointed at stderr meanwhile). y4m carries no audio:
+    ffmpeg -i in.mkv -f yuv4mpegpipe - | python -m runtime.infer - -o - --factor 2 | ffmpeg -i - out.mkv
+
 Scene cuts (--scene-cut T): when the mean absolute difference of two consecutive frames (RGB in [0, 1]) exceeds T,
 the in-between frames repeat the earlier frame instead of morphing across the cut.
 """
@@ -28,6 +33,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -38,7 +44,7 @@ from sfadacof.errors import UserError
 from sfadacof.images import MIN_SIZE, check_pixel_budget, hwc_to_nchw, load_image, nchw_to_hwc, save_png_rgb8, to_uint8
 from sfadacof.outputs import StagedFolder, default_file_mode, temp_path_beside
 from sfadacof.progress import Progress, per_unit
-from sfadacof.video_decode import av_message, open_video
+from sfadacof.video_decode import av_message, open_video, open_y4m
 
 from .backends.base import Backend
 from .pairs import root_images
@@ -305,18 +311,74 @@ class VideoSink(_Sink):
         self.tmp.unlink(missing_ok=True)
 
 
+class Y4MSink(_Sink):
+    """8-bit 4:2:0 frames as a yuv4mpegpipe stream on `stream` (runtime.infer ... -o -: stdout), which ffmpeg -i -
+    reads. y4m has one constant rate and no audio: frames are written in order at the output rate."""
+
+    def __init__(self, stream, width: int, height: int, rate: Fraction) -> None:
+        import av
+
+        self.container = av.open(stream, "w", format="yuv4mpegpipe")
+        self.stream = self.container.add_stream("wrapped_avframe", rate=rate)  # the muxer's raw-frame codec
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.n = 0
+
+    def add(self, rgb8: np.ndarray, pts: int = 0) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(rgb8, format="rgb24")  # the encoder converts to yuv420p (swscale)
+        frame.pts = self.n
+        self.n += 1
+        for pkt in self.stream.encode(frame):
+            self.container.mux(pkt)
+
+    def close(self) -> None:
+        for pkt in self.stream.encode():
+            self.container.mux(pkt)
+        self.container.close()
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # a reader that went away: nothing more to write either way
+            pass
+
+
+@contextmanager
+def stdout_for_stream():
+    """A binary file on the process's stdout for a y4m stream; meanwhile file descriptor 1 and sys.stdout point to
+    stderr, so no message (ours, a library's, a C extension's) can corrupt the stream."""
+    sys.stdout.flush()
+    saved_fd, saved_stdout = os.dup(1), sys.stdout
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield out
+    finally:
+        sys.stdout = saved_stdout
+        try:
+            out.close()
+        except BrokenPipeError:  # the reader is gone; cli_main already turns the write's own error into exit 1
+            pass
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+
+
 def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, scene_cut: float | None = None,
               fps: float | None = None, crf: int = 18, max_pixels: int | None = None,
-              between: SpanFrames | None = None) -> dict:
+              between: SpanFrames | None = None, y4m_out=None) -> dict:
     """Up-convert `src` (video file or frames folder) into `dst` (video file or frames folder); returns a report.
-    With `between` (runtime.batch), the in-between frames come from computed spans and no backend runs."""
+    With `between` (runtime.batch), the in-between frames come from computed spans and no backend runs.
+    src "-": a y4m stream on stdin; dst "-": a y4m stream on `y4m_out` (default: sys.stdout.buffer)."""
     stats = VideoStats()
     check_video_output_name(dst)
-    to_video = dst.suffix.lower() in VIDEO_OUTPUT_EXTENSIONS
+    to_stream = str(dst) == "-"
+    to_video = not to_stream and dst.suffix.lower() in VIDEO_OUTPUT_EXTENSIONS
     container = None
     sink: _Sink | None = None
     try:
-        if src.is_dir():
+        if str(src) != "-" and src.is_dir():
             paths = root_images(src)
             if len(paths) < 2:
                 raise UserError(f"{src}: a frame sequence needs at least 2 images, found {len(paths)}")
@@ -335,7 +397,7 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
             frames, audio, total, time_base = folder_frames(), [], len(paths), 1 / Fraction(rate)
             packets = None
         else:
-            container = open_video(src)
+            container = open_y4m(sys.stdin.buffer) if str(src) == "-" else open_video(src)
             vs = container.streams.video[0]
             vs.thread_type = "AUTO"
             w, h = vs.codec_context.width, vs.codec_context.height
@@ -351,7 +413,9 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
             # --fps retimes the video (frame i at i / fps); otherwise the source's own timestamps are kept
             time_base = 1 / Fraction(rate) if fps else Fraction(vs.time_base)
         out_rate = Fraction(rate) * factor
-        if to_video:
+        if to_stream:
+            sink = Y4MSink(y4m_out if y4m_out is not None else sys.stdout.buffer, w, h, out_rate)
+        elif to_video:
             sink = VideoSink(dst, w, h, out_rate, time_base / factor, crf, audio)
         else:
             sink = FolderSink(dst)
@@ -414,6 +478,7 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
             "frames_in": stats.frames_in, "frames_out": stats.frames_out, "interpolated": stats.interpolated,
             "scene_cut_threshold": scene_cut, "scene_cuts_before_input_frames": stats.scene_cuts,
             "audio_streams_copied": len(audio) if to_video else 0,
+            **({"audio_streams_dropped": len(audio)} if audio and not to_video else {}),
             "seconds_infer": stats.infer_seconds, "seconds_total": wall,
             "seconds_per_output_frame": wall / max(stats.frames_out, 1),
             "seconds_per_interpolated_frame": stats.infer_seconds / max(stats.interpolated, 1)}
@@ -422,11 +487,14 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
 def run_video_cli(args, backend: Backend) -> int:
     """`runtime.infer` on a video file or a frames folder (called by runtime.infer.main with its Interpolator)."""
     report = run_video(backend, args.input, args.output, factor=args.factor, scene_cut=args.scene_cut,
-                       fps=args.fps, crf=args.crf, max_pixels=args.max_pixels)
+                       fps=args.fps, crf=args.crf, max_pixels=args.max_pixels, y4m_out=getattr(args, "y4m_out", None))
     if args.report:
         write_json(args.report, report)
     if "note" in report:
         print(f"note: {report['note']}", file=sys.stderr)
+    if report.get("audio_streams_dropped"):
+        print(f"note: {report['audio_streams_dropped']} audio stream(s) not written: {args.output} holds video "
+              "frames only", file=sys.stderr)
     print(f"{report['frames_in']} frames @ {report['fps_in']:g} fps -> {report['frames_out']} frames @ "
           f"{report['fps_out']:g} fps -> {args.output} in {report['seconds_total']:.1f} s "
           f"({per_unit(report['seconds_total'], report['frames_out'], OUTPUT_FRAME)}; the model "

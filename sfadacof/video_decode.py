@@ -64,3 +64,27 @@ def count_frames(path: str | os.PathLike) -> int:
             return sum(1 for packet in container.demux(video=0) if packet.size)
         except Exception as e:
             raise UserError(f"{path}: cannot read video ({av_message(e)})") from None
+
+
+# yuv4mpegpipe streams this reader takes: 8-bit planar YUV (every 4:2:0 siting -- C420jpeg, C420mpeg2, C420paldv,
+# C420 -- decodes to yuv420p/yuvj420p), 4:2:2, 4:4:4 and mono. Deeper streams (C420p10 ...) would be cut to 8 bits
+# silently by the RGB conversion, so they are refused instead.
+Y4M_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuv444p", "gray"})
+
+
+def open_y4m(stream, name: str = "<stdin>"):
+    """av container of a y4m (yuv4mpegpipe) byte stream (e.g. sys.stdin.buffer; a pipe need not be seekable), its
+    8-bit pixel format checked; UserError naming `name` otherwise."""
+    import av
+
+    try:
+        container = av.open(stream, format="yuv4mpegpipe")
+    except Exception as e:
+        raise UserError(f"{name}: not a y4m (yuv4mpegpipe) stream ({av_message(e)}); pipe one in with "
+                        "ffmpeg -i IN -f yuv4mpegpipe -") from None
+    fmt = container.streams.video[0].codec_context.pix_fmt if container.streams.video else None
+    if fmt not in Y4M_PIX_FMTS:
+        container.close()
+        raise UserError(f"{name}: y4m pixel format {fmt}; this reader takes 8-bit 4:2:0 (C420jpeg/C420mpeg2/C420), "
+                        "4:2:2, 4:4:4 or mono (convert with ffmpeg ... -pix_fmt yuv420p -f yuv4mpegpipe -)")
+    return container
