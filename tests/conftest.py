@@ -14,6 +14,22 @@ from tests.helpers import REPO_ROOT
 SPEC_DIR = Path(os.environ.get("SFADACOF_SPEC_DIR", REPO_ROOT / "docs"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_cache(tmp_path_factory):
+    """Every test session exports into its own cache folder (SFADACOF_CACHE, inherited by the subprocesses the tests
+    start), never the user's ~/.cache/sfadacof or a folder SFADACOF_CACHE already names: a stale or altered entry
+    there cannot leak into a result, and nothing the tests export is left behind. Session-scoped and autouse, so it
+    is set up before any other fixture (the first read of the cache is in a fixture or a test, never at import)."""
+    root = tmp_path_factory.mktemp("sfadacof-cache", numbered=False)
+    saved = os.environ.get("SFADACOF_CACHE")
+    os.environ["SFADACOF_CACHE"] = str(root)
+    yield root
+    if saved is None:
+        os.environ.pop("SFADACOF_CACHE", None)
+    else:
+        os.environ["SFADACOF_CACHE"] = saved
+
+
 def _gpu_reason() -> str | None:
     try:
         import torch
