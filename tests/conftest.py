@@ -78,6 +78,23 @@ def single_torch_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="session")
+def cpu_op(tmp_path_factory):
+    """plugins.cpu_op with the C++ CPU kernel loaded (its ABI checked): the library found, or built here into a
+    temporary folder (a few seconds) -- never a skip: a missing, unloadable or mismatched library fails the test."""
+    import shutil
+
+    from plugins import _libs
+    from plugins import cpu_op as mod
+    from tests.helpers import ensure_built
+
+    if _libs.find_library(_libs.CPU_LIBRARY) is None and shutil.which("cmake") is None:
+        pytest.fail("libsfadacof_cpu is not built and cmake is not on PATH: run `python -m plugins.build`")
+    ensure_built([_libs.CPU_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"))
+    mod.library_path()  # loads it, checks the ABI version
+    return mod
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A seeded random checkpoint (tests.helpers.seeded_model), one per test module."""

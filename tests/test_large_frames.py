@@ -104,30 +104,51 @@ def test_memory_budget_env_and_default(monkeypatch):
     assert estimated_gb_in_pieces(6000 * 4000) == pytest.approx(9.64)
 
 
+# Offsets computed tile by tile differ from the whole frame's by float32 rounding (oneDNN picks its convolution
+# blocking per input shape and per CPU), so an offset that lies within that rounding of the mask's threshold
+# (|offset - n| = margin) can fall on either side of it: the two masks agree everywhere else. ROUNDING bounds the
+# offsets' difference (offsets reach ~10 px here: float32 eps there is ~1e-6; 10x slack for differing blockings).
+ROUNDING = 1e-5
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,seed", [("shipped", None), ("rwtd", 5), ("adacof", 2), ("noshare", 4)])
 def test_pieces_reproduce_the_whole_frame_forward(variant, seed):
-    """interpolate_in_pieces with small strips and tiles (many cuts, in both directions, through every level's
-    context) against the model's own whole-frame forward on a real pair at an odd size (the pad to 32): equal to
-    float32 rounding on every pixel whose offsets stay clear of the op's discontinuities (runtime/accuracy.py),
-    for each family of kernel estimation (feature-difference, two-direction, plain U-Net, unshared)."""
+    """interpolate_in_pieces_near_discontinuity with small strips and tiles (many cuts, in both directions, through
+    every level's context) against the model's own whole-frame forward on a real pair at an odd size (the pad to 32):
+    equal to float32 rounding on every pixel whose offsets stay clear of the op's discontinuities (runtime/accuracy.py),
+    for each family of kernel estimation (feature-difference, two-direction, plain U-Net, unshared). The mask it
+    builds tile by tile is the whole frame's, but for pixels with an offset within float32 rounding of the mask's
+    margin: it holds every pixel of the whole frame's mask at margin - ROUNDING and none outside margin + ROUNDING."""
     from sfadacof.checkpoint import load_checkpoint
-    from sfadacof.large_frames import interpolate_in_pieces, interpolate_in_pieces_near_discontinuity
-    from sfadacof.synthesis import near_discontinuity
+    from sfadacof.large_frames import interpolate_in_pieces_near_discontinuity
 
+    margin = 1e-4
     model = (load_checkpoint(None).model.float() if seed is None else large_motion_model(variant, seed=seed)).eval()
     f0, f2 = (torch.from_numpy(a) for a in real_pair(203, 141))
     with torch.inference_mode():
         whole, maps = model.forward_with_maps(f0, f2)
-        near = torch.zeros_like(whole[:, :1], dtype=torch.bool)
-        for offsets in (maps.alpha1, maps.beta1, maps.alpha2, maps.beta2):
-            near |= near_discontinuity(offsets[:, :, :141, :203], 1e-4).any(1, keepdim=True)
-    pieces = interpolate_in_pieces(model, f0, f2, tile=48, strip=40)
+        offsets = torch.cat([maps.alpha1, maps.beta1, maps.alpha2, maps.beta2], 1)[:, :, :141, :203]
+
+    pieces, near_pieces = interpolate_in_pieces_near_discontinuity(model, f0, f2, margin, tile=48, strip=40)
     d = (pieces - whole).abs()
-    assert float(d.masked_fill(near, 0).max()) <= 1e-5
-    assert int(near.sum()) <= 0.02 * near.numel()
-    # the mask runtime.accuracy needs, built tile by tile, is the whole frame's
-    again, near_pieces = interpolate_in_pieces_near_discontinuity(model, f0, f2, 1e-4, tile=48, strip=40)
-    assert torch.equal(again, pieces) and torch.equal(near_pieces, near)
+    assert float(d.masked_fill(near_pieces, 0).max()) <= 1e-5
+    assert int(near_pieces.sum()) <= 0.02 * near_pieces.numel()
+    assert_mask_is_the_whole_frames(near_pieces, offsets, margin)
+
+
+def assert_mask_is_the_whole_frames(mask: torch.Tensor, offsets: torch.Tensor, margin: float) -> None:
+    """mask (B, 1, H, W) holds every pixel with an offset (B, C, H, W: the whole frame's) within margin - ROUNDING of
+    an integer <= -1 and none without one within margin + ROUNDING (the spec's mask, written out here)."""
+    def near(m: float) -> torch.Tensor:
+        n = torch.round(offsets)
+        return ((n <= -1) & ((offsets - n).abs() < m)).any(1, keepdim=True)
+
+    mask = torch.as_tensor(mask)
+    inner, outer = near(margin - ROUNDING), near(margin + ROUNDING)
+    assert int(inner.sum()) > 0, "no offset near a discontinuity: the mask is not exercised"
+    assert not bool((inner & ~mask).any()), "the tile-by-tile mask misses pixels the whole frame's holds"
+    assert not bool((mask & ~outer).any()), "the tile-by-tile mask holds pixels clear of the margin"
 
 
 def test_the_accuracy_reference_runs_in_pieces_over_the_budget(monkeypatch):
@@ -143,7 +164,12 @@ def test_the_accuracy_reference_runs_in_pieces_over_the_budget(monkeypatch):
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "0.3")  # whole: 0.36 GB estimated
     assert ref._in_pieces(f0)
     pieces, near_pieces = ref.infer_near_discontinuity(f0, f2, 1e-4)
-    assert float(np.abs(pieces - whole).max()) <= 1e-5 and np.array_equal(near_pieces, near)
+    assert float(np.abs(pieces - whole).max()) <= 1e-5
+    with torch.inference_mode():
+        maps = ref.model.forward_with_maps(*(torch.from_numpy(a) for a in (f0, f2)))[1]
+    offsets = torch.cat([maps.alpha1, maps.beta1, maps.alpha2, maps.beta2], 1)[:, :, :141, :203]
+    assert_mask_is_the_whole_frames(torch.from_numpy(near), offsets, 1e-4)
+    assert_mask_is_the_whole_frames(torch.from_numpy(near_pieces), offsets, 1e-4)
     assert float(np.abs(ref.infer(f0, f2) - whole).max()) <= 1e-5
 
 

@@ -4,33 +4,19 @@
   * sfadacof.synthesis.adacof_synthesis, the project's PyTorch reference op.
 
 The library is built by plugins/ci_build.sh / `python -m plugins.build`; if none is found, a CPU-only build into a
-temporary directory is made here (a few seconds), so the tests never silently skip for lack of a build.
+temporary directory is made by conftest.py's cpu_op fixture (a few seconds), so the tests never silently skip for lack of a build.
 """
 
 from __future__ import annotations
-
-import shutil
 
 import numpy as np
 import pytest
 
 from plugins import _libs
-from tests.helpers import ensure_built
 from tests.naive_synthesis import naive_adacof, replication_pad
 
 # max |kernel - reference| <= REL_TOL * max(1, max |reference|)
 REL_TOL = 1e-6
-
-
-@pytest.fixture(scope="session")
-def cpu_op(tmp_path_factory):
-    from plugins import cpu_op as mod
-
-    if _libs.find_library(_libs.CPU_LIBRARY) is None and shutil.which("cmake") is None:
-        pytest.fail("libsfadacof_cpu is not built and cmake is not on PATH: run `python -m plugins.build`")
-    ensure_built([_libs.CPU_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"))
-    mod.library_path()  # loads it, checks the ABI version
-    return mod
 
 
 def make_inputs(rng, b, c, h, w, k, offset_scale, signed_weights=False, dtype=np.float32):

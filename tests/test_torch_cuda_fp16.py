@@ -93,15 +93,20 @@ def test_registry_refuses_fp16_torch_on_cpu_in_one_line():
 
 
 def test_infer_cli_fp16_on_cpu_exits_with_one_line(tmp_path):
+    """A valid pair folder, so the only thing wrong is fp16 on the CPU: exit 2 and the backend's refusal line."""
+    from tests.helpers import write_bikes_pair
+
     pairs = tmp_path / "pairs"
-    pairs.mkdir()
+    write_bikes_pair(pairs / "a")
     proc = subprocess.run([sys.executable, "-m", "runtime.infer", str(pairs), "-o", str(tmp_path / "out"),
                            "--backend", "torch", "--device", "cpu", "--precision", "fp16"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
+    assert "--precision fp16 needs --device cuda (got --device cpu)" in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA refusal")
