@@ -95,9 +95,20 @@ def cpu_op(tmp_path_factory):
     return mod
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ckpt(tmp_path_factory):
-    """A seeded random checkpoint (tests.helpers.seeded_model), one per test module."""
+    """A seeded random checkpoint (tests.helpers.seeded_model), one per session (read only: its exports are shared)."""
     from tests.helpers import seeded_checkpoint
 
     return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")
+
+
+@pytest.fixture(scope="session")
+def ckpt_exports(ckpt, hermetic_cache):
+    """`ckpt` exported by the default exporter (the one users get), in both forms, once per session into the session
+    cache (export.cache.onnx_for_checkpoint, keyed by checkpoint and options): every runtime command of the session
+    that runs `--checkpoint ckpt` on ORT or OpenVINO finds it there instead of exporting again (20-50 s each).
+    {"default": the runtime's form (plugin where the C++ kernel is built), "onnx": the standard-op form}. Read only."""
+    from export.cache import onnx_for_checkpoint
+
+    return {"default": onnx_for_checkpoint(ckpt), "onnx": onnx_for_checkpoint(ckpt, synthesis="onnx")}

@@ -197,6 +197,23 @@ def ensure_built(stems, scratch_dir: Path, cuda_archs: str | None = None, force:
         raise _libs.LibraryNotBuilt(f"{', '.join(missing)} not built ({why})")
 
 
+def tree_digest(root: Path) -> dict[str, tuple[str, int, int]]:
+    """{relative path: (sha256, size, mtime_ns)} of every file under root (and "" for root itself when a file), and
+    the folders as ("dir", 0, 0): equal before and after a command iff it left the input tree as it was."""
+    import hashlib
+
+    root = Path(root)
+    out = {}
+    for p in sorted([root, *root.rglob("*")]) if root.is_dir() else [root]:
+        rel = str(p.relative_to(root)) if p != root else ""
+        if p.is_dir():
+            out[rel] = ("dir", 0, 0)
+        else:
+            st = p.stat()
+            out[rel] = (hashlib.sha256(p.read_bytes()).hexdigest(), st.st_size, st.st_mtime_ns)
+    return out
+
+
 def save_frames(folder: Path, frames, names=None) -> Path:
     """uint8 RGB frames as PNGs in `folder` (created), named 0000.png, 0001.png, ... unless `names` are given."""
     folder.mkdir(parents=True)

@@ -13,7 +13,7 @@ from PIL import Image
 from runtime.accuracy import Thresholds, compare, violations
 from runtime.accuracy import main as accuracy_main
 from runtime.infer import main as infer_main
-from tests.helpers import bikes_frames, crop, seeded_model
+from tests.helpers import bikes_frames, crop, seeded_model, tree_digest
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
@@ -65,24 +65,39 @@ def _pairs(tmp_path):
     return tmp_path / "pairs"
 
 
-def test_infer_check_torch_backend(tmp_path, ckpt, capsys):
+@pytest.fixture(scope="module")
+def ort_graph(ckpt_exports):
+    """ckpt's standard-op graph (conftest.py: the default exporter's, once per session), run by ONNX Runtime: a
+    backend that really differs from the PyTorch reference."""
+    return ckpt_exports["onnx"]
+
+
+def test_infer_check_ort_against_torch(tmp_path, ckpt, ort_graph, capsys):
+    """--check on ONNX Runtime (another convolution library, another summation order): a real, small difference
+    within the fp32 bound, reported per pair and overall; the input tree is left as it was."""
+    pairs = _pairs(tmp_path)
+    before = tree_digest(pairs)
     rep = tmp_path / "r.json"
-    assert infer_main([str(_pairs(tmp_path)), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt),
-                       "--backend", "torch", "--check", "--report", str(rep)]) == 0
+    assert infer_main([str(pairs), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt), "--backend", "ort",
+                       "--onnx", str(ort_graph), "--check", "--report", str(rep)]) == 0
     r = json.loads(rep.read_text())
     c = r["pairs"][0]["check"]
-    assert c["max_abs"] <= 1e-6 and c["passed"] and r["check"]["passed"]
+    assert 0 < c["max_abs"] <= 1e-3 and c["passed"] and r["check"]["passed"], c
     assert "psnr" in r["pairs"][0] and "PSNR/torch" in capsys.readouterr().out
+    assert tree_digest(pairs) == before
 
 
-def test_accuracy_cli_exit_codes(tmp_path, ckpt, capsys):
+def test_accuracy_cli_exit_codes(tmp_path, ckpt, ort_graph, capsys):
     pairs = _pairs(tmp_path)
-    assert accuracy_main([str(pairs), "--backend", "torch", "--checkpoint", str(ckpt)]) == 0
+    before = tree_digest(pairs)
+    argv = [str(pairs), "--backend", "ort", "--onnx", str(ort_graph), "--checkpoint", str(ckpt)]
+    assert accuracy_main(argv) == 0
     assert "passed: 1 pair(s)" in capsys.readouterr().out
     # a bound that any output breaks: the command must say so and exit 1
-    assert accuracy_main([str(pairs), "--backend", "torch", "--checkpoint", str(ckpt), "--max-abs", "-1"]) == 1
+    assert accuracy_main([*argv, "--max-abs", "-1"]) == 1
     assert "FAILED: 1 of 1 pair(s)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # accuracy without -o writes no frames
+    assert tree_digest(pairs) == before  # inputs are never modified
 
 
 def test_the_op_jumps_exactly_where_near_discontinuity_says():

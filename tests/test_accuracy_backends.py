@@ -10,23 +10,27 @@ import pytest
 from PIL import Image
 
 from runtime.accuracy import main as accuracy_main
-from export.cache import onnx_for_checkpoint
 from runtime.infer import main as infer_main
-from tests.helpers import bikes_frames, crop, seeded_checkpoint
+from tests.helpers import bikes_frames, crop, seeded_checkpoint, seeded_model
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, ckpt, ckpt_exports):
+    """`ckpt` (its default-exporter graph is in the session cache: ckpt_exports), and the graph of another checkpoint
+    (TorchScript exporter, the fastest: here it only has to be the wrong model)."""
+    from export.core import export_model
+    from sfadacof.checkpoint import file_sha256
+
     d = tmp_path_factory.mktemp("acc")
-    ckpt = seeded_checkpoint(d / "m.pth", seed=0)
     other = seeded_checkpoint(d / "other.pth", seed=1)
     pairs = d / "pairs" / "t"
     pairs.mkdir(parents=True)
     for n, a in zip(("im1.png", "im2.png", "im3.png"), (crop(f, w=96, h=64) for f in bikes_frames())):
         Image.fromarray(a).save(pairs / n)
-    wrong_graph = onnx_for_checkpoint(other, cache_dir_override=d / "cache")
+    wrong_graph = d / "other.onnx"
+    export_model(seeded_model(seed=1), wrong_graph, exporter="torchscript", checkpoint_sha256=file_sha256(other))
     return {"dir": d, "ckpt": ckpt, "pairs": d / "pairs", "wrong_graph": wrong_graph}
 
 

@@ -22,14 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory, ckpt):
-    """An export cache holding the plugin-form graph of `ckpt` (exported once, in this process)."""
-    from export.cache import onnx_for_checkpoint
-
-    root = tmp_path_factory.mktemp("cache")
-    path = onnx_for_checkpoint(ckpt, cache_dir_override=root / "onnx")
-    onnx_for_checkpoint(ckpt, synthesis="onnx", cache_dir_override=root / "onnx")  # the openvino backend's form
-    return root, path
+def cache(ckpt_exports):
+    """The session's export cache (conftest.py), holding both forms of `ckpt` (the openvino backend's is "onnx")."""
+    return Path(os.environ["SFADACOF_CACHE"]), ckpt_exports["default"]
 
 
 def write_pairs(root: Path, n: int, size: int) -> Path:

