@@ -134,7 +134,7 @@ def test_pieces_reproduce_the_whole_frame_forward(variant, seed):
     d = (pieces - whole).abs()
     assert float(d.masked_fill(near_pieces, 0).max()) <= 1e-5
     assert int(near_pieces.sum()) <= 0.02 * near_pieces.numel()
-    assert_mask_is_the_whole_frames(near_pieces, offsets, margin, exercised=seed is not None)
+    assert_mask_is_the_whole_frames(near_pieces, offsets, margin, exercised=variant in ("adacof", "noshare"))
 
 
 def assert_mask_is_the_whole_frames(mask: torch.Tensor, offsets: torch.Tensor, margin: float,
@@ -147,7 +147,7 @@ def assert_mask_is_the_whole_frames(mask: torch.Tensor, offsets: torch.Tensor, m
 
     mask = torch.as_tensor(mask)
     inner, outer = near(margin - ROUNDING), near(margin + ROUNDING)
-    if exercised:  # the large-motion models' offsets cross many negative integers; the shipped weights' need not
+    if exercised:  # on this pair offsets this close to -n occur for adacof-2 and noshare-4 (not rwtd-5, shipped)
         assert int(inner.sum()) > 0, "no offset near a discontinuity: the mask is not exercised"
     assert not bool((inner & ~mask).any()), "the tile-by-tile mask misses pixels the whole frame's holds"
     assert not bool((mask & ~outer).any()), "the tile-by-tile mask holds pixels clear of the margin"

@@ -17,14 +17,24 @@ from export.core import export_model
 from runtime.backends import openvino_backend as ovb
 from runtime.backends.openvino_backend import OpenVINOBackend, native_bf16
 from runtime.backends.registry import CPU_DEFAULT, BackendOptions, create_backend
-from sfadacof.checkpoint import DEFAULT_CHECKPOINT, file_sha256, save_checkpoint
+from sfadacof.checkpoint import DEFAULT_CHECKPOINT
 from sfadacof.errors import UserError
-from tests.helpers import large_motion_exports, large_motion_model, real_pair, torch_forward
+from tests.helpers import large_motion_exports, real_pair, torch_forward
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 NATIVE_BF16 = native_bf16()
-needs_bf16 = pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16 (AVX512_BF16/AMX)")
+
+
+def _bf16_missing() -> str:
+    import openvino as ov
+
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return (f"bf16 needs BF16 in OpenVINO's CPU OPTIMIZATION_CAPABILITIES (a CPU with AVX512_BF16 or AMX-BF16); this "
+            f"CPU's are {', '.join(caps)}: the backend refuses bf16 here, so its bf16 numbers cannot be measured")
+
+
+needs_bf16 = pytest.mark.skipif(not NATIVE_BF16, reason=_bf16_missing() if not NATIVE_BF16 else "")
 OFFSET_TENSORS = ("alpha1", "beta1", "alpha2", "beta2")
 
 
@@ -80,8 +90,14 @@ def test_fp32_batch_equals_onnx_runtime_on_the_same_graph(shipped):
     with OrtBackend(shipped["onnx"], threads=1) as o:
         ref = o.infer(f0, f2)
     assert float(np.abs(out - ref).max()) <= 1e-5
-    d = np.abs(out - torch_forward(shipped["model"], f0, f2))
-    assert float(np.mean(d > 1e-3)) < 1e-4 and float(np.median(d)) < 1e-6
+    import torch
+
+    with torch.inference_mode():
+        want, maps = shipped["model"].forward_with_maps(torch.from_numpy(f0), torch.from_numpy(f2))
+    near = maps.near_discontinuity(1e-4)[:, :, :131, :203].numpy()  # the op's jumps (runtime/accuracy.py)
+    d = np.abs(out - want.numpy())
+    assert float(np.where(near, 0, d).max()) <= 1e-3  # every pixel clear of a jump within the fp32 bound
+    assert int(near.sum()) <= 0.01 * near.size and float(np.median(d)) < 1e-6
 
 
 def test_gather_synthesis_equals_the_export_lowering_with_large_offsets(moving):
@@ -151,6 +167,37 @@ def test_bf16_offsets_are_computed_in_fp32(moving):
     assert err_kept * 3 < err_bf16, (err_kept, err_bf16)
 
 
+@needs_bf16
+def test_bf16_refuses_a_model_whose_offset_heads_would_run_in_bf16(moving, monkeypatch):
+    """The guard after every bf16 compile: the same model without the fp32 marks (as an OpenVINO that dropped them
+    would give) compiles with its offset-head convolutions in bf16, and the backend refuses to run it in one line."""
+    monkeypatch.setattr(ovb, "keep_fp32", lambda model, ids: model)
+    f0, f2 = real_pair(64, 64)
+    with OpenVINOBackend(moving["onnx"], precision="bf16", threads=1) as b:
+        with pytest.raises(UserError, match="ran offset-head convolutions in bf16 \\(.+\\); the offsets must stay fp32"):
+            b.infer(f0, f2)
+
+
+def test_ir_hint_that_does_not_survive_the_ir_is_refused(moving, monkeypatch):
+    """keep_fp32's read-back check, on the real serializer (no bf16 CPU needed): the export's offset heads marked
+    with the supported key come back marked, every one; marked with a key the IR does not carry as the precision
+    attribute they come back unmarked, and bf16 is refused in one line naming this OpenVINO."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(moving["onnx"]))
+    ids = ovb.fp32_regions(model)["offset_heads"]
+    assert len(ids) > 16
+    marked = ovb.keep_fp32(model, ids)
+    assert sum(1 for n in marked.get_ordered_ops() if any(k.startswith(ovb._KEEP_PRECISION_ATTRS)
+                                                          for k in n.get_rt_info().keys())) == len(ids)
+    monkeypatch.setattr(ovb, "_KEEP_PRECISION_KEY", "sfadacof_not_a_precision_hint")
+    again = ov.Core().read_model(str(moving["onnx"]))  # a fresh model: instance ids are per model object
+    ids = ovb.fp32_regions(again)["offset_heads"]
+    with pytest.raises(UserError, match=f"this OpenVINO \\({ov.__version__}\\) does not carry the fp32 hint "
+                                        f"through its IR \\(0 of {len(ids)} nodes marked\\); use --precision fp32"):
+        ovb.keep_fp32(again, ids)
+
+
 def test_compiled_models_are_cached_per_shape(moving):
     f0, f2 = real_pair(64, 64)
     g0, g2 = real_pair(96, 64)
@@ -218,22 +265,20 @@ def test_bf16_refused_without_native_bf16(moving, monkeypatch):
         OpenVINOBackend(moving["onnx"], precision="bf16")
 
 
-def test_benchmark_lists_every_cpu_backend_with_ratios(tmp_path, capsys):
+def test_benchmark_lists_every_cpu_backend_with_ratios(tmp_path, capsys, cpu_op, ckpt, ckpt_exports):
     """runtime.benchmark with its defaults on a tiny size: torch, ort and openvino (fp32, and bf16 where native) in
     one run, each with its ratio and speed-up against torch fp32 measured in the same process."""
     from runtime.benchmark import main
 
-    ckpt = tmp_path / "rwtd.pth"
-    save_checkpoint(ckpt, large_motion_model("rwtd", seed=1), epoch=1)
-    out = tmp_path / "b.json"
+    out = tmp_path / "b.json"  # ckpt's exports are in the session cache (conftest.py): no export here
     assert main(["--sizes", "64x64", "--iters", "2", "--warmup", "1", "--checkpoint", str(ckpt),
                  "--json", str(out)]) == 0
     rep = json.loads(out.read_text())
     rows = {(r["backend"], r["precision"]): r for r in rep["results"]}
-    expected = {("torch", "fp32"), ("openvino", "fp32")} | ({("openvino", "bf16")} if NATIVE_BF16 else set())
-    assert expected <= set(rows)
-    ort_ran = ("ort", "fp32") in rows
-    assert ort_ran or any(s.startswith("ort fp32") for s in rep["skipped"])  # the custom op may not be built
+    expected = {("torch", "fp32"), ("ort", "fp32"), ("openvino", "fp32")} | (
+        {("openvino", "bf16")} if NATIVE_BF16 else set())
+    assert expected <= set(rows), (set(rows), rep["skipped"])
+    assert ("ort", "fp32") in rows, rep["skipped"]  # cpu_op (conftest.py): the custom op is built, ORT must run
     for r in rows.values():
         assert r["vs_torch"] > 0 and r["speedup_vs_torch"] == pytest.approx(1 / r["vs_torch"])
     assert rows[("torch", "fp32")]["vs_torch"] == 1.0
@@ -241,33 +286,48 @@ def test_benchmark_lists_every_cpu_backend_with_ratios(tmp_path, capsys):
     assert "x torch" in table and "speed-up" in table and "openvino" in table
 
 
-def test_openvino_int8_command_quantizes_all_but_the_offset_heads(tmp_path, moving):
-    """calib.openvino_int8 on real frames (a pairs folder of bikes triplets): the IR runs on --backend openvino as
-    int8, its offset-head convolutions in f32 and the rest quantized, and agrees with the fp32 model."""
+@pytest.mark.slow
+def test_openvino_int8_command_quantizes_all_but_the_offset_heads(tmp_path, shipped):
+    """calib.openvino_int8 on real frames (a pairs folder of bikes triplets) with the shipped weights: the IR runs on
+    --backend openvino as int8 -- the compiled model executes u8/i8 convolutions (int8 really ran), its offset-head
+    convolutions in f32 -- and agrees with the fp32 model on a held-aside real pair at >= 51 dB (README's figure
+    for the shipped weights: 32 calibration pairs at 448x256 there, 3 at 96x64 here); inputs are left as they were."""
     pytest.importorskip("nncf")
     from calib.openvino_int8 import main as int8_main
-    from tests.helpers import bikes_frames, crop, save_frames
+    from tests.helpers import bikes_frames, crop, save_frames, tree_digest
 
     f = bikes_frames(9, 40)
     for i in range(3):
-        save_frames(tmp_path / "pairs" / f"t{i}", [crop(f[3 * i + k], 96, 64) for k in range(3)],
+        save_frames(tmp_path / "pairs" / f"t{i}", [crop(f[3 * i + k], 96, 64, x=200 + 60 * i) for k in range(3)],
                     names=["im1.png", "im2.png", "im3.png"])
+    before = (tree_digest(tmp_path / "pairs"), tree_digest(shipped["onnx"]))
     out, rep = tmp_path / "m.int8.xml", tmp_path / "r.json"
-    assert int8_main([str(tmp_path / "pairs"), "-o", str(out), "--onnx", str(moving["onnx"]), "--num", "2",
+    assert int8_main([str(tmp_path / "pairs"), "-o", str(out), "--onnx", str(shipped["onnx"]), "--num", "3",
                       "--size", "96x64", "--eval-count", "1", "--report", str(rep)]) == 0
+    assert (tree_digest(tmp_path / "pairs"), tree_digest(shipped["onnx"])) == before
     assert out.is_file() and out.with_suffix(".bin").is_file()
     report = json.loads(rep.read_text())
     assert report["fake_quantize_nodes"] > 0 and report["ignored_nodes"] > 0
-    convs = report["int8_runtime"]["convolutions"]
-    assert convs.get("u8", 0) + convs.get("i8", 0) > 0 and convs.get("f32", 0) >= 16
-    f0, f2 = real_pair(96, 64)
+    f0, f2 = real_pair(96, 64, x=420, y=150)  # not one of the calibration crops
     with OpenVINOBackend(out, precision="fp32", threads=1) as b:
         desc = b.describe()
         got = b.infer(f0, f2)
         executed = b.runtime_precisions(f0.shape)
+        offset_convs = fp32_regions_convs(b)
     assert desc["precision"] == "int8" and "nncf" in desc["int8"] and "standard ops" in desc["synthesis"]
-    assert desc["checkpoint_sha256"] == file_sha256(moving["ckpt"])
-    assert {p for layer, p, _ in executed if layer == "Convolution"} >= {"f32"}
-    with OpenVINOBackend(moving["onnx"], precision="fp32", threads=1) as b:
+    assert desc["checkpoint_sha256"] == shipped["sha"]
+    convs = [(p, names) for layer, p, names in executed if layer == "Convolution"]
+    int8 = [p for p, _ in convs if p in ("u8", "i8")]
+    assert len(int8) >= 0.5 * len(convs), sorted({p for p, _ in convs})  # most of the U-Net ran in int8
+    head = [p for p, names in convs if offset_convs & set(names)]
+    assert head and set(head) == {"f32"}  # the offset heads did not
+    with OpenVINOBackend(shipped["onnx"], precision="fp32", threads=1) as b:
         ref = b.infer(f0, f2)
-    assert psnr(got, ref) >= 30.0  # a seeded random model on 2 calibration pairs; the shipped one: README figures
+    assert psnr(got, ref) >= 51.0
+
+
+def fp32_regions_convs(backend: OpenVINOBackend) -> set[str]:
+    """Friendly names of the offset heads' convolutions in the backend's model (ovb.fp32_regions)."""
+    ids = ovb.fp32_regions(backend.model)["offset_heads"]
+    return {n.get_friendly_name() for n in backend.model.get_ordered_ops()
+            if n.get_instance_id() in ids and n.get_type_name() == "Convolution"}

@@ -189,3 +189,67 @@ def test_amp_modes_on_cpu():
     assert train_mod.amp_dtype_for("bf16", cpu) == torch.bfloat16
     with pytest.raises(UserError, match="CUDA"):
         train_mod.amp_dtype_for("fp16", cpu)
+
+
+# Run in a subprocess: `python -m sfadacof.train ARGS` with torch.save wrapped so that the process SIGKILLs itself at
+# the save of last.pth for step KILL_AT (the training state: it holds "step" and "optimizer") -- before writing ("between": the step is logged, its last.pth never written) or halfway through
+# writing the temp file that is to replace last.pth ("during"). A real SIGKILL: no handler, no cleanup runs.
+_KILLING_TRAIN = """
+import io, os, signal, sys
+import torch
+from sfadacof.train import main
+mode, kill_at, real = sys.argv[1], int(sys.argv[2]), torch.save
+def save(obj, f, *a, **k):
+    if isinstance(obj, dict) and "optimizer" in obj and obj.get("step") == kill_at:
+        if mode == "during":
+            buf = io.BytesIO()
+            real(obj, buf, *a, **k)
+            with open(f, "wb") as fh:
+                fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(obj, f, *a, **k)
+torch.save = save
+main(sys.argv[3:])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["between", "during"])
+def test_resume_after_a_real_sigkill_continues_the_same_loss_curve(tmp_path, mode):
+    """SIGKILL of a training process after step 3's log record (before its last.pth) or halfway through writing the
+    last.pth of step 3: last.pth still loads (step 2, the previous one: the write is atomic), the same command
+    resumes from it, and the run ends bit-identical to one that was never killed (log and weights)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    straight = tmp_path / "straight"
+    train(BASE + ["--out", str(straight)])
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", _KILLING_TRAIN, mode, "3", *BASE, "--out", str(killed)],
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == -9, p.stderr[-2000:]
+    logged = [r["step"] for r in _losses(killed / "log.jsonl") if "loss" in r]
+    assert logged[-1] == 3  # step 3 ran and was logged; its checkpoint was not (completely) written
+    assert torch.load(killed / "last.pth", weights_only=True)["step"] == 2
+    if mode == "during":
+        (tmp,) = [x for x in killed.iterdir() if x.name.startswith(".last.pth")]  # what SIGKILL left: half a file
+        with pytest.raises(Exception):
+            torch.load(tmp, weights_only=True)
+    kept = [x for x in _losses(killed / "log.jsonl") if x["step"] <= 2]  # what the resumed run must keep as it is
+    r = subprocess.run([sys.executable, "-m", "sfadacof.train", *BASE, "--out", str(killed)], cwd=REPO_ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = _losses(straight / "log.jsonl"), _losses(killed / "log.jsonl")
+    assert [x["step"] for x in a] == [x["step"] for x in b]  # the log was cut back to step 2, then continued
+    assert b[:len(kept)] == kept  # steps 1-2 not run again (their timings are the killed run's): a resume
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k != "sec"} == {k: v for k, v in rb.items() if k != "sec"}
+    sa = torch.load(straight / "last.pth", weights_only=True)["state_dict"]
+    sb = torch.load(killed / "last.pth", weights_only=True)["state_dict"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
