@@ -47,7 +47,15 @@ def _tensorrt_reason() -> str | None:
     return tensorrt_available()
 
 
+# Fixtures that export with the default (dynamo) exporter, 20-50 s each on 2 cores: a test that uses one is slow.
+SLOW_FIXTURES = {"ckpt_exports", "exported"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects by marker
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     gpu_reason = _gpu_reason()
     trt_reason = None
     for item in items:

@@ -65,6 +65,7 @@ def test_the_clips_are_the_splits_held_out_ones():
     assert SPLIT.validation.gaps == SPLIT.test.gaps == (1, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seg", HELD_OUT, ids=lambda s: s.name)
 def test_default_beats_frame_averaging_on_every_held_out_clip(seg):
     f = frames(seg.clip, seg.start, seg.end)

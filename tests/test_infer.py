@@ -201,6 +201,7 @@ def test_cli_subprocess_error(tmp_path, frames):
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # the default backend exports the checkpoint with the default exporter
 def test_default_backend_is_the_cpu_default_without_progress_bar(tmp_path, ckpt, frames):
     """No --backend: the CPU default (OpenVINO on the standard-op graph; bf16 where the CPU has native bf16, with
     the offset heads and the synthesis in fp32) runs; fp32 within one 8-bit level of the torch model (fp32

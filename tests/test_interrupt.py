@@ -96,6 +96,7 @@ def assert_complete_pngs(folder: Path) -> int:
     return len(pngs)
 
 
+@pytest.mark.slow
 def test_sigint_during_export(tmp_path, ckpt):
     """Backend creation: the ort backend exports the checkpoint into an empty cache; Ctrl-C while it traces."""
     pairs, out, cache_root = write_pairs(tmp_path / "pairs", 1, 64), tmp_path / "out", tmp_path / "cache"
@@ -106,6 +107,7 @@ def test_sigint_during_export(tmp_path, ckpt):
     assert not out.exists() or not list(out.iterdir())
 
 
+@pytest.mark.slow
 def test_sigint_during_to_onnx(tmp_path, ckpt):
     """Mid-trace: 6 s of CPU time is past the imports (~2 s) and inside the export (~20 s)."""
     out = tmp_path / "m.onnx"

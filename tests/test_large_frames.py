@@ -37,6 +37,7 @@ def infer_with_peak_rss(args: list[str], timeout: int = 600,
     return proc, int(proc.stdout.split("PEAK_KB")[1]) * 1024
 
 
+@pytest.mark.slow
 def test_6000x4000_pair_over_the_budget_even_in_pieces_is_refused_in_one_line(tmp_path):
     """With --max-pixels raised past it and --memory-budget 5, a 6000x4000 pair (estimated 9.9 GB in pieces: 1.3 GB
     + 0.36 GB per megapixel; 48 GB whole) is refused in one line naming the file, exit 2, and the child process never
@@ -68,6 +69,7 @@ def _pair_of_size(root, w, h):
     return root
 
 
+@pytest.mark.slow
 def test_memory_budget_flag_overrides_the_environment(tmp_path):
     """--memory-budget wins over $SFADACOF_MEMORY_BUDGET_GB: a 64x64 pair (estimated 0.3 GB) is refused in one line
     under a 0.2 GB environment budget, and runs under the same environment with --memory-budget 4."""
@@ -154,6 +156,7 @@ def assert_mask_is_the_whole_frames(mask: torch.Tensor, offsets: torch.Tensor, m
     assert not bool((mask & ~outer).any()), "the tile-by-tile mask holds pixels clear of the margin"
 
 
+@pytest.mark.slow
 def test_the_accuracy_reference_runs_in_pieces_over_the_budget(monkeypatch):
     """runtime.accuracy's PyTorch reference (TorchBackend) follows the budget too: with a budget below a frame's
     whole-frame estimate it returns the pieces' output and mask, equal to the whole frame's."""
@@ -215,6 +218,7 @@ def test_a_pair_that_runs_whole_on_the_default_backend_peaks_within_its_estimate
     assert estimate * 1e9 <= 2 * peak
 
 
+@pytest.mark.slow
 def test_a_pair_over_the_budget_runs_in_pieces_within_it(tmp_path):
     """runtime.infer --backend ort on a real 1280x720 pair with --memory-budget 1.8 (whole, 2.14 GB estimated; in
     pieces 1.63): the report says it ran in pieces, the process peaks within the pieces' estimate (so within the
@@ -240,6 +244,7 @@ def test_a_pair_over_the_budget_runs_in_pieces_within_it(tmp_path):
     assert np.abs(got - np.rint(whole)).max() <= 1
 
 
+@pytest.mark.slow
 def test_a_video_over_the_budget_runs_in_pieces_within_it_or_is_refused(tmp_path):
     """A 1280x720 clip (3 real frames) through ORT with --memory-budget 2.2: both interpolated frames run in pieces
     and the process peaks within the pieces' video estimate (1.98 GB: it adds the encoder's and the decoded frames'
