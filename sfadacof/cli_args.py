@@ -31,15 +31,24 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         import textwrap
 
         out = []
-        for line in text.splitlines():
-            line = indent + line
-            if len(line) <= width:
-                out.append(line)
+        for para in text.split("\n\n"):
+            lines = para.splitlines()
+            if lines and all(ln[:1].strip() for ln in lines) and any(len(indent + ln) > width for ln in lines):
+                # prose written wider than the help: refilled as one paragraph
+                out.append(textwrap.fill(" ".join(lines), width, initial_indent=indent, subsequent_indent=indent,
+                                         break_on_hyphens=False))
                 continue
-            lead = line[:len(line) - len(line.lstrip())]
-            out.append(textwrap.fill(line.strip(), width, initial_indent=lead, subsequent_indent=lead + "    ",
-                                     break_on_hyphens=False))
-        return "\n".join(out)
+            kept = []
+            for line in lines:  # laid-out lines (usage examples, tables): kept, a too-long one wrapped under itself
+                line = indent + line
+                if len(line) <= width:
+                    kept.append(line)
+                    continue
+                lead = line[:len(line) - len(line.lstrip())]
+                kept.append(textwrap.fill(line.strip(), width, initial_indent=lead, subsequent_indent=lead + "    ",
+                                          break_on_hyphens=False))
+            out.append("\n".join(kept))
+        return "\n\n".join(out)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
