@@ -6,9 +6,10 @@ kernels the TensorRT plugin launches). Used by the GPU tests and `python -m plug
 Tensor layout and meaning as plugins.cpu_op. dtypes: all float32, all float16, or float16 with float32
 alpha1/beta1/alpha2/beta2. Runs on torch's current stream of the tensors' device; returns without synchronising.
 
-Kernels (impl=): "fused" (the one the TensorRT plugin launches), "tiled" (the redesign: 4 pixels x 3 channels per
-thread, vector map loads, 32-bit gathers; same arithmetic; needs C == 3, W % 4 == 0 and 16-byte aligned tensors,
-else ValueError; selectable until a device run proves it), "naive" (original style, benchmark only).
+Kernels (impl=): "fused" (the one the TensorRT plugin launches: 4 pixels x 3 channels per thread, vector map loads
+where W % 4 == 0, any shape), "naive" (original style, a baseline for tests and the benchmark). "tiled", the
+redesign issue 13 proposed, is now the fused kernel (issue 22): impl="tiled" is accepted as another name for
+"fused" until plugins/gpu_check.py and runtime/backends/torch_cuda_fp16.py stop passing it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import functools
 from . import _libs
 from .onnx_node import check_attributes
 
-ABI_VERSION = 1  # SFADACOF_CUDA_ABI_VERSION in adacof_kernels.h
+ABI_VERSION = 2  # SFADACOF_CUDA_ABI_VERSION in adacof_kernels.h
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,21 +37,11 @@ def _lib() -> ctypes.CDLL:
     lib.sfadacof_cuda_synthesis.argtypes = [ctypes.c_void_p] * 10 + [ctypes.c_int32] * 8 + [ctypes.c_void_p]
     lib.sfadacof_cuda_synthesis_naive.restype = ctypes.c_int32
     lib.sfadacof_cuda_synthesis_naive.argtypes = [ctypes.c_void_p] * 12 + [ctypes.c_int32] * 8 + [ctypes.c_void_p]
-    if not hasattr(lib, "sfadacof_cuda_synthesis_tiled"):
-        raise _libs.LibraryNotBuilt(f"{lib._name} predates the tiled kernel (no sfadacof_cuda_synthesis_tiled); "
-                                    f"rebuild it with `{_libs.BUILD_COMMAND}`")
-    lib.sfadacof_cuda_synthesis_tiled.restype = ctypes.c_int32
-    lib.sfadacof_cuda_synthesis_tiled.argtypes = [ctypes.c_void_p] * 10 + [ctypes.c_int32] * 8 + [ctypes.c_void_p]
     return lib
 
 
-IMPLS = ("fused", "tiled", "naive")
-UNSUPPORTED = -4  # SFADACOF_CUDA_UNSUPPORTED: the tiled kernel's layout conditions are not met
-
-
-def tiled_supported(channels: int, width: int, tensors=()) -> bool:
-    """Whether impl="tiled" accepts this layout: C == 3, W % 4 == 0, every tensor's data 16-byte aligned."""
-    return channels == 3 and width % 4 == 0 and all(t.data_ptr() % 16 == 0 for t in tensors)
+IMPLS = ("fused", "naive")
+ALIASES = {"tiled": "fused"}  # issue 13's tiled kernel became the fused one (issue 22)
 
 
 def library_path() -> str:
@@ -100,13 +91,14 @@ def _check(lib, status: int, what: str) -> None:
 
 def adacof_synthesis_cuda(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion,
                           kernel_size: int, dilation: int = 1, out=None, naive: bool = False, impl: str = "fused"):
-    """The fused op on CUDA tensors. impl: "fused" (default), "tiled" or "naive" (the original-style kernels: one
-    thread per output element, one launch per direction, then a blend; two scratch tensors). naive=True is
-    impl="naive"."""
+    """The fused op on CUDA tensors. impl: "fused" (default: the kernel the TensorRT plugin runs) or "naive" (the
+    original-style kernels: one thread per output element, one launch per direction, then a blend; two scratch
+    tensors). naive=True is impl="naive"; "tiled" is another name for "fused"."""
     import torch
 
     if naive:
         impl = "naive"
+    impl = ALIASES.get(impl, impl)
     if impl not in IMPLS:
         raise ValueError(f"impl {impl!r}: choose one of {', '.join(IMPLS)}")
     ts, (b, c, h, w), k, d, t_code, o_code = _prepare(
@@ -123,10 +115,6 @@ def adacof_synthesis_cuda(frame0, frame2, weight1, alpha1, beta1, weight2, alpha
             o1, o2 = torch.empty_like(ts[0]), torch.empty_like(ts[0])
             status = lib.sfadacof_cuda_synthesis_naive(*ptrs, o1.data_ptr(), o2.data_ptr(), t_code, o_code,
                                                        b, c, h, w, k, d, stream)
-        elif impl == "tiled":
-            status = lib.sfadacof_cuda_synthesis_tiled(*ptrs, t_code, o_code, b, c, h, w, k, d, stream)
-            if status == UNSUPPORTED:
-                raise ValueError(lib.sfadacof_cuda_status_string(status).decode())
         else:
             status = lib.sfadacof_cuda_synthesis(*ptrs, t_code, o_code, b, c, h, w, k, d, stream)
     _check(lib, status, "sfadacof_cuda_synthesis" + ("" if impl == "fused" else "_" + impl))
