@@ -3,7 +3,8 @@
     python -m plugins.sass_report [--library LIB | --compile] [--cache-dir DIR] [--json]
 
 Reads the sm_90 code of the built library (by default the TensorRT plugin library of <repo>/build, else
-libsfadacof_cuda) with `cuobjdump -sass`, or with --compile (or when no library with sm_90 code is built) compiles
+libsfadacof_cuda) with `cuobjdump -sass`, or with --compile (or when no library with sm_90 code is built, or the
+build is older than a kernel source) compiles
 adacof_kernels.cu alone with `nvcc -cubin -arch=sm_90` under the library's flags into the cache directory (one
 compile per source state, keyed by a hash of the sources, flags and nvcc version) and reads ptxas' -v lines too.
 
@@ -267,12 +268,14 @@ def compile_cubin(nvcc: str, cache_dir: Path) -> tuple[Path, str]:
 
 
 def default_library() -> Path | None:
-    """The built plugin library (what TensorRT runs), else the CUDA kernel library, if either has sm_90 code."""
+    """The built plugin library (what TensorRT runs), else the CUDA kernel library, if either has sm_90 code and is
+    newer than every kernel source (a stale build would report the old kernel: then None, and the report compiles)."""
     from . import build
 
+    newest_source = max((_libs.PACKAGE_DIR / name).stat().st_mtime for name in SOURCES)
     for stem in (_libs.PLUGIN_LIBRARY, _libs.CUDA_LIBRARY):
         lib = _libs.find_library(stem)
-        if lib is not None:
+        if lib is not None and lib.stat().st_mtime >= newest_source:
             archs = build.built_cuda_archs(lib)
             if archs is None or "90" in archs:
                 return lib
