@@ -4,7 +4,8 @@
                             [--backend auto|torch|ort|openvino|trt] [--precision fp32|fp16|bf16]
     python -m runtime.infer PAIRS_DIR -o OUT_DIR --check            # also compare against the PyTorch model
     python -m runtime.infer input.mp4 -o out.mp4 --factor 2 [--scene-cut 0.3]
-    python -m runtime.infer FRAMES_DIR -o out.mp4|OUT_FRAMES_DIR --factor 4 [--fps 25]
+    python -m runtime.infer clip.mp4 -o out.mp4 --fps 60          # any target rate (23.976/25/29.97 -> 60 ...)
+    python -m runtime.infer FRAMES_DIR -o out.mp4|OUT_FRAMES_DIR --factor 4 [--input-fps 25]
     ffmpeg -i in.mkv -f yuv4mpegpipe - | python -m runtime.infer - -o - --factor 2 | ffmpeg -i - out.mkv
 
 PAIRS_DIR holds one folder per pair (at any depth): two images = the two input frames (sorted by name), three = a
@@ -50,12 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check", action="store_true", help="also run the PyTorch model and compare outputs")
     add_threshold_arguments(g)
     v = p.add_argument_group("video / frame sequences")
-    v.add_argument("--factor", type=int, choices=(2, 4, 8), default=2, help="frame-rate multiplier")
+    v.add_argument("--factor", type=int, choices=(2, 4, 8), default=None,
+                   help="frame-rate multiplier (default 2 unless --fps is given)")
+    v.add_argument("--fps", type=cli_args.positive_float, default=None,
+                   help="target frame rate instead of --factor (e.g. 60 from 23.976, 25 or 29.97): each output frame "
+                        "is the nearest recursive midpoint of the source pair around its time (see --max-depth)")
+    v.add_argument("--max-depth", type=cli_args.int_range(1, 8), default=3,
+                   help="--fps: deepest midpoint level (3: eighths of a source interval, worst timing error 1/16 "
+                        "of one)")
+    v.add_argument("--input-fps", type=cli_args.positive_float, default=None,
+                   help="input frame rate of a frame folder (default 25); for a video, retimes its frames to i / this")
     v.add_argument("--scene-cut", type=cli_args.fraction, default=None, metavar="T",
                    help="repeat a frame instead of interpolating when the mean absolute difference of two "
                         "consecutive frames (0..1) exceeds T (e.g. 0.3)")
-    v.add_argument("--fps", type=cli_args.positive_float, default=None,
-                   help="input frame rate of a frame folder (default 25); for a video, retimes it to this rate")
     v.add_argument("--crf", type=cli_args.crf, default=18, help="x264 quality of the written video (0..51)")
     return p
 
@@ -83,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
         check_outputs([None if stdin else src, *models],
                       [None if stdout else (output_file if to_video else output_folder)("-o", args.output),
                        output_file("--report", args.report)])
+        if args.fps is not None and args.factor is not None:
+            raise UserError("--factor and --fps: give one (--fps sets the output rate, --factor multiplies the input's)")
         if args.check:
             raise UserError("--check works on pairs folders; run runtime.accuracy on pairs extracted from the video")
         with stdout_for_stream() if stdout else nullcontext() as args.y4m_out:

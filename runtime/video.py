@@ -9,7 +9,15 @@ constant-rate input gives a constant-rate output at input rate x factor (25 fps 
 variable-frame-rate input stays variable, so the audio (whose packets keep their times) stays in sync. N input
 frames give N x factor output frames: the last input frame is held for factor frames over the previous interval, so
 the video lasts as long as the input. Timestamps that do not increase are refused in one line.
-Frame folders are timed at --fps (default 25).
+Frame folders are timed at --input-fps (default 25).
+
+Any target rate (--fps F, e.g. 60 from 23.976, 25 or 29.97): the model makes midpoints only, so output frame j, at
+T_j = t_0 + j / F, shows the surrounding source pair's recursive midpoint nearest to T_j among the times
+t_i + k/2^D (t_i+1 - t_i), D = --max-depth (default 3: eighths), made to the depth that time needs; where the
+nearest is a source frame (k = 0 or 2^D, e.g. every 5th frame of 24 -> 60 is on a source frame) that frame is kept
+as is. The output's timestamps are the exact T_j, the audio is copied untouched, so both stay in sync; the report
+gives every frame's timing error |time shown - T_j| as its worst (timing_error_max_ms, also on the summary line) and
+mean. After the last source frame it is held for the previous interval, as a player shows it (no error counted).
 
 Size: H.264 in 4:2:0 (yuv420p, what players expect) needs even sizes; an odd width or height is padded by one
 replicated column/row (the report and a note on stderr say so). Other containers than .mp4/.mkv/.mov/.m4v (.avi,
@@ -134,6 +142,91 @@ def upconvert(backend: Backend | None, frames: Iterator[tuple[np.ndarray, int]],
         last = to_uint8(nchw_to_hwc(prev))
         for k in range(factor):  # hold the last frame over the previous interval: duration (and audio sync) kept
             yield last, prev_pts * factor + k * step
+
+
+DEFAULT_MAX_DEPTH = 3  # --fps: eighths of a source interval; the worst timing error is 1/16 of one (2.6 ms at 24 fps)
+
+
+def _gcd_time_base(a: Fraction, b: Fraction) -> Fraction:
+    """The largest time base of which both `a` and `b` are integer multiples."""
+    return Fraction(math.gcd(a.numerator, b.numerator), math.lcm(a.denominator, b.denominator))
+
+
+@dataclass
+class RetimeStats:
+    """--fps: the timing error of every output frame (seconds between its output time and the time its content
+    shows), and how each frame was made."""
+
+    errors: list[Fraction] = field(default_factory=list)
+    kept: int = 0          # a source frame as is (the output time is on it, or nearest at this depth)
+    made: int = 0          # a midpoint of the surrounding pair
+    held: int = 0          # after the last source frame: it is held for the previous interval (no error counted)
+    depth_used: int = 0    # the deepest midpoint any output frame needed
+
+
+def retime(backend: Backend | None, frames: Iterator[tuple[np.ndarray, int]], time_base: Fraction,
+           out_rate: Fraction, max_depth: int, scene_cut: float | None, stats: VideoStats, rs: RetimeStats
+           ) -> Iterator[tuple[np.ndarray, Fraction]]:
+    """Input (frame (H, W, 3) float32, pts in time_base) -> output (frame (H, W, 3) uint8, time in seconds) at
+    out_rate: output time T_j = t_0 + j / out_rate while T_j < t_last + (t_last - t_prev) (the duration is kept).
+
+    For T_j in [t_i, t_i+1), with f = (T_j - t_i) / (t_i+1 - t_i), the frame shown is the pair's recursive midpoint at
+    q = round(f * 2**max_depth) / 2**max_depth (the nearest time available at that depth, ties to the later one),
+    made to the depth q needs (q = 3/8: midpoints 1/2, 1/4, 3/8; q = 0 or 1: the source frame itself, kept as is).
+    Midpoints are shared between the output frames of a pair. Across a scene cut the nearest source frame is shown.
+    """
+    scale = 2 ** max_depth
+    prev = cur = None
+    t_prev = t_cur = None
+    j = 0
+    t0 = None
+    for cur_hwc, pts in frames:
+        cur, t_cur = hwc_to_nchw(cur_hwc), Fraction(pts) * time_base
+        stats.frames_in += 1
+        if t0 is None:
+            t0 = t_cur
+        if prev is not None:
+            if t_cur <= t_prev:
+                raise UserError(f"frame {stats.frames_in - 1}: timestamp {pts} does not follow the previous one; "
+                                "the video's timestamps are broken (re-mux it, e.g. ffmpeg -i IN -c copy OUT)")
+            cut = scene_cut is not None and scene_change(prev, cur) > scene_cut
+            if cut:
+                stats.scene_cuts.append(stats.frames_in - 1)
+            memo = {Fraction(0): prev, Fraction(1): cur}
+            while (t_out := t0 + j / out_rate) < t_cur:
+                f = (t_out - t_prev) / (t_cur - t_prev)
+                q = Fraction(math.floor(f * scale + Fraction(1, 2)), scale)
+                if cut:
+                    q = Fraction(0 if f < Fraction(1, 2) else 1)
+                frame = _dyadic(backend, memo, q, stats)
+                rs.errors.append(abs(t_prev + q * (t_cur - t_prev) - t_out))
+                if q in (0, 1):
+                    rs.kept += 1
+                else:
+                    rs.made += 1
+                    rs.depth_used = max(rs.depth_used, int(math.log2(q.denominator)))
+                yield to_uint8(nchw_to_hwc(frame)), t_out
+                j += 1
+        prev, t_prev_last, t_prev = cur, t_prev, t_cur
+    if prev is not None and stats.frames_in >= 2:
+        end = t_cur + (t_cur - t_prev_last)  # the last frame shows for the previous interval
+        last = to_uint8(nchw_to_hwc(prev))
+        while (t_out := t0 + j / out_rate) < end:
+            rs.held += 1
+            yield last, t_out
+            j += 1
+
+
+def _dyadic(backend: Backend | None, memo: dict, q: Fraction, stats: VideoStats) -> np.ndarray:
+    """The pair's frame at dyadic time q (NCHW float32), from the midpoint of its two parents at the depth above."""
+    if q not in memo:
+        lo, hi = q - Fraction(1, q.denominator), q + Fraction(1, q.denominator)
+        a, b = _dyadic(backend, memo, lo, stats), _dyadic(backend, memo, hi, stats)
+        t0 = time.perf_counter()
+        memo[q] = np.clip(backend.infer(a, b), 0.0, 1.0).astype(np.float32)  # clipped before re-feeding, as midpoints
+        stats.infer_seconds += time.perf_counter() - t0
+        stats.interpolated += 1
+    return memo[q]
 
 
 # -- spans: the in-between frames of input frames [a, b], computed apart (runtime.batch) ----------------------------
@@ -366,12 +459,19 @@ def stdout_for_stream():
 
 
 def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, scene_cut: float | None = None,
-              fps: float | None = None, crf: int = 18, max_pixels: int | None = None,
-              between: SpanFrames | None = None, y4m_out=None) -> dict:
+              input_fps: float | None = None, target_fps: float | None = None, max_depth: int = DEFAULT_MAX_DEPTH,
+              crf: int = 18, max_pixels: int | None = None, between: SpanFrames | None = None,
+              y4m_out=None) -> dict:
     """Up-convert `src` (video file or frames folder) into `dst` (video file or frames folder); returns a report.
     With `between` (runtime.batch), the in-between frames come from computed spans and no backend runs.
-    src "-": a y4m stream on stdin; dst "-": a y4m stream on `y4m_out` (default: sys.stdout.buffer)."""
+    src "-": a y4m stream on stdin; dst "-": a y4m stream on `y4m_out` (default: sys.stdout.buffer).
+    target_fps: any output rate instead of `factor` (see retime); input_fps: a frame folder's rate (default 25), or
+    a video's frames retimed to i / input_fps."""
+    fps = input_fps
     stats = VideoStats()
+    rs = RetimeStats() if target_fps else None
+    if target_fps and between is not None:
+        raise UserError("--fps runs on one machine; runtime.batch takes --factor")
     check_video_output_name(dst)
     to_stream = str(dst) == "-"
     to_video = not to_stream and dst.suffix.lower() in VIDEO_OUTPUT_EXTENSIONS
@@ -405,18 +505,20 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
             check_pixel_budget(src, w, h, max_pixels, video=True)
             rate = Fraction(fps).limit_denominator(1001) if fps else (vs.average_rate or vs.guessed_rate)
             if not rate:
-                raise UserError(f"{src}: frame rate unknown; pass --fps")
+                raise UserError(f"{src}: frame rate unknown; pass --input-fps")
             audio = list(container.streams.audio)
             total = vs.frames or None
             packets = container.demux(vs, *audio)
             frames = None
             # --fps retimes the video (frame i at i / fps); otherwise the source's own timestamps are kept
             time_base = 1 / Fraction(rate) if fps else Fraction(vs.time_base)
-        out_rate = Fraction(rate) * factor
+        out_rate = Fraction(target_fps).limit_denominator(1001) if target_fps else Fraction(rate) * factor
+        # --fps: times t_0 + j / out_rate and the source's own times, both exact on this grid
+        out_time_base = _gcd_time_base(Fraction(time_base), 1 / out_rate) if target_fps else time_base / factor
         if to_stream:
             sink = Y4MSink(y4m_out if y4m_out is not None else sys.stdout.buffer, w, h, out_rate)
         elif to_video:
-            sink = VideoSink(dst, w, h, out_rate, time_base / factor, crf, audio)
+            sink = VideoSink(dst, w, h, out_rate, out_time_base, crf, audio)
         else:
             sink = FolderSink(dst)
 
@@ -450,8 +552,15 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
             frames = video_frames()
 
         # one unit for the progress lines and the summary: output frames, wall time (decoding and encoding included)
-        with Progress(total * factor if total else None, "interpolating", unit=OUTPUT_FRAME) as bar:
-            for rgb8, pts in upconvert(backend, frames, factor, scene_cut, stats, between):
+        if rs is not None:
+            expected = round(total * out_rate / Fraction(rate)) if total else None
+            out = ((rgb8, int(t / out_time_base)) for rgb8, t in
+                   retime(backend, frames, Fraction(time_base), out_rate, max_depth, scene_cut, stats, rs))
+        else:
+            expected = total * factor if total else None
+            out = upconvert(backend, frames, factor, scene_cut, stats, between)
+        with Progress(expected, "interpolating", unit=OUTPUT_FRAME) as bar:
+            for rgb8, pts in out:
                 sink.add(rgb8, pts)
                 stats.frames_out += 1
                 bar.update()
@@ -471,7 +580,7 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
         stats.scene_cuts = between.scene_cuts
     return {"input": src, "output": dst,
             "backend": backend.describe() if backend is not None else {"backend": "computed spans (runtime.batch)"},
-            "factor": factor,
+            **({"factor": factor} if rs is None else _retime_report(rs, target_fps, max_depth)),
             **({"note": f"odd size {w}x{h} padded to {w + w % 2}x{h + h % 2} (one replicated column/row) for "
                         "yuv420p H.264"} if padded else {}),
             "fps_in": float(rate), "fps_out": float(out_rate), "fps_out_exact": str(out_rate),
@@ -484,10 +593,18 @@ def run_video(backend: Backend | None, src: Path, dst: Path, *, factor: int, sce
             "seconds_per_interpolated_frame": stats.infer_seconds / max(stats.interpolated, 1)}
 
 
+def _retime_report(rs: RetimeStats, target_fps: float, max_depth: int) -> dict:
+    errs = [float(e) for e in rs.errors] or [0.0]
+    return {"target_fps": target_fps, "max_depth": max_depth, "depth_used": rs.depth_used,
+            "frames_kept_from_source": rs.kept, "frames_from_midpoints": rs.made, "frames_held_at_end": rs.held,
+            "timing_error_max_ms": 1000 * max(errs), "timing_error_mean_ms": 1000 * float(np.mean(errs))}
+
+
 def run_video_cli(args, backend: Backend) -> int:
     """`runtime.infer` on a video file or a frames folder (called by runtime.infer.main with its Interpolator)."""
-    report = run_video(backend, args.input, args.output, factor=args.factor, scene_cut=args.scene_cut,
-                       fps=args.fps, crf=args.crf, max_pixels=args.max_pixels, y4m_out=getattr(args, "y4m_out", None))
+    report = run_video(backend, args.input, args.output, factor=args.factor or 2, scene_cut=args.scene_cut,
+                       input_fps=args.input_fps, target_fps=args.fps, max_depth=args.max_depth, crf=args.crf,
+                       max_pixels=args.max_pixels, y4m_out=getattr(args, "y4m_out", None))
     if args.report:
         write_json(args.report, report)
     if "note" in report:
@@ -499,5 +616,7 @@ def run_video_cli(args, backend: Backend) -> int:
           f"{report['fps_out']:g} fps -> {args.output} in {report['seconds_total']:.1f} s "
           f"({per_unit(report['seconds_total'], report['frames_out'], OUTPUT_FRAME)}; the model "
           f"{per_unit(report['seconds_infer'], report['interpolated'], 'interpolated frame')}; "
-          f"{len(report['scene_cuts_before_input_frames'])} scene cut(s))", file=sys.stdout)
+          f"{len(report['scene_cuts_before_input_frames'])} scene cut(s)"
+          + (f"; worst timing error {report['timing_error_max_ms']:.2f} ms, midpoints to depth "
+             f"{report['depth_used']}" if "timing_error_max_ms" in report else "") + ")", file=sys.stdout)
     return 0
