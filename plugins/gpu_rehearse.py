@@ -110,6 +110,9 @@ def venv_for(image: Path = IMAGE, python: str = sys.executable) -> Path:
                                  f"(exit {pip.returncode})")
         (tmp / "READY").write_text(f"installed in {time.monotonic() - t0:.0f} s\n")
         os.rename(tmp, venv)  # python -m works from the renamed folder (its scripts' shebangs are not used)
+        for old in VENVS.glob("venv-*/READY"):  # one venv kept: those made here for an older image are stale
+            if old.parent != venv:
+                shutil.rmtree(old.parent, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
