@@ -7,7 +7,9 @@
 //   float Mem::gather(T const*)                     a frame element (re-read by neighbours: read-only cache)
 //   void  Mem::store(T*, float), Mem::store4(T*, float const (&)[4])   output (streaming)
 //   int   Mem::f2i_rz(float)                        float -> int toward zero, saturating, NaN -> 0 (PTX cvt.rzi)
-//   int   Mem::relu_min(a, b) = max(min(a, b), 0);  int Mem::add_max(a, b, c) = max(a + b, c)
+//   int   Mem::f2i16_rz(float)                      the same, saturating to 16 bits (PTX cvt.rzi.s16)
+//   int   Mem::relu_min(a, b) = max(min(a, b), 0);  Mem::add_max(a, b, c) = max(a + b, c);
+//         Mem::add_min(a, b, c) = min(a + b, c);    Mem::add_min_relu(a, b, c) = max(min(a + b, c), 0)
 //   T const* Mem::opaque(T const*)                  the pointer, hidden from the optimiser (see the device Mem)
 // Design and contract: adacof_kernels.cu's header comment; the formula: adacof_math.h.
 #pragma once
@@ -73,26 +75,41 @@ SFADACOF_PRAGMA(unroll)
 // ---- one tap's coordinates along one axis ----
 // The formula's A = trunc(v), f = v - A and the clamped pair (clamp(base + A, 0, n-1), clamp(base + A + 1, 0, n-1)),
 // computed without integer overflow for every float v:
-//   * t = truncf(v) and f = v - t: f is NaN for a NaN or infinite v (inf - inf), which carries the formula's NaN
-//     into the result; for |v| >= 2^23 f = 0, as the formula has;
-//   * x = (int)(t + base): PTX float->int conversion saturates and maps NaN to 0, so x is defined for every v, and
-//     t + base is exact while it matters (|t| < 2^24; beyond it every index clamps to the border anyway);
-//   * lo = clamp(x, 0, n-1) (one VIMNMX.RELU on sm_90) and hi = max(min(x, n-2) + 1, 0), which equals
-//     clamp(x + 1, 0, n-1) without computing x + 1 (overflow at x = INT_MAX).
+//   * f = v - truncf(v): NaN for a NaN or infinite v (inf - inf), which carries the formula's NaN into the result;
+//     0 for |v| >= 2^23, as the formula has;
+//   * Narrow (the compiled K = 5 / 11 kernels, launched when H, W <= kNarrowMax - pad): x = trunc(v) saturated to
+//     16 bits (one F2I.S16 on the device; NaN -> 0). A saturated x differs from A only where both clamp to the
+//     same border: 32767 + base >= n - 1 and -32768 + base + 1 <= 0 for every base in [-pad, n - 1 + pad]. Then
+//     lo = max(min(x + base, n - 1), 0) and hi = max(min(x + base, n - 2) + 1, 0) (= clamp(x + base + 1, 0, n - 1))
+//     are one and two add-min/max instructions (VIADDMNMX), with no overflow;
+//   * otherwise x = (int)(t + base) saturating to 32 bits (PTX cvt.rzi; NaN -> 0; t + base exact while |t| < 2^24,
+//     beyond which every index clamps to the border anyway), lo = clamp(x, 0, n - 1) and
+//     hi = max(min(x, n - 2) + 1, 0), again without computing x + 1 (overflow at x = INT_MAX).
+constexpr int kNarrowMax = 32768;
+
 struct Axis
 {
     int lo, hi;
     float f;
 };
-template <class Mem>
-SFADACOF_HD Axis axis(float v, float base, int n)
+template <class Mem, bool Narrow>
+SFADACOF_HD Axis axis(float v, int base, int n)
 {
     Axis a;
     float const t = truncf(v);
     a.f = v - t;
-    int const x = Mem::f2i_rz(t + base);
-    a.lo = Mem::relu_min(x, n - 1);
-    a.hi = Mem::add_max(x < n - 2 ? x : n - 2, 1, 0);
+    if (Narrow)
+    {
+        int const x = Mem::f2i16_rz(v);
+        a.lo = Mem::add_min_relu(x, base, n - 1);
+        a.hi = Mem::add_max(Mem::add_min(x, base, n - 2), 1, 0);
+    }
+    else
+    {
+        int const x = Mem::f2i_rz(t + static_cast<float>(base));
+        a.lo = Mem::relu_min(x, n - 1);
+        a.hi = Mem::add_max(x < n - 2 ? x : n - 2, 1, 0);
+    }
     return a;
 }
 
@@ -111,18 +128,18 @@ SFADACOF_HD void direction(T const* __restrict__ g0, T const* __restrict__ g1, T
     // Per pixel: its element offset from j0 (pixels past the row's end take the last column's) and the column base
     // of tap l = 0, j + 0*d - pad.
     int xo[kPix];
-    float cb0[kPix];
+    int cb0[kPix];
 SFADACOF_PRAGMA(unroll)
     for (int x = 0; x < kPix; ++x)
     {
         xo[x] = Vec ? x : (x < W - 1 - j0 ? x : W - 1 - j0);
-        cb0[x] = static_cast<float>(j0 + xo[x] - pad);
+        cb0[x] = j0 + xo[x] - pad;
     }
     ptrdiff_t const tap_stride = plane;
 SFADACOF_PRAGMA(unroll(KC == 5 ? 5 : 1))
     for (int k = 0; k < (KC > 0 ? KC : K); ++k)
     {
-        float const rb = static_cast<float>(i + k * d - pad);
+        int const rb = i + k * d - pad;
         T const* wk = weight + static_cast<ptrdiff_t>(k) * (KC > 0 ? KC : K) * tap_stride;
         TO const* ak = alpha + static_cast<ptrdiff_t>(k) * (KC > 0 ? KC : K) * tap_stride;
         TO const* bk = beta + static_cast<ptrdiff_t>(k) * (KC > 0 ? KC : K) * tap_stride;
@@ -133,12 +150,12 @@ SFADACOF_PRAGMA(unroll(KC == 5 ? 5 : 1))
             load4<Vec, Mem>(wk + l * tap_stride, w, xo);
             load4<Vec, Mem>(ak + l * tap_stride, a, xo);
             load4<Vec, Mem>(bk + l * tap_stride, b, xo);
-            float const ld = static_cast<float>(l * d);
+            int const ld = l * d;
 SFADACOF_PRAGMA(unroll)
             for (int x = 0; x < kPix; ++x)
             {
-                Axis const r = axis<Mem>(a[x], rb, H);
-                Axis const c = axis<Mem>(b[x], cb0[x] + ld, W);
+                Axis const r = axis<Mem, (KC > 0)>(a[x], rb, H);
+                Axis const c = axis<Mem, (KC > 0)>(b[x], cb0[x] + ld, W);
                 // Corner weights with w folded in: w(1-fa)(1-fe), w fa (1-fe), w (1-fa) fe, w fa fe.
                 float const wfe = w[x] * c.f;
                 float const wge = w[x] - wfe;

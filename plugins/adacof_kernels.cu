@@ -107,6 +107,20 @@ struct DeviceMem
     {
         return __float2int_rz(x); // cvt.rzi.s32.f32: saturating, NaN -> 0
     }
+    __device__ __forceinline__ static int f2i16_rz(float x)
+    {
+        short r; // cvt.rzi.s16.f32: saturating to 16 bits, NaN -> 0; one F2I.S16 on sm_90
+        asm("cvt.rzi.s16.f32 %0, %1;" : "=h"(r) : "f"(x));
+        return r;
+    }
+    __device__ __forceinline__ static int add_min(int a, int b, int c)
+    {
+        return __viaddmin_s32(a, b, c);
+    }
+    __device__ __forceinline__ static int add_min_relu(int a, int b, int c)
+    {
+        return __viaddmin_s32_relu(a, b, c);
+    }
     __device__ __forceinline__ static int relu_min(int a, int b)
     {
         return __vimin_s32_relu(a, b); // one VIMNMX.RELU on sm_90
@@ -189,8 +203,12 @@ template <class T, class TO>
 int32_t launch_typed(SynthesisLaunch const& p, cudaStream_t stream)
 {
     bool const vec = vector_ok(p, sizeof(T));
-    // Compile-time kernel sizes of the released variants (K = 5, and K = 11 of AdaCoF-pytorch); others at run time.
-    switch (p.kernel_size)
+    // The compiled kernel sizes of the released variants (K = 5, and K = 11 of AdaCoF-pytorch) take 16-bit tap
+    // coordinates (adacof_kernel_body.h, axis): frames up to kNarrowMax - pad a side; others, and larger frames,
+    // the run-time-K kernel.
+    int const limit = body::kNarrowMax - adacof_kernel_pad(p.kernel_size, p.dilation);
+    bool const narrow = p.H <= limit && p.W <= limit;
+    switch (narrow ? p.kernel_size : 0)
     {
     case 5: return vec ? launch_all<T, TO, 5, true>(p, stream) : launch_all<T, TO, 5, false>(p, stream);
     case 11: return vec ? launch_all<T, TO, 11, true>(p, stream) : launch_all<T, TO, 11, false>(p, stream);

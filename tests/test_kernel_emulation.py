@@ -66,7 +66,20 @@ def run(emu, arrays, k, d, out_dtype=None):
     status = emu.sfadacof_emulate_synthesis(*[a.ctypes.data for a in bufs], code[f0.dtype], code[arrays[3].dtype],
                                             b, c, h, w, k, d, sizes, ctypes.byref(used))
     assert status == 0, f"emulated kernel: status {status} (1001 out of bounds, 1002 misaligned vector access)"
-    return out, used.value
+    return out, used.value & 1
+
+
+def run_kind(emu, arrays, k, d):
+    """As run, returning whether a compiled-K kernel (16-bit tap coordinates) ran instead of the vector flag."""
+    f0 = arrays[0]
+    out = np.full(f0.shape, np.nan, dtype=f0.dtype)
+    bufs = list(arrays) + [out]
+    sizes = (ctypes.c_int64 * 10)(*[a.nbytes for a in bufs])
+    used = ctypes.c_int32(-1)
+    b, c, h, w = f0.shape
+    assert emu.sfadacof_emulate_synthesis(*[a.ctypes.data for a in bufs], 0, 0, b, c, h, w, k, d, sizes,
+                                          ctypes.byref(used)) == 0
+    return out, bool(used.value & 2)
 
 
 def make_inputs(seed, b, c, h, w, k, scale):
@@ -184,3 +197,20 @@ def test_emulated_kernel_misaligned_tensors_use_scalar_loads(emu, dtype):
         out, used = run(emu, shifted, 5, 1)
         assert used == 0, f"tensor {i} misaligned, yet the vector kernel was chosen"
         assert rel_err(out, aligned) <= (FP32_BOUND if dtype == np.float32 else FP16_BOUND)
+
+
+@pytest.mark.parametrize("w,compiled", [(32766, True), (32767, False)])
+def test_emulated_kernel_at_the_16_bit_coordinate_limit(emu, w, compiled):
+    """K = 5 (pad 2): frames up to 32766 columns run the compiled kernel with 16-bit tap coordinates, wider ones
+    the run-time-K kernel with 32-bit ones. Offsets up to +-50000 columns and +-40 rows (far past both borders, and
+    past the 16-bit range, where the saturated coordinate must still clamp to the formula's border) give the CPU
+    kernel's values either way."""
+    rng = np.random.default_rng(w)
+    arrays = make_inputs(3, 1, 1, 2, w, 5, 1.0)
+    for i in (4, 7):  # beta: columns
+        arrays[i] = rng.uniform(-50000, 50000, arrays[i].shape).astype(np.float32)
+    for i in (3, 6):  # alpha: rows
+        arrays[i] = rng.uniform(-40, 40, arrays[i].shape).astype(np.float32)
+    out, used_compiled = run_kind(emu, arrays, 5, 1)
+    assert used_compiled == compiled
+    assert rel_err(out, cpu_kernel(arrays, 5, 1)) <= FP32_BOUND

@@ -117,6 +117,22 @@ struct HostMem
         }
         return static_cast<int>(x);
     }
+    // PTX cvt.rzi.s16.f32: the same, saturating to [-32768, 32767].
+    static int f2i16_rz(float x)
+    {
+        int const v = f2i_rz(x);
+        return v > 32767 ? 32767 : (v < -32768 ? -32768 : v);
+    }
+    static int add_min(int a, int b, int c)
+    {
+        int const s = static_cast<int>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
+        return s < c ? s : c;
+    }
+    static int add_min_relu(int a, int b, int c)
+    {
+        int const m = add_min(a, b, c);
+        return m > 0 ? m : 0;
+    }
     static int relu_min(int a, int b)
     {
         int const m = a < b ? a : b;
@@ -176,9 +192,12 @@ int run_typed(sfadacof::SynthesisLaunch const& p, int32_t* used_vector)
     void const* const tensors[] = {p.frame0, p.frame2, p.weight1, p.weight2, p.occlusion, p.out};
     void const* const offsets[] = {p.alpha1, p.beta1, p.alpha2, p.beta2};
     bool const vec = sfadacof::body::vector_ok(tensors, 6, offsets, sizeof(T), sizeof(TO), p.W);
-    // The run-time-K kernel always loads scalars.
-    *used_vector = vec && (p.kernel_size == 5 || p.kernel_size == 11) ? 1 : 0;
-    switch (p.kernel_size)
+    // As launch_typed: compiled K only for frames within the 16-bit coordinate range; the run-time-K kernel
+    // always loads scalars.
+    int const limit = sfadacof::body::kNarrowMax - sfadacof::adacof_kernel_pad(p.kernel_size, p.dilation);
+    int const k = p.H <= limit && p.W <= limit ? p.kernel_size : 0;
+    *used_vector = (vec && (k == 5 || k == 11) ? 1 : 0) | (k != 0 ? 2 : 0);
+    switch (k)
     {
     case 5: vec ? run_all<T, TO, 5, true>(p) : run_all<T, TO, 5, false>(p); break;
     case 11: vec ? run_all<T, TO, 11, true>(p) : run_all<T, TO, 11, false>(p); break;
@@ -194,7 +213,7 @@ extern "C" {
 // Arguments as sfadacof_cuda_synthesis, on host memory, plus the byte size of each of the 10 buffers (in the
 // order frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion, out). Returns 0, a
 // SFADACOF_CUDA_* code, 1001 (an access outside every buffer) or 1002 (a misaligned vector access);
-// *used_vector: whether the vector-load kernel was chosen.
+// *used_vector: bit 0 the vector-load kernel was chosen, bit 1 a compiled-K kernel (16-bit tap coordinates).
 __attribute__((visibility("default"))) int32_t sfadacof_emulate_synthesis(void const* frame0, void const* frame2,
     void const* weight1, void const* alpha1, void const* beta1, void const* weight2, void const* alpha2,
     void const* beta2, void const* occlusion, void* out, int32_t type, int32_t offset_type, int32_t B, int32_t C,
