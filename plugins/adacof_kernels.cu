@@ -2,7 +2,8 @@
 // Python reaches through sfadacof_cuda_synthesis (plugins/cuda_op.py, plugins/benchmark.py). The original-style
 // baseline lives in adacof_naive.cu, outside the plugin library.
 //
-// Contract: docs/MODEL.md "The AdaCoF synthesis op", restated in adacof_math.h (the CPU kernel's arithmetic).
+// Contract: docs/MODEL.md "The AdaCoF synthesis op", restated in adacof_math.h (the CPU kernel's arithmetic). The
+// per-thread code is adacof_kernel_body.h (shared with the host emulation in plugins/tests/kernel_emulation.cpp).
 // This kernel evaluates the same formula with the work arranged for instruction count (issue 22: <= 4,000 SASS
 // instructions per output pixel at K = 5; `python -m plugins.sass_report` measures it):
 //   * a thread computes kPix = 4 horizontally consecutive pixels of one row, all 3 channels of a pass, both
@@ -13,7 +14,8 @@
 //     same kernel body, instantiated without Vec), so any W works;
 //   * the weight w is folded into the four corner weights, so each gathered value costs one FMA, and each gather's
 //     address is one wide multiply-add of a 32-bit in-plane index onto a per-channel plane pointer;
-//   * offsets, coordinates, weights and accumulators are fp32 whatever the tensor type;
+//   * offsets, fractions, weights and accumulators are fp32 whatever the tensor type; the integer tap coordinates
+//     of the compiled K = 5 / 11 kernels are 16-bit (exact for frames up to 32768 - pad a side: launch_typed);
 //   * K = 5 is unrolled completely; K = 11 keeps both tap loops (#pragma unroll 1: unrolling them costs registers,
 //     spills and instruction cache for a few loop instructions per 4 pixels); other K run the same loops with K
 //     read at run time.
