@@ -351,6 +351,7 @@ def test_checkpoint_that_unpacks_to_gigabytes_is_refused_before_unpacking(bomb, 
     r.stdout = ""
     line = error_line(r)
     assert str(bombs[bomb]) in line and ("refused before" in line or "unexpected" in line), line
+    print(f"{bomb} {command}: peak RSS {peak / 2**20:.0f} MiB")
     assert peak < PEAK_LIMIT, f"peak RSS {peak / 2**20:.0f} MiB"
 
 

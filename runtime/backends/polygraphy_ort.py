@@ -42,12 +42,12 @@ def install() -> None:
 def main(argv: list[str] | None = None) -> int:
     from polygraphy.tools import main as polygraphy_main
 
-    from sfadacof.errors import UserError
+    from sfadacof.errors import UserError, one_line
 
     try:
         install()
     except UserError as e:  # the C++ library is not built, or onnxruntime-extensions is missing
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     sys.argv = ["polygraphy"] + (sys.argv[1:] if argv is None else list(argv))
     return polygraphy_main()
