@@ -364,7 +364,11 @@ class VideoSink(_Sink):
         self.stream.time_base = self.frame_time_base
         # the encoder's own clock: left at 1/rate it would round variable-rate times onto a coarse grid
         self.stream.codec_context.time_base = self.frame_time_base
-        self.stream.options = {"crf": str(crf), "preset": "medium"}
+        # mbtree=0: with macroblock-tree rate control on, this libx264 build (its AVX-512 code: asm limited to AVX2
+        # gives one file) encodes the same frames to different bitstreams run to run, even single-threaded (measured:
+        # 2-6 distinct files in 8-12 encodes; up to 18 levels apart once decoded), so users diffing two runs saw
+        # noise. Without it: one file in every repeat, any thread count. The cost is a few % of bitrate at a CRF.
+        self.stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
         self.audio = {}
         for tpl in audio_templates:
             out = self.container.add_stream_from_template(tpl)
