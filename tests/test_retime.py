@@ -17,6 +17,7 @@ from PIL import Image
 from runtime import Interpolator
 from runtime.infer import main
 from tests.helpers import bikes_frames, crop, seeded_model, write_video
+from tests.test_infer import assert_keys_in_glossary
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
@@ -66,6 +67,7 @@ def test_25_to_60_real_footage_times_audio_and_error(tmp_path, ckpt, capsys):
     assert [p for p, _ in a_out] == [p for p, _ in a_in]
     np.testing.assert_allclose([t for _, t in a_out], [t for _, t in a_in], atol=1e-4)
     r = json.loads(rep.read_text())
+    assert_keys_in_glossary(r)  # every key explained in runtime/README.md
     assert r["frames_out"] == 12 and r["fps_out_exact"] == "60" and r["frames_held_at_end"] == 2
     assert r["timing_error_max_ms"] == pytest.approx(1000 * worst, abs=1e-9)  # 1/24 of a 1/25 s interval
     assert r["timing_error_mean_ms"] == pytest.approx(1000 * mean, abs=1e-9)
