@@ -124,7 +124,8 @@ def onnx_for_checkpoint(checkpoint: str | os.PathLike | None = None, synthesis: 
         print(f"note: {one_line(path)}: cached export does not match the digest recorded when it was written "
               "(altered or damaged); exporting it again", file=sys.stderr)
     outputs.create_cache_dir(root, "export cache")
-    fp32_path = path if precision == "fp32" else root / f".{stem}.{os.getpid()}.fp32.onnx"
+    # fp16: the fp32 graph goes to a temp name of outputs' pattern, so a killed run's copy is cleaned by the next
+    fp32_path = path if precision == "fp32" else outputs.temp_path_beside(path, ".fp32.onnx")
     # export_model writes atomically; a concurrent export of the same key just replaces the file with an equal one
     export_model(loaded.model, fp32_path, synthesis=synthesis, exporter=exporter, opset=options["opset"],
                  checkpoint_sha256=loaded.sha256, checkpoint_name=loaded.path.name, epoch=loaded.epoch)

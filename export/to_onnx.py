@@ -82,8 +82,8 @@ def export_checkpoint(checkpoint: Path | None, output: Path | None = None, synth
                             also=also)
     except ValueError as e:  # option combinations export_model rejects (opset range, exporter availability, K/d)
         raise UserError(f"{loaded.path}: {e}") from None
-    except OSError as e:
-        raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
+    except OSError as e:  # a failed write (full disk, I/O error): exit 1 naming the output, not a user error
+        raise OSError(e.errno, f"cannot write ({e.strerror or e})", str(out)) from None
 
 
 @cli_command(build_parser)

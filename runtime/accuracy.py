@@ -37,7 +37,7 @@ import numpy as np
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
 from sfadacof.images import set_memory_budget, to_uint8
-from sfadacof.outputs import check_outputs, output_file, output_folder
+from sfadacof.outputs import check_outputs, output_file, output_folder, png_is_ours
 
 from .backends.registry import add_backend_arguments, backend_inputs, backend_options, create_backend
 from .pairs import discover_pairs, run_pairs
@@ -190,9 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_command(build_parser)
 def main(args: argparse.Namespace) -> int:
     set_memory_budget(args.memory_budget)
-    check_outputs([args.pairs, *backend_inputs(args)],
-                  [output_folder("-o", args.output), output_file("--report", args.report)])
     pairs = discover_pairs(args.pairs)
+    check_outputs([args.pairs, *backend_inputs(args)],
+                  [output_folder("-o", args.output, [f"{p.name}.png" for p in pairs], ours=png_is_ours),
+                   output_file("--report", args.report)])
     with create_backend(args.backend, backend_options(args)) as backend:
         checker = make_checker(args, backend)
         try:

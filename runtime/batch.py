@@ -35,6 +35,7 @@ import argparse
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,9 +43,9 @@ from pathlib import Path
 from sfadacof import cli_args
 from sfadacof.cli_args import command_parser, int_range
 from sfadacof.progress import Progress
-from sfadacof.errors import UserError, cli_command
-from sfadacof.images import set_memory_budget
-from sfadacof.outputs import check_outputs, output_folder
+from sfadacof.errors import UserError, cli_command, os_error_line
+from sfadacof.images import memory_budget_bytes, set_memory_budget
+from sfadacof.outputs import check_outputs, clean_stale, output_folder
 
 from .backends.registry import BackendOptions, add_backend_arguments, backend_inputs, backend_options
 from .report import write_json
@@ -72,6 +73,8 @@ class Job:
     units: list[Unit] = field(default_factory=list)
     videos: list[dict] = field(default_factory=list)   # {src, out, stage, spans} to assemble when their spans are done
     skipped: list[str] = field(default_factory=list)   # outputs already complete
+    failed: list[dict] = field(default_factory=list)   # sources refused while planning (each fails alone)
+    outputs: list = field(default_factory=list)        # sfadacof.outputs.Output: every path the job writes
 
 
 # -- planning ------------------------------------------------------------------------------------------------------
@@ -82,51 +85,81 @@ def _is_video(src: Path) -> bool:
 
 def plan(sources: list[Path], out: Path, *, chunk_pairs: int, chunk_frames: int, factor: int,
          video_output: str = "mp4") -> Job:
-    from sfadacof.video_decode import count_frames
-
-    from .pairs import discover_pairs
+    """Cut the sources into units. A source that cannot be read (a 0-byte video, a folder with a broken pair) fails
+    alone: one entry in job.failed, the others planned. job.outputs: every path the job will write, for
+    check_outputs (which the caller runs before any work)."""
+    from sfadacof.outputs import json_with_key, output_folder
 
     job = Job()
     names = [s.name for s in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UserError(f"two sources share the name {dupes[0]!r}: their outputs would collide in {out}")
+    stems = [s.stem for s in sources if _is_video(s)] if video_output == "frames" else []
+    clash = sorted({n for n in stems if stems.count(n) > 1 or any(s.name == n and s.is_dir() for s in sources)})
+    if clash:
+        raise UserError(f"two sources would both write {out / clash[0]} (--video-output frames names a clip's "
+                        "folder by its stem)")
+    job.outputs.append(output_folder("-o", out, [SUMMARY], ours=json_with_key("units")))
     for src in sources:
-        if _is_video(src):
-            n = count_frames(src)
-            # mp4: OUT/clip.mp4, written whole and renamed (complete when present); frames: OUT/clip/ as
-            # runtime.infer clip.mp4 -o OUT/clip writes it (complete when it holds every frame)
-            dst = out / (src.name if video_output == "mp4" else src.stem)
-            if (dst.is_file() if video_output == "mp4" else
-                    dst.is_dir() and len(list(dst.glob("frame_*.png"))) == n * factor):
-                job.skipped.append(str(dst))
-                continue
-            if n < 2:
-                raise UserError(f"{src}: needs at least 2 video frames, found {n}")
-            stage = out / f".{src.name}.batch"
-            spans = []
-            for a in range(0, n - 1, chunk_frames):
-                b = min(a + chunk_frames, n - 1)
-                span = stage / f"span_{a:07d}_{b:07d}.npz"
-                spans.append(str(span))
-                if not span.is_file():
-                    job.units.append(Unit(id=f"{src.name}[{a}:{b}]", kind="video", src=str(src), out=str(span),
-                                          start=a, stop=b, frames=(b - a) * (factor - 1)))
-            job.videos.append({"src": str(src), "out": str(dst), "stage": str(stage), "spans": spans})
-            if video_output == "frames" and dst.is_dir():
-                shutil.rmtree(dst)  # an incomplete frame folder from an interrupted assembly: written again
-        elif src.is_dir():
-            dst = out / src.name
-            todo = [p.name for p in discover_pairs(src) if not (dst / f"{p.name}.png").is_file()]
-            job.skipped += [str(dst / f"{p.name}.png") for p in discover_pairs(src)
-                            if (dst / f"{p.name}.png").is_file()]
-            for i in range(0, len(todo), chunk_pairs):
-                chunk = tuple(todo[i:i + chunk_pairs])
-                job.units.append(Unit(id=f"{src.name}[{i}:{i + len(chunk)}]", kind="pairs", src=str(src),
-                                      out=str(dst), names=chunk, frames=len(chunk)))
-        else:
-            raise UserError(f"{src}: not a pairs folder or a video ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+        try:
+            _plan_source(job, src, out, chunk_pairs=chunk_pairs, chunk_frames=chunk_frames, factor=factor,
+                         video_output=video_output)
+        except UserError as e:
+            job.failed.append({"unit": src.name, "status": "failed", "error": str(e)})
     return job
+
+
+def _plan_source(job: Job, src: Path, out: Path, *, chunk_pairs: int, chunk_frames: int, factor: int,
+                 video_output: str) -> None:
+    from sfadacof.outputs import output_file, output_folder, png_is_ours
+    from sfadacof.video_decode import count_frames
+
+    from .pairs import discover_pairs
+
+    if _is_video(src):
+        # mp4: OUT/clip.mp4, written whole and renamed (complete when present); frames: OUT/clip/ as
+        # runtime.infer clip.mp4 -o OUT/clip writes it (renamed into place whole: complete when present)
+        dst = out / (src.name if video_output == "mp4" else src.stem)
+        if video_output == "mp4":
+            complete = dst.is_file()
+            job.outputs.append(output_file("-o", dst))
+        else:
+            complete = dst.is_dir() and any(dst.iterdir()) and all(
+                f.name.startswith("frame_") and png_is_ours(f) for f in dst.iterdir())
+            # not complete: absent or empty, or refused -- never emptied (it may hold the user's files)
+            job.outputs.append(output_folder("-o", dst) if complete else output_folder("-o", dst, whole=True))
+        if complete:
+            job.skipped.append(str(dst))
+            return
+        n = count_frames(src)
+        if n < 2:
+            raise UserError(f"{src}: needs at least 2 video frames, found {n}")
+        stage = out / f".{src.name}.batch"
+        spans = []
+        for a in range(0, n - 1, chunk_frames):
+            b = min(a + chunk_frames, n - 1)
+            span = stage / f"span_{a:07d}_{b:07d}.npz"
+            spans.append(str(span))
+            if not span.is_file():
+                job.units.append(Unit(id=f"{src.name}[{a}:{b}]", kind="video", src=str(src), out=str(span),
+                                      start=a, stop=b, frames=(b - a) * (factor - 1)))
+        job.outputs.append(output_folder("-o", stage))
+        job.videos.append({"src": str(src), "out": str(dst), "stage": str(stage), "spans": spans})
+    elif src.is_dir():
+        dst = out / src.name
+        pairs = discover_pairs(src)
+        # a PNG under its final name is complete (written atomically) if this project wrote it; any other file
+        # there is refused by check_outputs rather than taken for an output or replaced
+        job.outputs.append(output_folder("-o", dst, [f"{p.name}.png" for p in pairs], ours=png_is_ours))
+        todo = [p.name for p in pairs if not (dst / f"{p.name}.png").is_file()]
+        job.skipped += [str(dst / f"{p.name}.png") for p in pairs if (dst / f"{p.name}.png").is_file()]
+        for i in range(0, len(todo), chunk_pairs):
+            chunk = tuple(todo[i:i + chunk_pairs])
+            job.units.append(Unit(id=f"{src.name}[{i}:{i + len(chunk)}]", kind="pairs", src=str(src),
+                                  out=str(dst), names=chunk, frames=len(chunk)))
+    else:
+        raise UserError(f"{src}: not a pairs folder or a video ({', '.join(sorted(VIDEO_EXTENSIONS))})")
 
 
 # -- the worker side -----------------------------------------------------------------------------------------------
@@ -162,8 +195,11 @@ def run_unit(unit: Unit, backend_name: str, options: BackendOptions, factor: int
 
             done = compute_span(backend, Path(unit.src), Path(unit.out), unit.start, unit.stop, factor=factor,
                                 scene_cut=scene_cut, max_pixels=max_pixels)
-    except UserError as e:
-        return {"unit": unit.id, "status": "failed", "error": str(e), "seconds": time.perf_counter() - t0,
+    except (UserError, OSError) as e:
+        # bad input fails the unit alone; a failed write (full disk, EIO) names the file -- either way the worker
+        # is fine, so this is a result, not a lost worker for Ray to retry
+        msg = str(e) if isinstance(e, UserError) else f"cannot write: {os_error_line(e)}"
+        return {"unit": unit.id, "status": "failed", "error": msg, "seconds": time.perf_counter() - t0,
                 "pid": os.getpid()}
     return {"unit": unit.id, "status": "done", "frames": done, "seconds": time.perf_counter() - t0, "pid": os.getpid()}
 
@@ -175,11 +211,21 @@ def _start_ray(address: str | None, workers: int, threads: int):
         import ray
     except ImportError:
         raise UserError("runtime.batch needs Ray (pip install 'ray>=2.40', or the sfadacof[batch] extra)") from None
+    import signal
+
     env = {"OMP_NUM_THREADS": str(threads)}  # torch and OpenMP kernels: share the cores between workers
+    # ray.init replaces the SIGTERM handler with sys.exit (no cleanup, and raised inside Ray's C++ wait it aborts
+    # the driver): keep ours (sfadacof.interrupts), which ends a run as Ctrl-C does
+    term = signal.getsignal(signal.SIGTERM)
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     else:
         ray.init(num_cpus=workers, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
+        from .ray_watchdog import watch_local_cluster
+
+        watch_local_cluster()  # the local cluster dies with this driver, SIGKILL included
+    if term is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, term)
     return ray
 
 
@@ -227,6 +273,9 @@ def run_job(job: Job, *, backend_name: str, options: BackendOptions, factor: int
         except UserError as e:
             videos.append({"video": name, "status": "failed", "error": str(e)})
             continue
+        except OSError as e:
+            videos.append({"video": name, "status": "failed", "error": f"cannot write: {os_error_line(e)}"})
+            continue
         shutil.rmtree(v["stage"], ignore_errors=True)
         videos.append({"video": name, "status": "done", "frames": n, "output": v["out"]})
     return results, videos
@@ -269,14 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_command(build_parser)
 def main(args: argparse.Namespace) -> int:
     set_memory_budget(args.memory_budget)  # in the environment: Ray's local workers inherit it
+    memory_budget_bytes()  # a bad $SFADACOF_MEMORY_BUDGET_GB: refused here, not by every worker
     for s in args.sources:
         if not s.exists():
             raise UserError(f"{s}: no such file or folder")
-    check_outputs([*args.sources, *backend_inputs(args)],
-                  [output_folder("-o", args.output)])
+    check_outputs([*args.sources, *backend_inputs(args)], [output_folder("-o", args.output)])
     options = backend_options(args)
     job = plan(list(args.sources), args.output, chunk_pairs=args.chunk_pairs, chunk_frames=args.chunk_frames,
                factor=args.factor, video_output=args.video_output)
+    # every path the job writes, derived from the sources (OUT/<source>/..., a clip's frames folder): checked like
+    # runtime.infer's outputs before the cluster starts
+    check_outputs([*args.sources, *backend_inputs(args)], job.outputs)
+    for f in job.failed:
+        print(f"{f['unit']}: FAILED: {f['error']}", file=sys.stderr)
     if job.skipped:
         print(f"resume: {len(job.skipped)} output(s) already complete, skipped", file=sys.stderr)
     gpus = args.gpus_per_unit
@@ -285,13 +339,17 @@ def main(args: argparse.Namespace) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     try:
         results, videos = run_job(job, backend_name=args.backend, options=options, factor=args.factor,
-                          scene_cut=args.scene_cut, max_pixels=args.max_pixels, workers=args.workers,
-                          address=args.ray_address, retries=args.retries, gpus_per_unit=gpus, crf=args.crf)
+                                  scene_cut=args.scene_cut, max_pixels=args.max_pixels, workers=args.workers,
+                                  address=args.ray_address, retries=args.retries, gpus_per_unit=gpus, crf=args.crf)
     except KeyboardInterrupt:
-        # Ctrl-C leaves complete outputs only: the finished pair PNGs stay, the videos' span folders go
+        # Ctrl-C (SIGTERM, SIGHUP) leaves complete outputs only: the finished pair PNGs stay, the videos' span
+        # folders go, and so do the temp files of the workers ray.shutdown() just killed mid-write
         for v in job.videos:
             shutil.rmtree(v["stage"], ignore_errors=True)
+        for o in job.outputs:
+            clean_stale(o.path if o.folder else o.path.parent)
         raise
+    results = job.failed + results  # sources refused while planning: each fails alone
     failed = [r for r in results if r["status"] != "done"] + [v for v in videos if v["status"] != "done"]
     write_json(args.output / SUMMARY, {"units": results, "videos": videos, "skipped": job.skipped,
                                        "failed": len(failed)})

@@ -26,7 +26,7 @@ from pathlib import Path
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
 from sfadacof.images import set_memory_budget
-from sfadacof.outputs import check_outputs, output_file, output_folder
+from sfadacof.outputs import check_outputs, output_file, output_folder, png_is_ours
 from sfadacof.progress import per_unit
 
 from .accuracy import add_threshold_arguments, make_checker
@@ -88,9 +88,10 @@ def main(args: argparse.Namespace) -> int:
 
         check_video_output_name(args.output)
         to_video = args.output.suffix.lower() in VIDEO_OUTPUT_EXTENSIONS
+        # a frames folder is renamed into place whole: absent or empty, never mixed with files already there
         check_outputs([None if stdin else src, *models],
-                      [None if stdout else (output_file if to_video else output_folder)("-o", args.output),
-                       output_file("--report", args.report)])
+                      [None if stdout else output_file("-o", args.output) if to_video else
+                       output_folder("-o", args.output, whole=True), output_file("--report", args.report)])
         if args.fps is not None and args.factor is not None:
             raise UserError("--factor and --fps: give one (--fps sets the output rate, --factor multiplies the input's)")
         if args.check:
@@ -102,8 +103,10 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("-o -: a y4m stream comes from a video, a frame folder or a y4m stream on stdin (-), "
                         f"not a pairs folder ({src})")
     out_dir_path: Path = args.output
-    check_outputs([src, *models], [output_folder("-o", out_dir_path), output_file("--report", args.report)])
     pairs = discover_pairs(src)
+    # OUT/<pair>.png: may replace only a PNG this project wrote; --report may not be one of them
+    check_outputs([src, *models], [output_folder("-o", out_dir_path, [f"{p.name}.png" for p in pairs],
+                                                 ours=png_is_ours), output_file("--report", args.report)])
     with Interpolator.from_options(args.backend, options) as interp:
         checker = make_checker(args, interp) if args.check else None
         try:

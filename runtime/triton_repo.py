@@ -23,15 +23,13 @@ The TensorRT form needs the AdaCoFSynthesis plugin in the server process: the RE
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from sfadacof.cli_args import command_parser, int_range
 from sfadacof.errors import UserError, cli_command
-from sfadacof.outputs import atomic_write_text, check_outputs, output_folder
+from sfadacof.outputs import StagedFolder, atomic_write_text, check_outputs, output_folder
 
 FRAME_INPUTS = ("frame0", "frame2")
 FRAME_OUTPUT = "frame1"
@@ -190,7 +188,7 @@ def _readme(name: str, model_file: str, engine: bool, *, repo: Path, gpu: bool, 
         mounts = f"-v {repo}:/models "
     gpus = "--gpus all " if gpu else ""  # a CPU instance group needs no GPU (and a machine without one has none)
     frame0, frame2 = _example_frames()
-    return f"""# Triton model repository: SF-AdaCoF frame interpolation
+    return f"""{README_TITLE}
 
     {repo}/{name}/config.pbtxt      inputs frame0, frame2 (FP32, [batch, 3, H, W], RGB in [0, 1]); output frame1
     {repo}/{name}/1/{model_file}
@@ -210,6 +208,37 @@ Call it (pip install 'tritonclient[grpc]' pillow): send two real frames, save th
 """
 
 
+README_TITLE = "# Triton model repository: SF-AdaCoF frame interpolation"
+MODEL_FILES = {"model.onnx", "model.onnx.json", "model.plan", "model.plan.json"}
+
+
+def model_folder_is_ours(folder: Path) -> bool:
+    """A model folder this command wrote: config.pbtxt and 1/<model file>[.json], nothing else (a re-run replaces
+    it; anything more -- another version, the user's model -- is refused by check_outputs)."""
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()}
+    return "config.pbtxt" in files and all(f == "config.pbtxt" or (f.startswith("1/") and f[2:] in MODEL_FILES)
+                                           for f in files)
+
+
+def _first_line_is(line: str):
+    def ours(path: Path) -> bool:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.readline().rstrip("\n") == line
+        except (OSError, UnicodeDecodeError):
+            return False
+    return ours
+
+
+def repository_outputs(out: Path, name: str) -> list:
+    """check_outputs' view of what write_repository writes: REPO/NAME replaced as a whole; REPO/README.md and
+    REPO/client.py, which may replace only triton_repo's own (recognised by their first line)."""
+    readme, client = _first_line_is(README_TITLE), _first_line_is(CLIENT.splitlines()[0])
+    return [output_folder("-o", out / name, whole=True, ours=model_folder_is_ours),
+            output_folder("-o", out, ["README.md", "client.py"],
+                          ours=lambda f: readme(f) if f.name == "README.md" else client(f))]
+
+
 def write_repository(out: Path, *, name: str, model: Path, engine: bool, config, sidecar: Path | None,
                      gpu: bool = True, tensorrt_version: str | None = None, opset: int | None = None) -> Path:
     """Write REPO/NAME (config, version 1, model file) beside REPO and rename it in, and REPO/README.md."""
@@ -217,23 +246,20 @@ def write_repository(out: Path, *, name: str, model: Path, engine: bool, config,
 
     out.mkdir(parents=True, exist_ok=True)
     model_file = "model.plan" if engine else "model.onnx"
-    stage = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
     target = out / name
+    staged = StagedFolder(target, replace=True)
     try:
-        (stage / "1").mkdir()
-        shutil.copyfile(model, stage / "1" / model_file)
+        (staged.stage / "1").mkdir()
+        shutil.copyfile(model, staged.path("1") / model_file)
         if sidecar is not None:
-            shutil.copyfile(sidecar, stage / "1" / f"{model_file}.json")
-        (stage / "config.pbtxt").write_text(text_format.MessageToString(config))
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=out))
-            os.replace(target, old / name)
-        os.replace(stage, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.copyfile(sidecar, staged.path("1") / f"{model_file}.json")
+        staged.path("config.pbtxt").write_text(text_format.MessageToString(config))
+        staged.commit()
+    except OSError as e:  # a failed write (full disk) names the model folder, not the hidden staging one
+        staged.abort()
+        raise OSError(e.errno, e.strerror or str(e), str(target)) from None
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        staged.abort()
         raise
     atomic_write_text(out / "README.md", _readme(name, model_file, engine, repo=out, gpu=gpu,
                                                  tensorrt_version=tensorrt_version, opset=opset))
@@ -262,7 +288,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.name or "/" in args.name or args.name.startswith("."):
         raise UserError(f"--name {args.name!r}: a plain folder name is needed")
     model: Path = args.engine or args.onnx
-    check_outputs([model], [output_folder("-o", args.output)])
+    check_outputs([model], repository_outputs(args.output, args.name))
     if not model.is_file():
         raise UserError(f"{model}: no such file")
     if args.engine is not None:

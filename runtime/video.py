@@ -317,8 +317,9 @@ class _Sink:
 
 
 class FolderSink(_Sink):
-    """PNG frames frame_000000.png, ..., written into a hidden staging folder and moved into `folder` only when the
-    whole video is done: a failed or interrupted run leaves no partial sequence."""
+    """PNG frames frame_000000.png, ..., written into a hidden staging folder that is renamed into place (absent or
+    empty: check_outputs' `whole` rule refuses anything else) only when the whole video is done: a failed or
+    interrupted run leaves no partial sequence, and frames never mix with files already there."""
 
     def __init__(self, folder: Path) -> None:
         if folder.exists() and not folder.is_dir():
@@ -327,7 +328,11 @@ class FolderSink(_Sink):
         self.staged = StagedFolder(folder)
 
     def add(self, rgb8: np.ndarray, pts: int = 0) -> None:
-        save_png_rgb8(self.staged.path(f"frame_{self.n:06d}.png"), rgb8)
+        name = f"frame_{self.n:06d}.png"
+        try:
+            save_png_rgb8(self.staged.path(name), rgb8)
+        except OSError as e:  # name the output, not the hidden staging file
+            raise OSError(e.errno, e.strerror or str(e), str(self.folder / name)) from None
         self.n += 1
 
     def close(self) -> None:
@@ -375,6 +380,13 @@ class VideoSink(_Sink):
             self.audio[tpl.index] = out
         self.n = 0
 
+    def _write_error(self, e: Exception) -> OSError:
+        """An encoder/muxer failure (full disk, I/O error) as an OSError naming the OUTPUT: exit 1, not 'corrupt
+        input'."""
+        errno_ = getattr(e, "errno", None)
+        what = getattr(e, "strerror", None) or str(e)
+        return OSError(errno_, f"cannot write the video ({what})", str(self.path))
+
     def add(self, rgb8: np.ndarray, pts: int = 0) -> None:
         import av
 
@@ -384,19 +396,32 @@ class VideoSink(_Sink):
         frame.pts = pts
         frame.time_base = self.frame_time_base
         self.n += 1
-        for pkt in self.stream.encode(frame):
-            self.container.mux(pkt)
+        try:
+            for pkt in self.stream.encode(frame):
+                self.container.mux(pkt)
+        except (av.FFmpegError, OSError) as e:
+            raise self._write_error(e) from None
 
     def add_audio_packet(self, packet) -> None:
+        import av
+
         if packet.dts is None:  # demuxer flush packets carry no data
             return
         packet.stream = self.audio[packet.stream.index]
-        self.container.mux(packet)
+        try:
+            self.container.mux(packet)
+        except (av.FFmpegError, OSError) as e:
+            raise self._write_error(e) from None
 
     def close(self) -> None:
-        for pkt in self.stream.encode():
-            self.container.mux(pkt)
-        self.container.close()
+        import av
+
+        try:
+            for pkt in self.stream.encode():
+                self.container.mux(pkt)
+            self.container.close()
+        except (av.FFmpegError, OSError) as e:
+            raise self._write_error(e) from None
         os.chmod(self.tmp, default_file_mode())
         os.replace(self.tmp, self.path)
 

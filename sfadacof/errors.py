@@ -38,7 +38,8 @@ def one_line(text: object) -> str:
                    for c in text)
 
 
-def _os_error_line(e: OSError) -> str:
+def os_error_line(e: OSError) -> str:
+    """'FILE: what happened' for an OSError (a failed write names the output)."""
     where = e.filename if e.filename is not None else ""
     what = e.strerror or str(e) or type(e).__name__
     return f"{where}: {what}" if where else what
@@ -48,27 +49,32 @@ def cli_main(main: Callable[..., T]) -> Callable[..., T]:
     """Decorate a CLI `main`: every error a user can cause or fix ends as one line on stderr and a non-zero exit
     (one_line: control characters in names are escaped, so the line stays one line).
 
-    UserError -> exit 2; KeyboardInterrupt -> "interrupted", exit 130 (128 + SIGINT, what a shell reports);
+    UserError -> exit 2; KeyboardInterrupt -> "interrupted", exit 130 (128 + SIGINT, what a shell reports), and
+    SIGTERM / SIGHUP the same way (sfadacof.interrupts: raised as KeyboardInterrupt, exit 143 / 129);
     OSError (disk full, permission denied, read-only file system while writing) -> exit 1 naming the file;
     MemoryError -> exit 1 with a hint. Anything else is a bug and keeps its traceback."""
 
     @wraps(main)
     def wrapper(*args, **kwargs):
+        from .interrupts import interrupted_line, install_termination_handlers
+
         try:
+            install_termination_handlers()
             return main(*args, **kwargs)
         except UserError as e:
             print(f"error: {one_line(e)}", file=sys.stderr)
             raise SystemExit(2) from None
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
+        except KeyboardInterrupt as e:
+            line, status = interrupted_line(e)
+            print(line, file=sys.stderr)
+            raise SystemExit(status) from None
         except MemoryError:
             print("error: out of memory (try smaller frames, or a lower --max-pixels)", file=sys.stderr)
             raise SystemExit(1) from None
         except BrokenPipeError:
             raise SystemExit(1) from None
         except OSError as e:
-            print(f"error: {one_line(_os_error_line(e))}", file=sys.stderr)
+            print(f"error: {one_line(os_error_line(e))}", file=sys.stderr)
             raise SystemExit(1) from None
 
     return wrapper

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .cli_args import DEFAULT_MAX_PIXELS
 from .errors import UserError
-from .outputs import atomic_write_bytes
+from .outputs import atomic_write_bytes, png_info
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 MIN_SIZE = 32  # the model needs five 2x poolings' worth of context; smaller frames are refused
@@ -255,8 +255,9 @@ def nchw_to_hwc(x: np.ndarray) -> np.ndarray:
 
 
 def save_png_rgb8(path: str | os.PathLike, rgb8: np.ndarray) -> None:
-    """Write (H, W, 3) uint8 as an RGB PNG, atomically."""
+    """Write (H, W, 3) uint8 as an RGB PNG, atomically, marked as this project's (outputs.PNG_MARK: a later run may
+    replace it, never a file it did not write)."""
     if rgb8.dtype != np.uint8 or rgb8.ndim != 3 or rgb8.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) uint8, got {rgb8.shape} {rgb8.dtype}")
     image = Image.fromarray(rgb8, "RGB")
-    atomic_write_bytes(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+    atomic_write_bytes(Path(path), lambda tmp: image.save(tmp, format="PNG", pnginfo=png_info()))

@@ -1,0 +1,296 @@
+"""No command deletes or replaces a file it did not create, nor writes into an input tree (sfadacof.outputs'
+check_outputs, on every path a command writes -- named and derived). Real `python -m ...` processes on real files;
+each refusal must come before any work: one line naming the path, exit 2, every file left byte for byte.
+
+The runtime.batch cases here are all refused before the Ray cluster starts, so they are fast; the ones that need a
+cluster are in tests/test_batch_faults.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import bikes_frames, crop, write_bikes_pair
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(*argv, cache: Path, timeout: int = 600) -> tuple[int, list[str]]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", SFADACOF_CACHE=str(cache))
+    r = subprocess.run([sys.executable, "-m", *map(str, argv)], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    return r.returncode, r.stderr.strip().splitlines()
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_refused(code: int, err: list[str], *needles: str) -> None:
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), (code, err[-6:])
+    for n in needles:
+        assert n in err[0], err[0]
+
+
+def write_pairs(root: Path, names=("p",), size: int = 64) -> Path:
+    for n in names:
+        write_bikes_pair(root / n, size, names=("a.png", "b.png"))
+    return root
+
+
+def write_sequence(root: Path, n: int, size: int = 64, start: int = 40) -> Path:
+    root.mkdir(parents=True)
+    for i, f in enumerate(bikes_frames(count=n, start=start)):
+        Image.fromarray(crop(f, w=size, h=size)).save(root / f"{i:04d}.png")
+    return root
+
+
+def write_clip(path: Path, n: int = 4) -> Path:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
+        for f in bikes_frames(n, 40):
+            for p in v.encode(av.VideoFrame.from_ndarray(crop(f, 64, 64), format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+    return path
+
+
+def user_png(path: Path, value: int = 7) -> Path:
+    """A PNG the user made (no sfadacof mark)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from tests.helpers import seeded_checkpoint
+
+    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")
+
+
+def std_onnx(path: Path) -> Path:
+    """A graph with the served contract (frame0, frame2 -> frame1, float32 NCHW, free batch/size): the mean."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    dims = ["N", 3, "H", "W"]
+    g = helper.make_graph(
+        [helper.make_node("Add", ["frame0", "frame2"], ["s"]),
+         helper.make_node("Mul", ["s", "half"], ["frame1"])], "mean",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("frame0", "frame2")],
+        [helper.make_tensor_value_info("frame1", TensorProto.FLOAT, dims)],
+        [helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+# -- runtime.batch -----------------------------------------------------------------------------------------------------
+
+def test_batch_frames_output_keeps_the_users_folder(tmp_path, cache):
+    """--video-output frames into OUT/<clip stem>/ that holds the user's files: refused, nothing deleted (it used to
+    be emptied and filled with frames, exit 0)."""
+    clip = write_clip(tmp_path / "in" / "clip.mp4")
+    out = tmp_path / "out"
+    user_png(out / "clip" / "holiday.png")
+    (out / "clip" / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    code, err = run("runtime.batch", clip, "-o", out, "--video-output", "frames", "--workers", "1",
+                    "--backend", "torch", cache=cache)
+    assert_refused(code, err, str(out / "clip"), "did not write")
+    assert snapshot(tmp_path) == before
+
+
+def test_batch_output_parent_of_source_refused(tmp_path, cache):
+    """SRC -o <parent of SRC>: OUT/<basename of SRC>/ is SRC itself -- refused instead of writing into the input."""
+    src = write_pairs(tmp_path / "vimeo" / "00001", names=("0001", "0002"))
+    before = snapshot(tmp_path)
+    code, err = run("runtime.batch", src, "-o", tmp_path / "vimeo", "--workers", "1", "--backend", "torch",
+                    cache=cache)
+    assert_refused(code, err, "input")
+    assert snapshot(tmp_path) == before
+
+
+def test_batch_video_output_is_the_input(tmp_path, cache):
+    """clip.mp4 -o <its own folder>: OUT/clip.mp4 is the input; it used to be taken for a complete output."""
+    clip = write_clip(tmp_path / "clip.mp4")
+    before = snapshot(tmp_path)
+    code, err = run("runtime.batch", clip, "-o", tmp_path, "--workers", "1", "--backend", "torch", cache=cache)
+    assert_refused(code, err, "input")
+    assert snapshot(tmp_path) == before
+
+
+def test_batch_pairs_output_holding_a_users_file(tmp_path, cache):
+    """OUT/<source>/<pair>.png that the user put there is neither replaced nor taken for a finished output."""
+    src = write_pairs(tmp_path / "set", names=("p0", "p1"))
+    user_png(tmp_path / "out" / "set" / "p1.png")
+    before = snapshot(tmp_path)
+    code, err = run("runtime.batch", src, "-o", tmp_path / "out", "--workers", "1", "--backend", "torch",
+                    cache=cache)
+    assert_refused(code, err, str(tmp_path / "out" / "set" / "p1.png"), "did not write")
+    assert snapshot(tmp_path) == before
+
+
+def test_batch_bad_memory_budget_env_refused_before_the_cluster(tmp_path, cache):
+    src = write_pairs(tmp_path / "set")
+    env_code = subprocess.run(
+        [sys.executable, "-m", "runtime.batch", str(src), "-o", str(tmp_path / "out"), "--workers", "1",
+         "--backend", "torch"], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(REPO), SFADACOF_CACHE=str(cache), SFADACOF_MEMORY_BUDGET_GB="abc"))
+    err = env_code.stderr.strip().splitlines()
+    assert_refused(env_code.returncode, err, "SFADACOF_MEMORY_BUDGET_GB")
+    assert not (tmp_path / "out").exists()
+
+
+# -- runtime.triton_repo -----------------------------------------------------------------------------------------------
+
+def test_triton_model_inside_the_repository_it_writes(tmp_path, cache):
+    """--onnx REPO/sfadacof/my.std.onnx -o REPO: the folder it would replace holds the input -- refused (the model
+    used to be deleted)."""
+    model = std_onnx(tmp_path / "repo" / "sfadacof" / "my.std.onnx")
+    before = snapshot(tmp_path)
+    code, err = run("runtime.triton_repo", "--onnx", model, "-o", tmp_path / "repo", cache=cache)
+    assert_refused(code, err, "holds the input")
+    assert snapshot(tmp_path) == before
+
+
+def test_triton_model_folder_with_foreign_files(tmp_path, cache):
+    """REPO/sfadacof/ holding another version (2/) and a user's file: refused, kept; README.md of the user's: kept."""
+    model = std_onnx(tmp_path / "m.std.onnx")
+    repo = tmp_path / "repo"
+    (repo / "sfadacof" / "2").mkdir(parents=True)
+    (repo / "sfadacof" / "2" / "model.onnx").write_bytes(b"the user's model")
+    before = snapshot(tmp_path)
+    code, err = run("runtime.triton_repo", "--onnx", model, "-o", repo, cache=cache)
+    assert_refused(code, err, str(repo / "sfadacof"))
+    assert snapshot(tmp_path) == before
+
+    repo2 = tmp_path / "repo2"
+    repo2.mkdir()
+    (repo2 / "README.md").write_text("# my serving notes\n")
+    before = snapshot(tmp_path)
+    code, err = run("runtime.triton_repo", "--onnx", model, "-o", repo2, cache=cache)
+    assert_refused(code, err, str(repo2 / "README.md"))
+    assert snapshot(tmp_path) == before
+
+
+def test_triton_rerun_replaces_its_own_output(tmp_path, cache):
+    """What the rule still allows: a second run over the repository the first wrote replaces it (no staging left)."""
+    model = std_onnx(tmp_path / "m.std.onnx")
+    repo = tmp_path / "repo"
+    for instances in ("1", "3"):
+        code, err = run("runtime.triton_repo", "--onnx", model, "-o", repo, "--instances", instances, cache=cache)
+        assert code == 0, err
+    assert "count: 3" in (repo / "sfadacof" / "config.pbtxt").read_text()
+    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "sfadacof"]
+    assert (repo / "sfadacof" / "1" / "model.onnx").read_bytes() == model.read_bytes()
+
+
+# -- runtime.infer / runtime.accuracy ----------------------------------------------------------------------------------
+
+def test_report_colliding_with_a_pair_frame(tmp_path, ckpt, cache):
+    """--report OUT/p.png where pair p's frame goes: refused before any work (the frame used to be replaced by the
+    JSON, exit 0). The same for runtime.accuracy -o/--report."""
+    pairs = write_pairs(tmp_path / "pairs", names=("p",))
+    out = tmp_path / "out"
+    code, err = run("runtime.infer", pairs, "-o", out, "--report", out / "p.png", "--backend", "torch",
+                    "--checkpoint", ckpt, cache=cache)
+    assert_refused(code, err, str(out / "p.png"), "--report")
+    assert not out.exists()
+    code, err = run("runtime.accuracy", pairs, "-o", out, "--report", out / "p.png", "--backend", "torch",
+                    "--checkpoint", ckpt, cache=cache)
+    assert_refused(code, err, str(out / "p.png"), "--report")
+    assert not out.exists()
+
+
+def test_report_inside_a_frames_output(tmp_path, ckpt, cache):
+    seq = write_sequence(tmp_path / "seq", 3)
+    code, err = run("runtime.infer", seq, "-o", tmp_path / "frames", "--report", tmp_path / "frames" / "r.json",
+                    "--backend", "torch", "--checkpoint", ckpt, cache=cache)
+    assert_refused(code, err, "r.json")
+    assert not (tmp_path / "frames").exists()
+
+
+def test_pairs_output_replaces_only_its_own_pngs(tmp_path, ckpt, cache):
+    """OUT/p.png of the user's: refused, kept. A second run over the first run's frames: allowed (they are ours)."""
+    pairs = write_pairs(tmp_path / "pairs", names=("p", "q"))
+    out = tmp_path / "out"
+    user_png(out / "q.png")
+    before = snapshot(tmp_path)
+    code, err = run("runtime.infer", pairs, "-o", out, "--backend", "torch", "--checkpoint", ckpt, cache=cache)
+    assert_refused(code, err, str(out / "q.png"), "did not write")
+    assert snapshot(tmp_path) == before
+    (out / "q.png").unlink()
+    for _ in range(2):
+        code, err = run("runtime.infer", pairs, "-o", out, "--backend", "torch", "--checkpoint", ckpt, cache=cache)
+        assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["p.png", "q.png"]
+
+
+@pytest.mark.parametrize("held", ["other clip", "user file"])
+def test_frames_output_into_a_folder_holding_files(tmp_path, ckpt, cache, held):
+    """A video written as PNG frames into a folder that already holds another clip's frames (of another size) or the
+    user's files: refused, the folder unchanged (it used to end holding a mix of both clips' frames, exit 0)."""
+    out = tmp_path / "frames"
+    if held == "other clip":
+        other = write_sequence(tmp_path / "other", 5, size=96)
+        code, err = run("runtime.infer", other, "-o", out, "--backend", "torch", "--checkpoint", ckpt, cache=cache)
+        assert code == 0, err
+        assert len(list(out.glob("frame_*.png"))) == 10
+    else:
+        user_png(out / "frame_000000.png")
+    seq = write_sequence(tmp_path / "seq", 3, size=64)
+    before = snapshot(out)
+    code, err = run("runtime.infer", seq, "-o", out, "--backend", "torch", "--checkpoint", ckpt, cache=cache)
+    assert_refused(code, err, str(out), "new or empty folder")
+    assert snapshot(out) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_frames_output_into_an_empty_folder(tmp_path, ckpt, cache):
+    seq = write_sequence(tmp_path / "seq", 3)
+    (tmp_path / "frames").mkdir()
+    code, err = run("runtime.infer", seq, "-o", tmp_path / "frames", "--backend", "torch", "--checkpoint", ckpt,
+                    cache=cache)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:06d}.png" for i in range(6)]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# -- other writers -----------------------------------------------------------------------------------------------------
+
+def test_parity_output_inside_the_input_tree(tmp_path, cache):
+    pairs = write_pairs(tmp_path / "pairs")
+    model = std_onnx(tmp_path / "m.onnx")
+    before = snapshot(tmp_path)
+    code, err = run("runtime.parity", pairs, "--onnx", model, "-o", pairs / "p" / "parity", cache=cache)
+    assert_refused(code, err, "input")
+    assert snapshot(tmp_path) == before
+
+
+def test_to_onnx_output_is_the_checkpoint(tmp_path, ckpt, cache):
+    import shutil
+
+    c = tmp_path / "m.pth"
+    shutil.copyfile(ckpt, c)
+    before = snapshot(tmp_path)
+    code, err = run("export.to_onnx", c, "-o", c, cache=cache)
+    assert_refused(code, err, "input")
+    assert snapshot(tmp_path) == before
