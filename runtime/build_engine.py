@@ -39,7 +39,7 @@ from sfadacof.errors import UserError, cli_command
 
 from .engine_meta import (EngineMeta, Profile, format_shape, fp16_graph_path, gpu_info, sidecar_bytes,
                           sidecar_path)
-from sfadacof.outputs import atomic_write_files
+from sfadacof.outputs import atomic_write_files, check_outputs, output_file
 from .tensorrt_env import default_plugin_library, import_tensorrt, load_plugin_library, on_device, trt_major
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -249,6 +249,11 @@ def main(args: argparse.Namespace) -> int:
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
     profile = Profile.from_args(args.min, args.opt, args.max)
     engine = args.output or args.onnx.with_suffix(f".{precision}.engine")
+    # before TensorRT is even imported: the engine, its sidecar and the fp16 graph must not overwrite an input
+    check_outputs([args.onnx, args.plugin],
+                  [output_file("-o", engine), output_file("-o (sidecar)", sidecar_path(engine)),
+                   output_file("-o (fp16 graph)", fp16_graph_path(engine)) if precision == "fp16" else None,
+                   output_file("--timing-cache", args.timing_cache)])
     build_engine(BuildRequest(onnx=args.onnx, engine=engine, precision=precision, profile=profile,
                               plugin=args.plugin or default_plugin_library(), serialize_plugin=args.serialize_plugin,
                               timing_cache=args.timing_cache, workspace_mb=args.workspace, device=args.device,

@@ -315,6 +315,12 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None or Path(e.filename).name == tmp.name:
+            # a failed write (full disk) names the output, not the hidden temp file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,0 +1,194 @@
+"""runtime.batch under faults, on real Ray clusters and real processes: a bad source (a 0-byte .mp4) fails alone
+while the good ones are processed; a full disk (a real tmpfs) is a failed write naming the output, exit 1 -- not a
+lost worker; SIGTERM / SIGHUP to the driver end as Ctrl-C does (one line, exit 128 + N, no staging left); a SIGKILLed
+driver takes its local cluster with it (runtime.ray_watchdog).
+
+Ray takes 10-30 s to start on a 2-core machine: the first two cases share one cluster this module starts in-process
+(the driver joins it with --ray-address); the signal cases need the driver's own local cluster and start one each."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray", reason="Ray is part of the batch extra")
+psutil = pytest.importorskip("psutil", reason="psutil is part of the batch extra")
+
+from tests.helpers import seeded_checkpoint, write_bikes_pair  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+
+def pairs(root: Path, n: int, size: int = 64) -> Path:
+    for i in range(n):
+        write_bikes_pair(root / f"p{i:02d}", size, names=("a.png", "b.png"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("faults")
+    return {"ckpt": seeded_checkpoint(d / "m.pth"), "root": d}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for the cases that need no driver-owned cluster; its workers import this checkout."""
+    import ray
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO)
+    try:
+        ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old
+    try:
+        yield ctx.address_info["gcs_address"]
+    finally:
+        ray.shutdown()
+
+
+def batch(*argv, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runtime.batch", *map(str, argv)], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_zero_byte_video_fails_alone(tmp_path, data, cluster):
+    """The README's promise: a bad unit fails alone. The pairs folder is processed in full; the 0-byte clip is one
+    failed entry naming it; exit 1 (the run used to be refused as a whole, exit 2, nothing processed)."""
+    good = pairs(tmp_path / "good", 3)
+    bad = tmp_path / "empty.mp4"
+    bad.write_bytes(b"")
+    out = tmp_path / "out"
+    r = batch(good, bad, "-o", out, "--ray-address", cluster, "--backend", "torch", "--checkpoint", data["ckpt"])
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert sorted(p.name for p in (out / "good").iterdir()) == ["p00.png", "p01.png", "p02.png"]
+    summary = json.loads((out / "batch_summary.json").read_text())
+    failed = [u for u in summary["units"] if u["status"] != "done"]
+    assert len(failed) == 1 and failed[0]["unit"] == "empty.mp4" and str(bad) in failed[0]["error"], failed
+    assert "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 160 KiB tmpfs (root only): writes on it fail with ENOSPC once it is full."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:100]})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_is_a_failed_write_not_a_lost_worker(tmp_path, data, cluster, small_disk):
+    """16 pairs of 128x128 (~40 KB each as PNG) onto 160 KiB: the units that cannot write fail with the output
+    named and 'No space left on device'; none is a 'worker lost'; exit 1, one line per failure, no traceback."""
+    src = pairs(tmp_path / "set", 16, size=128)
+    out = small_disk / "out"
+    r = batch(src, "-o", out, "--ray-address", cluster, "--backend", "torch", "--checkpoint", data["ckpt"],
+              "--chunk-pairs", "2")
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "worker lost" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = [ln for ln in r.stderr.splitlines() if "No space left on device" in ln]
+    assert any(str(out / "set") in ln for ln in lines) and all(str(out) in ln for ln in lines), r.stderr[-3000:]
+    # what was written is complete and no temp file stayed on the disk
+    from PIL import Image
+
+    for p in (out / "set").glob("*.png"):
+        Image.open(p).load()
+    assert not [p for p in out.rglob(".*")]
+
+
+def descendants(pid: int) -> list:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def start_driver(tmp_path: Path, data) -> tuple[subprocess.Popen, Path]:
+    src = pairs(tmp_path / "set", 24, size=128)
+    clip_out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "runtime.batch", str(src), "-o", str(clip_out), "--workers", "2",
+                          "--backend", "torch", "--checkpoint", str(data["ckpt"]), "--chunk-pairs", "1"],
+                         cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not (clip_out / "set").is_dir() or not any((clip_out / "set").glob("*.png")):
+        if p.poll() is not None:
+            pytest.fail(f"driver ended before any unit was done: {p.stderr.read()[-2000:]}")
+        if time.monotonic() - t0 > 300:
+            p.kill()
+            pytest.fail("no unit done in 300 s")
+        time.sleep(0.1)
+    return p, clip_out
+
+
+def reap(procs: list, timeout: float = 30.0) -> list:
+    """Wait up to `timeout` s for `procs` to end; return those still running (then killed: ours to clean)."""
+    def running(q) -> bool:
+        try:  # a zombie has ended (its parent has not collected it yet)
+            return q.is_running() and q.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    t0 = time.monotonic()
+    alive = procs
+    while alive and time.monotonic() - t0 < timeout:
+        alive = [q for q in alive if running(q)]
+        time.sleep(0.2)
+    for q in alive:
+        try:
+            q.kill()
+        except psutil.Error:
+            pass
+    return alive
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_signal_to_the_driver_ends_like_ctrl_c(tmp_path, data, sig):
+    p, out = start_driver(tmp_path, data)
+    cluster = descendants(p.pid)
+    try:
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    lines = err.strip().splitlines()
+    assert p.returncode == 128 + sig, (p.returncode, lines[-5:])
+    assert lines[-1] == f"interrupted ({signal.Signals(sig).name})", lines[-5:]
+    assert not any("Traceback" in ln or "Aborted" in ln for ln in lines), lines[-20:]
+    assert not [q for q in out.rglob(".*")]  # no staging, no temp file
+    assert reap(cluster) == []
+
+
+def test_sigkill_of_the_driver_takes_its_cluster_down(tmp_path, data):
+    """No handler runs in a SIGKILLed driver: its local cluster (gcs_server, raylet, agents, workers) must still end
+    within 30 s (the agents and workers used to run on for good)."""
+    p, out = start_driver(tmp_path, data)
+    time.sleep(1.0)  # past the watchdog's first look at the process tree
+    cluster = descendants(p.pid)
+    assert any("raylet" in " ".join(q.cmdline()) for q in cluster)
+    p.kill()
+    p.wait()
+    left = reap(cluster)
+    assert left == [], [q.pid for q in left]
