@@ -62,7 +62,7 @@ import numpy as np
 
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
-from sfadacof.outputs import check_outputs, output_folder
+from sfadacof.outputs import check_outputs, json_with_key, output_folder
 
 from sfadacof.images import hwc_to_nchw, nchw_to_hwc, to_uint8
 from sfadacof.outputs import atomic_write_bytes
@@ -334,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+PARITY_FILES = ("inputs.json", "reference.json", "polygraphy.log", "parity.json")
+
+
 @cli_command(build_parser)
 def main(args: argparse.Namespace) -> int:
     if not args.onnx.is_file():
@@ -342,7 +345,10 @@ def main(args: argparse.Namespace) -> int:
 
     custom_op, fp16 = inspect_graph(args.onnx)
     out_dir = args.out or Path.cwd() / f"parity_{args.onnx.stem}"
-    check_outputs([args.src, args.onnx, args.checkpoint, *args.bench_onnx], [output_folder("-o", out_dir)])
+    # the files it writes there may replace only an earlier parity run's (its parity.json marks the folder)
+    earlier_run = json_with_key("onnx")
+    check_outputs([args.src, args.onnx, args.checkpoint, *args.bench_onnx],
+                  [output_folder("-o", out_dir, PARITY_FILES, ours=lambda f: earlier_run(f.parent / "parity.json"))])
     pairs = load_pairs(args.src, args.max_pairs or None)
     loaded = load_reference_model(args.onnx, args.checkpoint)
     refs = reference_outputs(loaded.model, pairs)

@@ -294,3 +294,27 @@ def test_to_onnx_output_is_the_checkpoint(tmp_path, ckpt, cache):
     code, err = run("export.to_onnx", c, "-o", c, cache=cache)
     assert_refused(code, err, "input")
     assert snapshot(tmp_path) == before
+
+
+def test_parity_keeps_a_users_file_in_its_output_folder(tmp_path, cache):
+    """runtime.parity writes inputs.json, reference.json, polygraphy.log and parity.json into -o: a user's file of
+    one of those names (in a folder no parity run wrote) is refused, not replaced."""
+    pairs = write_pairs(tmp_path / "pairs")
+    model = std_onnx(tmp_path / "m.onnx")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "reference.json").write_text('{"mine": 1}\n')
+    before = snapshot(tmp_path)
+    code, err = run("runtime.parity", pairs, "--onnx", model, "-o", tmp_path / "out", cache=cache)
+    assert_refused(code, err, str(tmp_path / "out" / "reference.json"), "did not write")
+    assert snapshot(tmp_path) == before
+
+
+def test_build_engine_outputs_checked_before_tensorrt(tmp_path, cache):
+    """runtime.build_engine: an engine path whose sidecar (ENGINE.json) is the input graph is refused before
+    TensorRT is looked for (so on this machine too, which has none)."""
+    model = std_onnx(tmp_path / "m.onnx")
+    (tmp_path / "e.json").write_bytes(model.read_bytes())
+    before = snapshot(tmp_path)
+    code, err = run("runtime.build_engine", tmp_path / "e.json", "-o", tmp_path / "e", cache=cache)
+    assert_refused(code, err, "input")
+    assert snapshot(tmp_path) == before
