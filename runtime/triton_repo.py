@@ -220,11 +220,11 @@ def model_folder_is_ours(folder: Path) -> bool:
                                            for f in files)
 
 
-def _first_line_is(line: str):
+def _first_line_starts(prefix: str):
     def ours(path: Path) -> bool:
         try:
             with open(path, encoding="utf-8") as f:
-                return f.readline().rstrip("\n") == line
+                return f.readline().startswith(prefix)
         except (OSError, UnicodeDecodeError):
             return False
     return ours
@@ -233,7 +233,8 @@ def _first_line_is(line: str):
 def repository_outputs(out: Path, name: str) -> list:
     """check_outputs' view of what write_repository writes: REPO/NAME replaced as a whole; REPO/README.md and
     REPO/client.py, which may replace only triton_repo's own (recognised by their first line)."""
-    readme, client = _first_line_is(README_TITLE), _first_line_is(CLIENT.splitlines()[0])
+    readme = _first_line_starts(README_TITLE + "\n")
+    client = _first_line_starts(CLIENT.split("{name}")[0])  # its first line, up to the model's name
     return [output_folder("-o", out / name, whole=True, ours=model_folder_is_ours),
             output_folder("-o", out, ["README.md", "client.py"],
                           ours=lambda f: readme(f) if f.name == "README.md" else client(f))]

@@ -265,6 +265,27 @@ def parse_gaps(text: str, flag: str) -> tuple[int, ...]:
     return gaps
 
 
+RUN_FILES = ("last.pth", "best.pth", "log.jsonl")
+
+
+def written_by_train(path: Path) -> bool:
+    """A file of RUN_FILES that a training run wrote: a checkpoint whose pickle names the optimizer state and step
+    (read from the zip archive without unpickling anything), or a log whose first line is a JSON record of a step."""
+    import zipfile
+
+    try:
+        if path.suffix == ".pth":
+            with zipfile.ZipFile(path) as z:
+                pkl = next(n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+                data = z.read(pkl)
+            return b"optimizer" in data and b"step" in data
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+        return first == "" or "step" in json.loads(first)
+    except (OSError, StopIteration, ValueError, TypeError, zipfile.BadZipFile, UnicodeDecodeError):
+        return False
+
+
 def train(argv: list[str] | None = None, sources: list[Source] | None = None,
           val_sources: list[Source] | None = None) -> dict:
     """Train from the command line `argv`. A caller that has its frames in memory (sfadacof.gpu_train) passes
@@ -289,9 +310,10 @@ def train(argv: list[str] | None = None, sources: list[Source] | None = None,
         raise UserError(f"--device {args.device}: this torch build or machine has no CUDA")
     device = torch.device(args.device)
     out = Path(args.out)
-    # OUT/last.pth is read back on resume by design; every other input must stay outside OUT
+    # OUT/last.pth is read back on resume by design; every other input must stay outside OUT, and the files written
+    # there may replace only a training run's own (a user's best.pth in OUT is refused, not overwritten)
     check_outputs([parse_source_spec(s)[0] for s in (args.data or []) + args.val] + [args.init_from],
-                  [output_folder("--out", out)])
+                  [output_folder("--out", out, RUN_FILES, ours=written_by_train)])
     out.mkdir(parents=True, exist_ok=True)
 
     if sources is None:

@@ -199,7 +199,7 @@ def test_triton_rerun_replaces_its_own_output(tmp_path, cache):
         code, err = run("runtime.triton_repo", "--onnx", model, "-o", repo, "--instances", instances, cache=cache)
         assert code == 0, err
     assert "count: 3" in (repo / "sfadacof" / "config.pbtxt").read_text()
-    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "sfadacof"]
+    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "client.py", "sfadacof"]
     assert (repo / "sfadacof" / "1" / "model.onnx").read_bytes() == model.read_bytes()
 
 
@@ -317,4 +317,19 @@ def test_build_engine_outputs_checked_before_tensorrt(tmp_path, cache):
     before = snapshot(tmp_path)
     code, err = run("runtime.build_engine", tmp_path / "e.json", "-o", tmp_path / "e", cache=cache)
     assert_refused(code, err, "input")
+    assert snapshot(tmp_path) == before
+
+
+def test_train_keeps_a_users_checkpoint_in_its_output_folder(tmp_path, ckpt, cache):
+    """sfadacof.train writes last.pth, best.pth and log.jsonl into --out: a user's best.pth there (a checkpoint, but
+    not a training run's) is refused, not replaced."""
+    import shutil
+
+    seq = write_sequence(tmp_path / "seq", 4)
+    (tmp_path / "out").mkdir()
+    shutil.copyfile(ckpt, tmp_path / "out" / "best.pth")
+    before = snapshot(tmp_path)
+    code, err = run("sfadacof.train", "--data", seq, "--val", seq, "--out", tmp_path / "out", "--crop", "32",
+                    "--max-steps", "1", "--no-resume", cache=cache)
+    assert_refused(code, err, str(tmp_path / "out" / "best.pth"), "did not write")
     assert snapshot(tmp_path) == before
