@@ -22,7 +22,13 @@ Scene cuts (--scene-cut) are decided per pair, so a span boundary changes nothin
 
 Faults: a worker process that dies (SIGKILL, out of memory, a lost node) fails its unit's task, and Ray runs the task
 again on another worker (up to --retries times); nothing written is partial, so the job still ends complete. A unit
-that fails on bad input fails alone: one line in the summary and a non-zero exit at the end, the others complete.
+that fails on bad input fails alone: one line in the summary and a non-zero exit at the end, the others complete --
+a source that cannot even be planned (a 0-byte video) too. A failed write (full disk) fails its unit with the output
+named; it is not a lost worker, so it is not retried. Outputs are checked like runtime.infer's before the cluster
+starts (sfadacof.outputs.check_outputs on every path the job derives: OUT/<source>/..., never inside a source, never
+over a file this project did not write; a clip's frames folder must be new or empty). Ctrl-C, SIGTERM and SIGHUP
+stop the cluster and remove the staging (exit 128 + N); a local cluster also dies with a SIGKILLed driver
+(runtime.ray_watchdog).
 Resume: re-running the same command skips every output already complete (a PNG, a finished video, a finished span:
 all written atomically, so a file under its final name is complete) and computes only the rest.
 
