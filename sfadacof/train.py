@@ -312,8 +312,11 @@ def train(argv: list[str] | None = None, sources: list[Source] | None = None,
     out = Path(args.out)
     # OUT/last.pth is read back on resume by design; every other input must stay outside OUT, and the files written
     # there may replace only a training run's own (a user's best.pth in OUT is refused, not overwritten)
+    # (OUT/last.pth resumed from is this run's input: load_checkpoint judges it, with the precise reason)
+    resuming = not args.no_resume and resume_path == out / "last.pth" and resume_path.is_file()
     check_outputs([parse_source_spec(s)[0] for s in (args.data or []) + args.val] + [args.init_from],
-                  [output_folder("--out", out, RUN_FILES, ours=written_by_train)])
+                  [output_folder("--out", out, [f for f in RUN_FILES if not (resuming and f == "last.pth")],
+                                 ours=written_by_train)])
     out.mkdir(parents=True, exist_ok=True)
 
     if sources is None:
