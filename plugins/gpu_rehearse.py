@@ -251,6 +251,12 @@ def _run_stand_in(root: Path, venv: Path) -> int:
         if status != want:
             bad.append(f"step {name}: {status!r}, expected {want!r}")
     bad += [f"report: {p}" for p in report.get("problems", ["no problems list"])]
+    sass = (report.get("kernel") or {}).get("sass") or {}
+    if "error" in sass:  # cuobjdump is a system tool of the device image; this machine may lack it
+        print(f"note: kernel.sass not measured in the stand-in: {sass['error'].split(' (')[0]}")
+    elif sass:
+        print(f"kernel.sass of the carried plugin library: {len(sass.get('kernels', []))} kernels, "
+              f"problems: {sass.get('problems') or 'none'}")
     estimate = wall + sum(GPU_SECONDS.values())
     print(f"estimated device wall time: {estimate:.0f} s (limit {MAX_DEVICE_S} s) = {wall:.0f} s measured in the "
           f"stand-in (CPU side, one core) + {sum(GPU_SECONDS.values())} s of GPU work "
