@@ -143,6 +143,18 @@ def test_batch_equals_infer_and_resumes(data, tmp_path):
     assert json.loads((out / "batch_summary.json").read_text())["units"] == []
 
 
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process `pid` is `ancestor` or one of its descendants (parent links in /proc)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
 def test_worker_killed_mid_run_loses_nothing(data, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "runtime.batch", str(data["a"]), str(data["b"]), str(data["clip"]),
@@ -153,10 +165,13 @@ def test_worker_killed_mid_run_loses_nothing(data, tmp_path):
     killed = None
     deadline = time.time() + 300
     while killed is None and time.time() < deadline and proc.poll() is None:
-        # a Ray worker shows its running task in its process title
-        ps = subprocess.run(["pgrep", "-f", "ray::run_unit"], capture_output=True, text=True).stdout.split()
+        # a Ray worker shows its running task in its process title; only a worker of the cluster this test's
+        # runtime.batch started (a descendant of it) is killed, never another run's
+        ps = [int(x) for x in subprocess.run(["pgrep", "-f", "ray::run_unit"], capture_output=True,
+                                             text=True).stdout.split()]
+        ps = [p for p in ps if _descends_from(p, proc.pid)]
         if ps:
-            killed = int(ps[0])
+            killed = ps[0]
             os.kill(killed, signal.SIGKILL)
         else:
             time.sleep(0.2)

@@ -1,10 +1,8 @@
-"""runtime.benchmark on CPU: real measurements of the torch backend (and ORT when its backend module exists) on tiny
-frames; the numbers are checked for internal consistency (percentiles ordered, fps = batch / mean latency,
+"""runtime.benchmark on CPU: real measurements of the torch and ORT backends on tiny frames; the numbers are checked for internal consistency (percentiles ordered, fps = batch / mean latency,
 torch ratio 1)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -13,12 +11,8 @@ import pytest
 from runtime.benchmark import main
 from sfadacof.sizes import parse_size
 from sfadacof.errors import UserError
-from tests.helpers import seeded_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
-
-HAVE_ORT_BACKEND = importlib.util.find_spec("runtime.backends.ort_backend") is not None
-
 
 @pytest.fixture
 def keep_torch_threads():
@@ -29,12 +23,11 @@ def keep_torch_threads():
     torch.set_num_threads(n)  # --threads sets it process-wide
 
 
-def test_benchmark_torch_and_ort(tmp_path, capsys):
+def test_benchmark_torch_and_ort(tmp_path, capsys, ckpt, ckpt_exports):
     """--backends ort: torch fp32 runs too, said to be the baseline; every configuration and round runs in its own
     process, rounds interleaved, so the baseline's time cannot depend on which backend ran before it (issue 27:
     eager PyTorch 13.3 s a frame alone, 36 s right after OpenVINO in the same process)."""
-    ckpt = seeded_checkpoint(tmp_path / "m.pth")
-    out = tmp_path / "b.json"
+    out = tmp_path / "b.json"  # ckpt's graphs are in the session cache (conftest.py): no export in the rounds
     assert main(["--backends", "ort", "--sizes", "64x64,96x64", "--batches", "1,2", "--iters", "3", "--rounds", "2",
                  "--warmup", "1", "--threads", "1", "--checkpoint", str(ckpt), "--json", str(out)]) == 0
     captured = capsys.readouterr()
@@ -55,15 +48,14 @@ def test_benchmark_torch_and_ort(tmp_path, capsys):
         assert [x["round"] for x in r["rounds"]] == [1, 2] and r["mean_ms"] == min(x["mean_ms"] for x in r["rounds"])
         assert {x["pid"] for x in r["rounds"]} == {s["pid"] for s in rep["schedule"] if s["backend"] == r["backend"]}
     assert all(r["vs_torch"] == 1.0 for r in torch_rows)
-    if HAVE_ORT_BACKEND:
-        assert {r["backend"] for r in rep["results"]} == {"torch", "ort"}
-        assert all(r["vs_torch"] > 0 for r in rep["results"])
+    assert [(r["width"], r["height"], r["batch"]) for r in rep["results"] if r["backend"] == "ort"] == \
+        [(64, 64, 1), (64, 64, 2), (96, 64, 1), (96, 64, 2)]  # ORT is part of the package: it must have run
+    assert all(r["vs_torch"] > 0 for r in rep["results"])
     assert rep["environment"]["torch_threads"] == 1
     assert "x torch" in captured.out
 
 
-def test_no_baseline_runs_only_what_was_asked(tmp_path, capsys):
-    ckpt = seeded_checkpoint(tmp_path / "m.pth")
+def test_no_baseline_runs_only_what_was_asked(tmp_path, capsys, ckpt, ckpt_exports):
     out = tmp_path / "b.json"
     assert main(["--backends", "ort", "--no-baseline", "--sizes", "64x64", "--iters", "1", "--rounds", "1",
                  "--warmup", "0", "--threads", "1", "--checkpoint", str(ckpt), "--json", str(out)]) == 0

@@ -264,6 +264,15 @@ def test_trt_backend_without_engine_says_what_is_missing_before_exporting(tmp_pa
                         "trt"], cwd=REPO, capture_output=True, text=True, timeout=600)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    # the line names the first thing missing here, found independently of runtime.tensorrt_env
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "TensorRT Python package not installed" in lines[0] and "tensorrt-cu13" in lines[0], lines
+    elif importlib.util.find_spec("pycuda") is None:
+        assert "pycuda" in lines[0], lines
+    else:
+        assert any(w in lines[0] for w in ("GPU", "CUDA", "TensorRT")), lines
     assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()
 
 
