@@ -69,10 +69,15 @@ def test_parity_passes_and_files_are_polygraphy_loadable(setup, form, tmp_path, 
     from polygraphy.comparator import RunResults
     from polygraphy.json import load_json
 
+    from tests.helpers import tree_digest
+
     out_dir = tmp_path / "out"
+    inputs = (setup["pairs"], setup[form], setup["ckpt"])
+    before = [tree_digest(p) for p in inputs]
     code, stdout, _ = _run([setup["pairs"], "--onnx", setup[form], "--checkpoint", setup["ckpt"], "-o", out_dir],
                            capsys)
     assert code == 0, stdout
+    assert [tree_digest(p) for p in inputs] == before  # inputs are never modified (README)
     feeds = load_json(str(out_dir / "inputs.json"))
     assert [sorted(fd) for fd in feeds] == [["frame0", "frame2"]] * 2
     # inputs are the images as read independently here (8-bit / 255, NCHW), the triplet's outer frames
