@@ -117,14 +117,17 @@ def test_sigint_during_to_onnx(tmp_path, ckpt):
     assert list(tmp_path.glob("*.onnx")) == [] and hidden_or_temp(tmp_path) == []
 
 
-@pytest.mark.parametrize("backend", ["ort", "torch", "openvino"])
-def test_sigint_mid_pairs(tmp_path, ckpt, cache, backend):
+@pytest.mark.parametrize("backend", [pytest.param("ort", marks=pytest.mark.slow), "torch",
+                                     pytest.param("openvino", marks=pytest.mark.slow)])
+def test_sigint_mid_pairs(tmp_path, ckpt, backend, request):
     """Mid-run: with ort the graph's custom node calls back into Python from C++; a KeyboardInterrupt raised
     there used to abort the process (SIGABRT). Frames are 128x128 so most of the time is inside session.run
-    (openvino, the CPU default: inside its C++ infer call, which calls no Python back)."""
+    (openvino, the CPU default: inside its C++ infer call, which calls no Python back). torch needs no export, so
+    it asks for no cache fixture (and stays in the fast lane)."""
+    root = None if backend == "torch" else request.getfixturevalue("cache")[0]
     pairs, out = write_pairs(tmp_path / "pairs", 40, 128), tmp_path / "out"
     code, err = interrupt_when(["runtime.infer", pairs, "-o", out, "--checkpoint", ckpt, "--backend", backend],
-                               lambda p: out.is_dir() and any(out.glob("*.png")), env_with(cache[0]))
+                               lambda p: out.is_dir() and any(out.glob("*.png")), env_with(root))
     assert_interrupted(code, err)
     assert hidden_or_temp(out) == []
     assert 1 <= assert_complete_pngs(out) < 40
