@@ -40,6 +40,9 @@ METADATA_BYTES = 16 << 20
 MAX_UNPACK_RATIO = 4
 # Bytes per weight a checkpoint may declare: fp64 (8) is the widest dtype a state_dict of this model is saved in.
 MAX_BYTES_PER_WEIGHT = 8
+# A training run's best.pth / last.pth is a checkpoint too (users pass it to every command): it holds the weights and
+# the optimizer's two moments per weight (Adamax), so a checkpoint may declare up to three layouts' worth of data.
+TRAINING_STATE_LAYOUTS = 3
 
 
 @dataclass
@@ -333,7 +336,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, variant: str | None =
     if set(expected) != set(state) or any(tuple(state[n].shape) != tuple(t.shape) for n, t in expected.items()):
         raise UserError(f"{p}: does not match variant {v} K={k}: {_describe_mismatch(model, state)}")
     if records is not None:  # the layout is known: now the tensors may be read, within its size
-        _check_sizes(p, records, meta, layout_bytes(model))
+        _check_sizes(p, records, meta, TRAINING_STATE_LAYOUTS * layout_bytes(model))
         state, epoch = _state_of(p, _torch_load(p, "cpu"))
     state = {n: t.float() for n, t in state.items()}
     check_finite(p, state)

@@ -99,7 +99,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import check_finite, layout_bytes, load_checkpoint, safe_torch_load, save_checkpoint
+from .checkpoint import TRAINING_STATE_LAYOUTS, check_finite, layout_bytes, load_checkpoint, safe_torch_load, save_checkpoint
 from .data import Source, TripletSampler, center_crop, iter_eval_triplets, open_source, parse_source_spec, to_tensor
 from .errors import UserError, cli_main
 from .outputs import atomic_write_text, check_outputs, output_folder
@@ -361,8 +361,7 @@ def train(argv: list[str] | None = None, sources: list[Source] | None = None,
 
     step, best = 0, -math.inf
     if not args.no_resume and resume_path.is_file():
-        # last.pth holds the weights and the optimizer's two moments per weight (Adamax): three layouts at most
-        state = safe_torch_load(resume_path, max_data_bytes=3 * layout_bytes(model))
+        state = safe_torch_load(resume_path, max_data_bytes=TRAINING_STATE_LAYOUTS * layout_bytes(model))
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             check_finite(resume_path, state["state_dict"])
         try:

@@ -124,3 +124,19 @@ def test_foreign_state_dict(tmp_path):
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.bias": torch.zeros(10)}, p)
     with pytest.raises(UserError, match=r"resnet\.pth: keys match no known variant"):
         load_checkpoint(p)
+
+
+def test_a_training_runs_full_state_loads_as_a_checkpoint(tmp_path):
+    """sfadacof.train's best.pth / last.pth (weights + Adamax's two moments per weight + scheduler, rng, args) is what
+    users pass to every command: the size guard against decompression bombs must admit it, at the real model's size
+    (its moments alone are twice the weights, beyond a bound of one layout)."""
+    model = seeded("sf_adacof")
+    optimizer = torch.optim.Adamax(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # creates exp_avg and exp_inf for every weight, as training does
+    path = tmp_path / "best.pth"
+    save_checkpoint(path, model, epoch=3, extra={"optimizer": optimizer.state_dict(), "step": 7})
+    loaded = load_checkpoint(path)
+    assert loaded.epoch == 3
+    assert torch.equal(out(loaded.model), out(model))
