@@ -31,7 +31,9 @@ from .torch_backend import TorchBackend
 
 # Whole-frame peak (GB at 0 pixels, GB per megapixel) of backends that need less than sfadacof.images.estimated_gb
 # (whole runtime.infer process, 2 cores): OpenVINO bf16 2.03 GB at 1920x1080, 6.33 GB at 3840x2160.
-WHOLE_FRAME_GB = {("openvino", "bf16"): (0.6, 0.75)}
+# The fixed share is 0.8, not the 0.6 fitted at 1080p/4K: at 1280x720 the process peaked at 1.25 GB (issue 24's test,
+# tests/test_large_frames.py), 0.04 GB under 0.6 + 0.75 * 0.92, and such peaks vary by ~0.3 GB between runs.
+WHOLE_FRAME_GB = {("openvino", "bf16"): (0.8, 0.75)}
 
 
 class LargeFrameBackend(Backend):
