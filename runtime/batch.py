@@ -30,7 +30,9 @@ over a file this project did not write; a clip's frames folder must be new or em
 stop the cluster and remove the staging (exit 128 + N); a local cluster also dies with a SIGKILLed driver
 (runtime.ray_watchdog).
 Resume: re-running the same command skips every output already complete (a PNG, a finished video, a finished span:
-all written atomically, so a file under its final name is complete) and computes only the rest.
+all written atomically, so a file under its final name is complete) and computes only the rest. Only this project's
+own files count (a PNG's and a video's sfadacof mark, sfadacof.outputs): a user's OUT/clip.mp4 fails that unit alone,
+named, and is left as it is.
 
 Progress (units done, frames/s, ETA) goes to stderr; OUT/batch_summary.json holds one entry per unit.
 """
@@ -49,7 +51,7 @@ from pathlib import Path
 from sfadacof import cli_args
 from sfadacof.cli_args import command_parser, int_range
 from sfadacof.progress import Progress
-from sfadacof.errors import UserError, cli_command, os_error_line
+from sfadacof.errors import UserError, cli_command, one_line, os_error_line
 from sfadacof.images import memory_budget_bytes, set_memory_budget
 from sfadacof.outputs import check_outputs, clean_stale, output_folder
 
@@ -118,7 +120,7 @@ def plan(sources: list[Path], out: Path, *, chunk_pairs: int, chunk_frames: int,
 
 def _plan_source(job: Job, src: Path, out: Path, *, chunk_pairs: int, chunk_frames: int, factor: int,
                  video_output: str) -> None:
-    from sfadacof.outputs import output_file, output_folder, png_is_ours
+    from sfadacof.outputs import output_file, output_folder, png_is_ours, video_is_ours
     from sfadacof.video_decode import count_frames
 
     from .pairs import discover_pairs
@@ -128,8 +130,12 @@ def _plan_source(job: Job, src: Path, out: Path, *, chunk_pairs: int, chunk_fram
         # runtime.infer clip.mp4 -o OUT/clip writes it (renamed into place whole: complete when present)
         dst = out / (src.name if video_output == "mp4" else src.stem)
         if video_output == "mp4":
-            complete = dst.is_file()
-            job.outputs.append(output_file("-o", dst))
+            job.outputs.append(output_file("-o", dst))  # an input under that name: check_outputs refuses the job
+            complete = dst.is_file() and video_is_ours(dst)
+            if dst.exists() and not complete:
+                # a user's file (or one cut short by a foreign writer): neither taken for done nor replaced
+                raise UserError(f"{dst}: exists and is not a video this command wrote; it is left as it is "
+                                "(move it away, or choose another output folder)")
         else:
             complete = dst.is_dir() and any(dst.iterdir()) and all(
                 f.name.startswith("frame_") and png_is_ours(f) for f in dst.iterdir())
@@ -259,7 +265,7 @@ def run_job(job: Job, *, backend_name: str, options: BackendOptions, factor: int
                          "error": f"worker lost {retries + 1} time(s): {str(e).splitlines()[0][:200]}"}
                 results.append(r)
                 if r["status"] != "done":
-                    print(f"{unit.id}: FAILED: {r['error']}", file=sys.stderr)
+                    print(one_line(f"{unit.id}: FAILED: {r['error']}"), file=sys.stderr)
                 bar.update()
         finally:
             if bar is not None:
@@ -336,7 +342,7 @@ def main(args: argparse.Namespace) -> int:
     # runtime.infer's outputs before the cluster starts
     check_outputs([*args.sources, *backend_inputs(args)], job.outputs)
     for f in job.failed:
-        print(f"{f['unit']}: FAILED: {f['error']}", file=sys.stderr)
+        print(one_line(f"{f['unit']}: FAILED: {f['error']}"), file=sys.stderr)
     if job.skipped:
         print(f"resume: {len(job.skipped)} output(s) already complete, skipped", file=sys.stderr)
     gpus = args.gpus_per_unit
@@ -361,7 +367,7 @@ def main(args: argparse.Namespace) -> int:
                                        "failed": len(failed)})
     print(summary_line(results, videos, job.skipped, args.output))
     for r in failed:
-        print(f"failed: {r.get('unit', r.get('video'))}: {r['error']}", file=sys.stderr)
+        print(one_line(f"failed: {r.get('unit', r.get('video'))}: {r['error']}"), file=sys.stderr)
     return 1 if failed else 0
 
 

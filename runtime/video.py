@@ -50,7 +50,7 @@ import numpy as np
 
 from sfadacof.errors import UserError
 from sfadacof.images import MIN_SIZE, check_pixel_budget, hwc_to_nchw, load_image, nchw_to_hwc, save_png_rgb8, to_uint8
-from sfadacof.outputs import StagedFolder, default_file_mode, temp_path_beside
+from sfadacof.outputs import VIDEO_MARK, StagedFolder, default_file_mode, temp_path_beside
 from sfadacof.progress import Progress, per_unit
 from sfadacof.video_decode import av_message, open_video, open_y4m
 
@@ -355,6 +355,8 @@ class VideoSink(_Sink):
         self.path, self.tmp = path, temp_path_beside(path, suffix=path.suffix)
         try:
             self.container = av.open(str(self.tmp), "w", format=fmt)
+            # whose file it is: runtime.batch resumes over its own finished video, never over a user's
+            self.container.metadata[VIDEO_MARK[0]] = VIDEO_MARK[1]
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise

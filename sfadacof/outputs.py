@@ -97,6 +97,21 @@ def png_is_ours(path: Path) -> bool:
         return False
 
 
+VIDEO_MARK = ("comment", "sfadacof")  # container metadata of every video written here (mp4/mov/mkv keep it)
+
+
+def video_is_ours(path: Path) -> bool:
+    """True for a video this project wrote (VIDEO_MARK in its container metadata; only the header is read)."""
+    try:
+        import av
+
+        with av.open(str(path)) as c:
+            meta = {k.lower(): v for k, v in c.metadata.items()}
+        return meta.get(VIDEO_MARK[0]) == VIDEO_MARK[1]
+    except Exception:  # unreadable, not a video: not ours
+        return False
+
+
 def json_with_key(key: str) -> Owner:
     """An `ours` test for a JSON report of this project: an object holding `key`."""
     def ours(path: Path) -> bool:

@@ -192,3 +192,37 @@ def test_sigkill_of_the_driver_takes_its_cluster_down(tmp_path, data):
     p.wait()
     left = reap(cluster)
     assert left == [], [q.pid for q in left]
+
+
+def test_a_users_file_named_like_a_clip_output_fails_alone(tmp_path, data, cluster):
+    """OUT/clip.mp4 that this project did not encode (a user's valid mp4, no sfadacof mark) is neither taken for a
+    finished output nor replaced: that unit fails in one line naming the file, the pairs folder is processed, exit 1.
+    Our own encode (marked) is then resumed over: a third run skips it, byte for byte."""
+    from sfadacof.outputs import video_is_ours
+    from tests.helpers import bikes_frames, crop, write_video
+
+    good = pairs(tmp_path / "good", 2)
+    frames = [crop(f, 64, 64) for f in bikes_frames(4, 40)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    clip = write_video(tmp_path / "in" / "clip.mp4", frames)
+    out = tmp_path / "out"
+    users = write_video(out / "clip.mp4", frames[::-1])
+    before = users.read_bytes()
+    argv = [good, clip, "-o", out, "--ray-address", cluster, "--backend", "torch", "--checkpoint", data["ckpt"]]
+    r = batch(*argv)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert users.read_bytes() == before and not video_is_ours(users)
+    assert sorted(p.name for p in (out / "good").iterdir()) == ["p00.png", "p01.png"]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("failed: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"failed: clip.mp4: {users}: "), r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+
+    users.unlink()  # moved away: now the clip is encoded, marked as ours
+    r = batch(*argv)
+    assert r.returncode == 0 and video_is_ours(out / "clip.mp4"), r.stderr[-3000:]
+    ours = (out / "clip.mp4").read_bytes()
+    r = batch(*argv)
+    assert r.returncode == 0 and "3 output(s) already complete" in r.stderr, r.stderr[-3000:]
+    assert (out / "clip.mp4").read_bytes() == ours
+    assert json.loads((out / "batch_summary.json").read_text())["units"] == []

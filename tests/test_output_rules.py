@@ -333,3 +333,17 @@ def test_train_keeps_a_users_checkpoint_in_its_output_folder(tmp_path, ckpt, cac
                     "--max-steps", "1", "--no-resume", cache=cache)
     assert_refused(code, err, str(tmp_path / "out" / "best.pth"), "did not write")
     assert snapshot(tmp_path) == before
+
+
+def test_batch_failed_lines_escape_control_characters(tmp_path, cache):
+    """A source whose name holds a newline (a 0-byte clip: it fails while planning, so no cluster starts): its
+    `FAILED` and `failed:` lines stay one line each, the newline written as \\n (sfadacof.errors.one_line)."""
+    bad = tmp_path / "bad\nclip.mp4"
+    bad.write_bytes(b"")
+    code, err = run("runtime.batch", bad, "-o", tmp_path / "out", "--workers", "1", "--backend", "torch",
+                    cache=cache)
+    assert code == 1, err
+    assert [line for line in err if "clip.mp4" in line] == [
+        line for line in err if line.startswith(("bad\\nclip.mp4: FAILED: ", "failed: bad\\nclip.mp4: "))], err
+    assert len([line for line in err if "clip.mp4" in line]) == 2, err
+    assert not any(line.startswith("clip.mp4") for line in err), err
