@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -83,13 +84,14 @@ import torch
 from .checkpoint import file_sha256, load_checkpoint
 from .data import FramesSource, Source, decode_video, resize_frames
 from .errors import UserError, cli_main
-from .outputs import atomic_write_bytes, atomic_write_text, check_outputs, output_file, output_folder
+from .outputs import atomic_write_bytes, atomic_write_text, check_outputs, json_with_key, output_file, output_folder
 from .split import Segment, Split, default_footage, footage_path, load_split
-from .train import export_half, train
+from .train import export_half, train, written_by_train
 
 PART_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 MiB
 BEST_NAME, LAST_NAME = "sf_adacof_gpu.pth", "sf_adacof_gpu_last.pth"
 MANIFEST = "manifest.json"
+CURVE_HEADER = "step\tval_psnr\tval_avg_psnr\tval_n\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -255,6 +257,35 @@ def read_log(path: Path) -> list[dict]:
     return out
 
 
+def out_files(out: Path) -> list[str]:
+    """The files a run writes into --out that may exist already: the log, curve and summary, and the parts there."""
+    part = re.compile(rf"^({re.escape(BEST_NAME)}|{re.escape(LAST_NAME)})\.part\d+$")
+    held = sorted(p.name for p in out.iterdir() if part.match(p.name)) if out.is_dir() else []
+    return ["log.jsonl", "curve.tsv", "summary.json", *held]
+
+
+def written_by_gpu_train(path: Path) -> bool:
+    """A file of out_files() that an earlier run wrote (it may be replaced): the log as sfadacof.train's, the curve
+    by its header, the summary by its split digest, a part when that summary lists it."""
+    if path.name == "log.jsonl":
+        return written_by_train(path)
+    if path.name == "curve.tsv":
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.readline() == CURVE_HEADER
+        except (OSError, UnicodeDecodeError):
+            return False
+    summary = path.parent / "summary.json"
+    if not json_with_key("split_sha256")(summary):
+        return False
+    data = json.loads(summary.read_text())
+    if path.name == summary.name:
+        return isinstance(data, dict)
+    files = data.get("files") if isinstance(data, dict) else None
+    return isinstance(files, dict) and any(isinstance(f, dict) and path.name in f.get("parts", ())
+                                           for f in files.values())
+
+
 def run(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     args.device = cli_args.resolve_device(args.device)
@@ -262,8 +293,11 @@ def run(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     split = load_split(args.split)
     footage = footage_path(args.footage, split)
+    # every file written into --out may replace only an earlier run's own (a user's summary.json there is refused),
+    # before the footage is decoded
+    check_outputs([footage, args.init_from], [output_folder("--out", out, out_files(out), ours=written_by_gpu_train),
+                                              output_folder("--work", args.work)])
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sfadacof_gpu_"))
-    check_outputs([footage, args.init_from], [output_folder("--out", out), output_folder("--work", work)])
     out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
@@ -297,7 +331,7 @@ def run(argv: list[str] | None = None) -> dict:
     vals = [r for r in records if "val_psnr" in r]
     best = max(vals, key=lambda r: r["val_psnr"]) if vals else None
     atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    atomic_write_text(out / "curve.tsv", "step\tval_psnr\tval_avg_psnr\tval_n\n" + "".join(
+    atomic_write_text(out / "curve.tsv", CURVE_HEADER + "".join(
         f"{r['step']}\t{r['val_psnr']:.4f}\t{r['val_avg_psnr']:.4f}\t{r['val_n']}\n" for r in vals))
     summary = {
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",

@@ -347,3 +347,42 @@ def test_batch_failed_lines_escape_control_characters(tmp_path, cache):
         line for line in err if line.startswith(("bad\\nclip.mp4: FAILED: ", "failed: bad\\nclip.mp4: "))], err
     assert len([line for line in err if "clip.mp4" in line]) == 2, err
     assert not any(line.startswith("clip.mp4") for line in err), err
+
+
+@pytest.mark.parametrize("name", ["summary.json", "curve.tsv", "log.jsonl", "sf_adacof_gpu.pth.part0"])
+def test_gpu_train_keeps_a_users_file_in_its_output_folder(tmp_path, cache, name):
+    """sfadacof.gpu_train writes the parts, log.jsonl, curve.tsv and summary.json into --out: a user's file of that
+    name is refused in one line before the footage is decoded (it used to be replaced after the training)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text('{"mine": 1}\n')
+    if name.endswith(".part0"):  # a summary of an earlier run that does not list this part
+        (out / "summary.json").write_text('{"split_sha256": "0", "files": {"x": {"parts": ["x.part0"]}}}\n')
+    before = snapshot(tmp_path)
+    code, err = run("sfadacof.gpu_train", "--out", out, "--work", tmp_path / "work", "--max-steps", "1",
+                    "--device", "cpu", cache=cache, timeout=120)
+    assert_refused(code, err, str(out / name), "did not write")
+    assert snapshot(tmp_path) == before
+
+
+def test_gpu_train_recognises_its_own_files():
+    """What gpu_train writes is recognised as its own (in-process, on the files as run() writes them), so a re-run
+    into the same --out replaces them; a part the summary does not list is not."""
+    import json
+    import tempfile
+
+    from sfadacof.gpu_train import BEST_NAME, CURVE_HEADER, out_files, written_by_gpu_train
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d)
+        (out / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n")
+        (out / "curve.tsv").write_text(CURVE_HEADER + "200\t30.0\t29.0\t5\n")
+        (out / f"{BEST_NAME}.part0").write_bytes(b"PK")
+        (out / f"{BEST_NAME}.part1").write_bytes(b"..")
+        (out / "summary.json").write_text(json.dumps(
+            {"split_sha256": "ab", "files": {BEST_NAME: {"parts": [f"{BEST_NAME}.part0"]}}}))
+        assert out_files(out) == ["log.jsonl", "curve.tsv", "summary.json", f"{BEST_NAME}.part0",
+                                  f"{BEST_NAME}.part1"]
+        ours = {n: written_by_gpu_train(out / n) for n in out_files(out)}
+        assert ours == {"log.jsonl": True, "curve.tsv": True, "summary.json": True, f"{BEST_NAME}.part0": True,
+                        f"{BEST_NAME}.part1": False}
