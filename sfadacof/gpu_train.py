@@ -147,7 +147,14 @@ def segment_key(seg: Segment) -> str:
 def prepare(dest: Path, split: Split, footage: Path | None = None) -> dict:
     """Copy the split's clips into `dest` with manifest.json (file and decoded-frame SHA-256s)."""
     src = footage_path(footage, split)
-    check_outputs([src], [output_folder("--prepare", dest)])
+
+    def ours(path: Path) -> bool:
+        """An earlier --prepare's file: the manifest, or a byte-exact copy of the footage's clip."""
+        if path.name == MANIFEST:
+            return json_with_key("frames")(path)
+        return path.is_file() and file_sha256(path) == file_sha256(src / path.name)
+
+    check_outputs([src], [output_folder("--prepare", dest, [*split.clips(), MANIFEST], ours=ours)])
     dest.mkdir(parents=True, exist_ok=True)
     manifest: dict = {"files": {}, "frames": {}}
     for clip in split.clips():

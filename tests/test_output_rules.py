@@ -386,3 +386,28 @@ def test_gpu_train_recognises_its_own_files():
         ours = {n: written_by_gpu_train(out / n) for n in out_files(out)}
         assert ours == {"log.jsonl": True, "curve.tsv": True, "summary.json": True, f"{BEST_NAME}.part0": True,
                         f"{BEST_NAME}.part1": False}
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "bikes.mp4"])
+def test_gpu_train_prepare_keeps_a_users_file(tmp_path, cache, name):
+    """--prepare DIR writes the split's clips and manifest.json: a user's file of that name is refused in one line
+    before any copy or decode; a byte-exact copy of the clip (an earlier --prepare's) is not refused."""
+    dest = tmp_path / "prep"
+    dest.mkdir()
+    (dest / name).write_text("mine\n")
+    before = snapshot(tmp_path)
+    code, err = run("sfadacof.gpu_train", "--prepare", dest, cache=cache, timeout=120)
+    assert_refused(code, err, str(dest / name), "did not write")
+    assert snapshot(tmp_path) == before
+
+
+def test_gpu_train_prepare_reruns_over_its_own_files(tmp_path, cache):
+    """A second --prepare into the same folder replaces its own copies and manifest (recognised: same bytes as the
+    footage's clip, a manifest with frame digests), exit 0, the same files."""
+    dest = tmp_path / "prep"
+    code, err = run("sfadacof.gpu_train", "--prepare", dest, cache=cache, timeout=300)
+    assert code == 0, err
+    first = snapshot(dest)
+    code, err = run("sfadacof.gpu_train", "--prepare", dest, cache=cache, timeout=300)
+    assert code == 0, err
+    assert snapshot(dest) == first and "manifest.json" in first
