@@ -332,13 +332,17 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        if e.filename is None or Path(e.filename).name == tmp.name:
-            # a failed write (full disk) names the output, not the hidden temp file
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
-        raise
+        raise _naming_output(e, tmp, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _naming_output(e: OSError, tmp: Path, path: Path) -> OSError:
+    """A failed write (full disk) names the output, not the hidden temp file it was being written as."""
+    if e.filename is None or Path(e.filename).name == tmp.name:
+        return OSError(e.errno, e.strerror or str(e), str(path))
+    return e
 
 
 def atomic_write_bytes(path: PathLike, write: Callable[[Path], object]) -> None:
@@ -358,13 +362,16 @@ def atomic_write_files(files: dict[PathLike, bytes]) -> None:
     (kept as a hard link, or a copy, until the last rename is done)."""
     temps: list[tuple[Path, Path]] = []
     done: list[tuple[Path, Path | None]] = []  # (path renamed into place, its previous content)
+    current: tuple[Path, Path] | None = None  # the (temp, output) being written or renamed
     try:
         for path, data in files.items():
-            tmp = temp_path_beside(Path(path))
-            temps.append((tmp, Path(path)))
+            current = (temp_path_beside(Path(path)), Path(path))
+            temps.append(current)
+            tmp = current[0]
             tmp.write_bytes(data)
             os.chmod(tmp, default_file_mode())
         for tmp, path in temps:
+            current = (tmp, path)
             old = None
             if path.exists() or path.is_symlink():
                 old = Path(f"{tmp}.old")
@@ -374,7 +381,7 @@ def atomic_write_files(files: dict[PathLike, bytes]) -> None:
                     shutil.copy2(path, old, follow_symlinks=False)
             done.append((path, old))
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         for tmp, _ in temps:
             tmp.unlink(missing_ok=True)
         for path, old in reversed(done):
@@ -382,6 +389,8 @@ def atomic_write_files(files: dict[PathLike, bytes]) -> None:
                 os.replace(old, path)
             elif old is None:
                 path.unlink(missing_ok=True)
+        if isinstance(e, OSError) and current is not None:
+            raise _naming_output(e, *current) from None
         raise
     for _, old in done:
         if old is not None:

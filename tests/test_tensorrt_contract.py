@@ -531,14 +531,23 @@ def test_engine_and_sidecar_are_written_together_or_not_at_all(exported, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and "could not serialize the updated timing cache" in err[-1] and str(cache) in err[-1]
     assert list(out.iterdir()) == [] and cache.read_bytes() == b"old timings"
-    # the sidecar's place is taken by a folder: its rename fails after the engine's and the timing cache's
-    (out / "m.engine.json").mkdir()
+    # the sidecar's rename fails (a full disk, a lost mount) after the engine's and the timing cache's were renamed
+    # into place: both are undone (a folder in the sidecar's place is refused before any work, by check_outputs)
+    import sfadacof.outputs as outputs
+    real_replace = outputs.os.replace
+
+    def failing_replace(src, dst):
+        if Path(dst).name == "m.engine.json":
+            raise OSError(28, "No space left on device", str(src), None, str(dst))  # as os.replace names both
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", failing_replace)
     be = _fake_build_env(monkeypatch, _FakeTRT("10.16.0.1"))
     with pytest.raises(SystemExit) as e:
         be.main([str(exported), "-o", str(out / "m.engine"), "--plugin", str(plugin), "--timing-cache", str(cache)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 1 and "m.engine.json" in err[-1]
-    assert [p.name for p in out.iterdir()] == ["m.engine.json"] and not any((out / "m.engine.json").iterdir())
+    assert e.value.code == 1 and err[-1] == f"error: {out / 'm.engine.json'}: No space left on device"
+    assert list(out.iterdir()) == []  # the engine renamed into place was removed again: no engine without sidecar
     assert cache.read_bytes() == b"old timings"  # renamed into place, then its old content put back
 
 
