@@ -27,9 +27,13 @@ mantissa would move taps by whole pixels at 1080p. How the nodes are kept fp32, 
     (CompiledModel.get_runtime_model(), rt_info runtimePrecision of each executed node) must show every
     convolution of the offset heads in f32, else the backend refuses to run (one line). Measured effect
     (tests/test_openvino_backend.py): the offsets equal the fp32 model's, not bf16-rounded ones.
-INT8: an OpenVINO IR written by `python -m calib.openvino_int8` (NNCF post-training quantization, offset heads and
-synthesis fp32) runs here too (`--onnx MODEL.int8.xml`); describe() then says precision "int8" (runtime.accuracy's
-int8 bound), and `--precision` sets the hint for what stayed float.
+INT8 (`--precision int8`): an OpenVINO IR quantized by NNCF -- the shipped one for the shipped weights
+(runtime/backends/openvino_int8.py: sfadacof/weights/sf_adacof_default.int8.xml, refused unless its sidecar's
+SHA-256s match), or a user's own from `python -m calib.openvino_int8` (`--onnx MODEL.int8.xml`). What NNCF left
+float runs in bf16 where the CPU has native bf16, else fp32; the offset heads' last convolutions (the offsets the
+synthesis reads) and the synthesis are marked fp32 as above and checked on every compiled graph (their convolutions
+f32, and the model must execute int8 convolutions at all). An INT8 IR run with `--precision fp32/bf16` (the earlier
+way) still runs, that hint for what stayed float; describe() says precision "int8" either way.
 Interrupts: Ctrl-C during a frame arrives when the C++ call returns (OpenVINO calls no Python code back).
 """
 
@@ -46,8 +50,10 @@ from sfadacof.errors import UserError, require
 
 from .base import Backend, available_cores, cpu_flags, reported_metadata
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+INT8_RUNTIME = ("u8", "i8")  # runtime precisions of a convolution executed in int8 (its input's type)
+LOWERED_RUNTIME = ("bf16", "f16", "u8", "i8")  # runtime precisions below fp32 (the synthesis must show none)
 # The synthesis node's input tensors as export.core names them (NODE_INPUT_TENSORS), in plugins/onnx_node order.
 OFFSET_TENSORS = ("alpha1", "beta1", "alpha2", "beta2")
 # rt_info key that ov::pass::Serialize turns into DisablePrecisionConversion (see the module docstring)
@@ -215,7 +221,12 @@ class OpenVINOBackend(Backend):
         if precision == "bf16" and not native_bf16(self.core):
             raise UserError("--backend openvino --precision bf16: this CPU has no native bf16 (AVX512_BF16 or AMX); "
                             "OpenVINO would emulate it, slower than fp32: use --precision fp32")
+        if precision == "int8" and not self.is_ir:
+            raise UserError(f"{self.onnx_path}: --precision int8 runs an INT8 OpenVINO IR (.xml from "
+                            "python -m calib.openvino_int8), not an ONNX export")
         self.precision = precision
+        # what stays float in an INT8 model runs in bf16 where the CPU computes it natively
+        self.float_precision = ("bf16" if native_bf16(self.core) else "fp32") if precision == "int8" else precision
         self.threads = threads or available_cores()
         self.max_shapes = max(1, max_shapes)
         try:
@@ -223,6 +234,12 @@ class OpenVINOBackend(Backend):
         except Exception as e:
             raise UserError(f"{self.onnx_path}: OpenVINO cannot read it ({_first_line(e)})") from None
         meta = ir_metadata(model) if self.is_ir else _onnx_metadata(self.onnx_path)
+        self.sidecar = None
+        if self.is_ir:
+            from .openvino_int8 import check_int8_ir
+
+            # an IR with a sidecar (the shipped one) runs only while its files and weights match it
+            self.sidecar = check_int8_ir(self.onnx_path, meta.get("checkpoint_sha256"))
         if verify_io:
             problem = _io_problem(model, meta)
             if problem:
@@ -244,6 +261,7 @@ class OpenVINOBackend(Backend):
                 self.synthesis = "OpenVINO Gather(batch_dims=1), one per tap (openvino_synthesis.py)"
         self.kept_fp32: dict[str, int] = {}
         self._offset_convs: set[str] = set()
+        self._synthesis_nodes: set[str] = set()  # int8: checked for a lowered precision after every compile
         if precision == "bf16":
             regions = fp32_regions(model)
             self.kept_fp32 = {k: len(v) for k, v in regions.items()}
@@ -251,13 +269,27 @@ class OpenVINOBackend(Backend):
                                   if n.get_instance_id() in regions["offset_heads"]
                                   and n.get_type_name() == "Convolution"}
             model = keep_fp32(model, regions["offset_heads"] | regions["synthesis"])
-        self.model = model
         self.int8 = any(n.get_type_name() == "FakeQuantize" for n in model.get_ordered_ops())
+        if precision == "int8":
+            if not self.int8:
+                raise UserError(f"{self.onnx_path}: --precision int8 but the IR is not quantized (no FakeQuantize)")
+            from .openvino_int8 import offset_outputs
+
+            regions = fp32_regions(model)
+            keep = offset_outputs(model)
+            self.kept_fp32 = {"offset_outputs": len(keep), "synthesis": len(regions["synthesis"])}
+            self._offset_convs = {n.get_friendly_name() for n in model.get_ordered_ops()
+                                  if n.get_instance_id() in keep and n.get_type_name() == "Convolution"}
+            self._synthesis_nodes = {n.get_friendly_name() for n in model.get_ordered_ops()
+                                     if n.get_instance_id() in regions["synthesis"]}
+            if self.float_precision == "bf16":
+                model = keep_fp32(model, keep | regions["synthesis"])
+        self.model = model
         self.input_names = [i.get_any_name() for i in model.inputs]
         self._compiled: OrderedDict[tuple, tuple] = OrderedDict()
 
     def config(self) -> dict:
-        return {"INFERENCE_PRECISION_HINT": _OV_PRECISION[self.precision], "INFERENCE_NUM_THREADS": self.threads,
+        return {"INFERENCE_PRECISION_HINT": _OV_PRECISION[self.float_precision], "INFERENCE_NUM_THREADS": self.threads,
                 "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
 
     def _request(self, shape: tuple[int, ...]):
@@ -272,19 +304,30 @@ class OpenVINOBackend(Backend):
             compiled = self.core.compile_model(self.model, "CPU", self.config())
         except Exception as e:
             raise UserError(f"{self.onnx_path}: OpenVINO cannot compile it for {shape} ({_first_line(e)})") from None
-        if self.precision == "bf16":
+        if self.precision in ("bf16", "int8"):
             self._check_offsets_fp32(compiled)
         self._compiled[key] = (compiled, compiled.create_infer_request())
         return self._compiled[key][1]
 
     def _check_offsets_fp32(self, compiled) -> None:
-        """Every executed convolution of the offset heads must run in f32 (see the module docstring)."""
-        bad = sorted({name for layer, prec, names in runtime_precisions(compiled) if layer == "Convolution"
+        """Every executed convolution of the offset heads (int8: their last ones) must run in f32, and an INT8
+        model must execute int8 convolutions (see the module docstring)."""
+        executed = runtime_precisions(compiled)
+        bad = sorted({name for layer, prec, names in executed if layer == "Convolution"
                       and prec != "f32" for name in names if name in self._offset_convs})
-        seen = {name for layer, _, names in runtime_precisions(compiled) for name in names} & self._offset_convs
+        seen = {name for layer, _, names in executed for name in names} & self._offset_convs
         if bad or not seen:
-            raise UserError(f"OpenVINO ran offset-head convolutions in bf16 ({', '.join(bad) or 'none found'}); "
+            raise UserError(f"OpenVINO ran offset-head convolutions below fp32 ({', '.join(bad) or 'none found'}); "
                             "the offsets must stay fp32: use --precision fp32")
+        low = sorted({name for _, prec, names in executed if prec in LOWERED_RUNTIME
+                      for name in names if name in self._synthesis_nodes})
+        if low:
+            raise UserError(f"OpenVINO ran synthesis nodes below fp32 ({', '.join(low[:3])}); the synthesis must stay "
+                            "fp32: use --precision fp32")
+        if self.precision == "int8" and not any(layer == "Convolution" and prec in INT8_RUNTIME
+                                                for layer, prec, _ in executed):
+            raise UserError(f"{self.onnx_path}: OpenVINO runs no convolution of this INT8 model in int8 here; "
+                            "use --precision bf16 or fp32")
 
     def runtime_precisions(self, shape: tuple[int, ...]) -> list[tuple[str, str, list[str]]]:
         """What the compiled model for `shape` executes, in which precision (tests and reports)."""
@@ -306,10 +349,13 @@ class OpenVINOBackend(Backend):
 
         d = {"backend": self.name, "onnx": str(self.onnx_path), "openvino": ov.__version__, "device": "CPU",
              "threads": self.threads, "precision": "int8" if self.int8 else self.precision,
-             "synthesis": self.synthesis, "inference_precision_hint": _OV_PRECISION[self.precision]}
+             "synthesis": self.synthesis, "inference_precision_hint": _OV_PRECISION[self.float_precision]}
         if self.int8:
             d["int8"] = self.metadata.get("int8", "FakeQuantize nodes in the graph")
-        if self.precision == "bf16":
+            if self.sidecar is not None:
+                d["int8_sidecar"] = {k: self.sidecar[k] for k in ("weights_sha256", "ignored_scope")
+                                     if k in self.sidecar}
+        if self.precision in ("bf16", "int8"):
             d["kept_fp32"] = {**self.kept_fp32, "how": "DisablePrecisionConversion rt_info, checked on the "
                                                        "compiled runtime graph"}
         d.update(reported_metadata(self.metadata))

@@ -21,12 +21,13 @@ from sfadacof.errors import UserError
 from .base import Backend
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "ort", "openvino", "trt")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 # The precisions each backend offers (the first is its default, except openvino: bf16 on a CPU with native bf16).
 # torch fp16 needs CUDA; ort fp16 is the fp16 graph; openvino bf16 is an inference-precision hint (offset heads and
-# synthesis kept fp32); trt: the on-demand engine's precision.
+# synthesis kept fp32); openvino int8 is an NNCF-quantized IR (the shipped one for the shipped weights, else --onnx);
+# trt: the on-demand engine's precision.
 BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {"torch": ("fp32", "fp16"), "ort": ("fp32", "fp16"),
-                                                  "openvino": ("fp32", "bf16"), "trt": ("fp32", "fp16")}
+                                                  "openvino": ("fp32", "bf16", "int8"), "trt": ("fp32", "fp16")}
 CPU_BACKENDS: tuple[str, ...] = ("torch", "ort", "openvino")  # runtime.benchmark's default: side by side
 # What `auto` runs where TensorRT or a GPU is missing: OpenVINO, bf16 where the CPU computes bf16 natively (offset
 # heads and synthesis kept fp32), else fp32; ONNX Runtime when openvino is not installed. Chosen by measurement on
@@ -73,7 +74,8 @@ def add_backend_arguments(p: argparse.ArgumentParser, *, backend: str | None = "
         p.add_argument("--precision", choices=PRECISIONS, default=None,
                        help="default: fp32, except openvino (and auto on a CPU): bf16 where the CPU has native bf16 "
                             "(AVX512_BF16/AMX), offset heads and synthesis kept fp32. ort: fp32/fp16 graph; "
-                            "openvino: fp32/bf16 inference; torch: fp16 on CUDA; trt without --engine: engine "
+                            "openvino: fp32/bf16 inference, or int8: the shipped INT8 model for the shipped "
+                            "weights (else --onnx M.int8.xml); torch: fp16 on CUDA; trt without --engine: engine "
                             "precision")
     p.add_argument("--engine", type=Path, default=None, help="trt: serialized TensorRT engine")
     p.add_argument("--plugin", type=Path, default=None,
@@ -149,6 +151,14 @@ def _openvino(o: BackendOptions) -> Backend:
     precision = o.precision or openvino_default_precision()
     _refuse_precision("openvino", precision, BACKEND_PRECISIONS["openvino"])
     onnx_path = o.onnx
+    if onnx_path is None and precision == "int8":
+        from .openvino_int8 import shipped_int8_ir
+
+        onnx_path = shipped_int8_ir(o.checkpoint)
+        if onnx_path is None:
+            raise UserError(f"--backend openvino --precision int8: no INT8 model ships for {o.checkpoint} (the shipped "
+                            "one belongs to the shipped weights); make one with python -m calib.openvino_int8 DATA "
+                            "-o M.int8.xml --checkpoint CKPT and pass --onnx M.int8.xml")
     if onnx_path is None:
         from export.cache import onnx_for_checkpoint
 
