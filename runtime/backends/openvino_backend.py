@@ -313,11 +313,13 @@ class OpenVINOBackend(Backend):
         """Every executed convolution of the offset heads (int8: their last ones) must run in f32, and an INT8
         model must execute int8 convolutions (see the module docstring)."""
         executed = runtime_precisions(compiled)
-        bad = sorted({name for layer, prec, names in executed if layer == "Convolution"
-                      and prec != "f32" for name in names if name in self._offset_convs})
+        lowered = {(name, prec) for layer, prec, names in executed if layer == "Convolution" and prec != "f32"
+                   for name in names if name in self._offset_convs}
+        bad = sorted({name for name, _ in lowered})
         seen = {name for layer, _, names in executed for name in names} & self._offset_convs
         if bad or not seen:
-            raise UserError(f"OpenVINO ran offset-head convolutions below fp32 ({', '.join(bad) or 'none found'}); "
+            precs = "/".join(sorted({p for _, p in lowered})) or "bf16"
+            raise UserError(f"OpenVINO ran offset-head convolutions in {precs} ({', '.join(bad) or 'none found'}); "
                             "the offsets must stay fp32: use --precision fp32")
         low = sorted({name for _, prec, names in executed if prec in LOWERED_RUNTIME
                       for name in names if name in self._synthesis_nodes})
