@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +38,10 @@ import numpy as np
 
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
-from sfadacof.images import set_memory_budget, to_uint8
+from sfadacof.images import nchw_to_hwc, set_memory_budget, to_uint8
 from sfadacof.outputs import check_outputs, output_file, output_folder, png_is_ours
 
+from .backends.base import Backend
 from .backends.registry import add_backend_arguments, backend_inputs, backend_options, create_backend
 from .pairs import discover_pairs, run_pairs
 from .report import write_json
@@ -119,13 +122,15 @@ class Checker:
         self.thresholds = thresholds
         self.reference = TorchBackend(checkpoint, variant=variant)
         self.rows: list[dict] = []
+        self.last: tuple[np.ndarray, np.ndarray | None] | None = None  # (PyTorch's output, pixels set apart)
 
     def check(self, x0: np.ndarray, x2: np.ndarray, out: np.ndarray, out8: np.ndarray | None = None) -> dict:
         if self.thresholds.max_abs is None:
-            stats = compare(out, self.reference.infer(x0, x2))
+            ref, near = self.reference.infer(x0, x2), None
         else:  # an elementwise bound: pixels at the op's discontinuities are judged apart (module docstring)
             ref, near = self.reference.infer_near_discontinuity(x0, x2, DISCONTINUITY_MARGIN)
-            stats = compare(out, ref, near)
+        stats = compare(out, ref, near)
+        self.last = (ref, near)  # for the visual report's heat map (runtime.visual)
         bad = violations(stats, self.thresholds)
         stats["passed"] = not bad
         if bad:
@@ -162,11 +167,58 @@ class Checker:
         self.reference.close()
 
 
+class CheckedBackend(Backend):
+    """A backend whose every call is checked against PyTorch (runtime.infer --check on a video: each interpolated
+    frame, midpoints of midpoints included, judged on the very inputs the backend got) and, with `visual`, drawn."""
+
+    def __init__(self, inner: Backend, checker: Checker, visual=None) -> None:
+        self.inner, self.checker, self.visual = inner, checker, visual
+        self.name = inner.name
+
+    def infer(self, frame0: np.ndarray, frame2: np.ndarray) -> np.ndarray:
+        raw = self.inner.infer(frame0, frame2)
+        stats = self.checker.check(frame0, frame2, raw)
+        if self.visual is not None:
+            self.visual.add(f"interpolated frame {len(self.checker.rows)}", nchw_to_hwc(frame0), nchw_to_hwc(frame2),
+                            to_uint8(nchw_to_hwc(raw)), raw, *self.checker.last, stats)
+        return raw
+
+    def describe(self) -> dict:
+        return self.inner.describe()
+
+    def close(self) -> None:
+        pass  # the inner backend belongs to the caller
+
+
 def add_threshold_arguments(p) -> None:
     p.add_argument("--max-abs", type=cli_args.finite_float, default=None,
                    help="largest allowed max|backend - torch| (fp32 default 1e-3)")
     p.add_argument("--min-psnr", type=cli_args.finite_float, default=None,
                    help="smallest allowed PSNR vs torch in dB (fp16 default 45)")
+
+
+def add_visual_argument(p) -> None:
+    p.add_argument("--visual", type=Path, default=None, metavar="DIR",
+                   help="also write a visual report into DIR: index.html with the figures and a PSNR plot, per pair a "
+                        "strip frame 0 | result | frame 2 | ground truth | heat map of |result - PyTorch| "
+                        "(runtime/README.md, \"Visual report\")")
+
+
+def visual_output(args):
+    """The check_outputs entry of --visual DIR: a folder replaced as a whole, absent, empty or an earlier report."""
+    from .visual import visual_report_is_ours
+
+    return output_folder("--visual", args.visual, whole=True, ours=visual_report_is_ours)
+
+
+def open_visual(args, command: str, unit: str = "pair", keep: int | None = None):
+    """A VisualReport for --visual DIR (removed again if the run fails), or a null context without it."""
+    if args.visual is None:
+        return nullcontext()
+    from .visual import VisualReport
+
+    return VisualReport(args.visual, command=" ".join(shlex.quote(a) for a in [command, *sys.argv[1:]]), unit=unit,
+                        keep=keep)
 
 
 def make_checker(args, backend) -> Checker:
@@ -183,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, default=None,
                    help="write a JSON report here (keys: runtime/README.md, \"Report keys\")")
     p.add_argument("-o", "--output", type=Path, default=None, help="also write the backend's frames here")
+    add_visual_argument(p)
     cli_args.add_size_limits(p)
     return p
 
@@ -193,13 +246,18 @@ def main(args: argparse.Namespace) -> int:
     pairs = discover_pairs(args.pairs)
     check_outputs([args.pairs, *backend_inputs(args)],
                   [output_folder("-o", args.output, [f"{p.name}.png" for p in pairs], ours=png_is_ours),
-                   output_file("--report", args.report)])
-    with create_backend(args.backend, backend_options(args)) as backend:
+                   output_file("--report", args.report), visual_output(args)])
+    with create_backend(args.backend, backend_options(args)) as backend, \
+            open_visual(args, "runtime.accuracy") as visual:
         checker = make_checker(args, backend)
         try:
-            report = run_pairs(backend, pairs, args.output, checker=checker, max_pixels=args.max_pixels)
+            report = run_pairs(backend, pairs, args.output, checker=checker, max_pixels=args.max_pixels,
+                               visual=visual)
         finally:
             checker.close()
+        if visual is not None:
+            report["visual"] = visual.summary()
+            print(f"visual report: {visual.commit(report)}")
     if args.report:
         write_json(args.report, report)
     print(checker.format_table(report["pairs"]))

@@ -3,6 +3,7 @@
     python -m runtime.infer PAIRS_DIR -o OUT_DIR [--checkpoint CKPT] [--report R.json]
                             [--backend auto|torch|ort|openvino|trt] [--precision fp32|fp16|bf16]
     python -m runtime.infer PAIRS_DIR -o OUT_DIR --check            # also compare against the PyTorch model
+    python -m runtime.infer PAIRS_DIR|VIDEO -o OUT --check --visual DIR   # ... and draw it: DIR/index.html
     python -m runtime.infer input.mp4 -o out.mp4 --factor 2 [--scene-cut 0.3]
     python -m runtime.infer clip.mp4 -o out.mp4 --fps 60          # any target rate (23.976/25/29.97 -> 60 ...)
     python -m runtime.infer FRAMES_DIR -o out.mp4|OUT_FRAMES_DIR --factor 4 [--input-fps 25]
@@ -29,11 +30,12 @@ from sfadacof.images import set_memory_budget
 from sfadacof.outputs import check_outputs, output_file, output_folder, png_is_ours
 from sfadacof.progress import per_unit
 
-from .accuracy import add_threshold_arguments, make_checker
+from .accuracy import add_threshold_arguments, add_visual_argument, make_checker, open_visual, visual_output
 from .api import Interpolator
 from .backends.registry import add_backend_arguments, backend_inputs, backend_options
 from .pairs import discover_pairs, root_images, run_pairs
 from .report import write_json
+from .visual import VIDEO_STRIPS
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"})
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("accuracy check against the PyTorch model (runtime.accuracy)")
     g.add_argument("--check", action="store_true", help="also run the PyTorch model and compare outputs")
     add_threshold_arguments(g)
+    add_visual_argument(g)
     v = p.add_argument_group("video / frame sequences")
     v.add_argument("--factor", type=int, choices=(2, 4, 8), default=None,
                    help="frame-rate multiplier (default 2 unless --fps is given)")
@@ -81,6 +84,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"{src}: holds both images and pair folders; a pairs folder has only subfolders, "
                         "a frame sequence only images")
     models = backend_inputs(args)
+    if args.visual is not None and not args.check:
+        raise UserError("--visual draws what --check measures: add --check")
     if stdin or src.is_file() or (src.is_dir() and root_images(src)):
         if src.is_file() and src.suffix.lower() not in VIDEO_EXTENSIONS:
             raise UserError(f"{src}: not a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) or a folder")
@@ -91,14 +96,20 @@ def main(args: argparse.Namespace) -> int:
         # a frames folder is renamed into place whole: absent or empty, never mixed with files already there
         check_outputs([None if stdin else src, *models],
                       [None if stdout else output_file("-o", args.output) if to_video else
-                       output_folder("-o", args.output, whole=True), output_file("--report", args.report)])
+                       output_folder("-o", args.output, whole=True), output_file("--report", args.report),
+                       visual_output(args)])
         if args.fps is not None and args.factor is not None:
             raise UserError("--factor and --fps: give one (--fps sets the output rate, --factor multiplies the input's)")
-        if args.check:
-            raise UserError("--check works on pairs folders; run runtime.accuracy on pairs extracted from the video")
         with stdout_for_stream() if stdout else nullcontext() as args.y4m_out:
-            with Interpolator.from_options(args.backend, options, video=True) as interp:
-                return run_video_cli(args, interp)
+            # --check: every interpolated frame judged against PyTorch; --visual keeps the first and the worst
+            with Interpolator.from_options(args.backend, options, video=True) as interp, \
+                    open_visual(args, "runtime.infer", unit="frame", keep=VIDEO_STRIPS) as visual:
+                checker = make_checker(args, interp) if args.check else None
+                try:
+                    return run_video_cli(args, interp, checker=checker, visual=visual)
+                finally:
+                    if checker is not None:
+                        checker.close()
     if stdout:
         raise UserError("-o -: a y4m stream comes from a video, a frame folder or a y4m stream on stdin (-), "
                         f"not a pairs folder ({src})")
@@ -106,14 +117,19 @@ def main(args: argparse.Namespace) -> int:
     pairs = discover_pairs(src)
     # OUT/<pair>.png: may replace only a PNG this project wrote; --report may not be one of them
     check_outputs([src, *models], [output_folder("-o", out_dir_path, [f"{p.name}.png" for p in pairs],
-                                                 ours=png_is_ours), output_file("--report", args.report)])
-    with Interpolator.from_options(args.backend, options) as interp:
+                                                 ours=png_is_ours), output_file("--report", args.report),
+                                   visual_output(args)])
+    with Interpolator.from_options(args.backend, options) as interp, open_visual(args, "runtime.infer") as visual:
         checker = make_checker(args, interp) if args.check else None
         try:
-            report = run_pairs(interp, pairs, out_dir_path, checker=checker, max_pixels=args.max_pixels)
+            report = run_pairs(interp, pairs, out_dir_path, checker=checker, max_pixels=args.max_pixels,
+                               visual=visual)
         finally:
             if checker is not None:
                 checker.close()
+        if visual is not None:
+            report["visual"] = visual.summary()
+            visual_index = visual.commit(report)
     if args.report:
         write_json(args.report, report)
     s = report["summary"]
@@ -124,6 +140,8 @@ def main(args: argparse.Namespace) -> int:
     print(line + ")")
     if checker is not None:
         print(checker.format_table(report["pairs"]))
+        if args.visual is not None:
+            print(f"visual report: {visual_index}")
         if not report["check"]["passed"]:
             # exit 1 (not 2): the run itself worked and the frames are written; the backend missed its bound
             print(f"accuracy check FAILED: {report['check']['reason']}", file=sys.stderr)

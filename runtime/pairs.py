@@ -116,14 +116,15 @@ def quality(out8: np.ndarray, gt: DecodedImage) -> dict[str, float]:
 
 
 def run_pairs(backend: Backend, pairs: list[PairSpec], out_dir: Path | None, *, checker: PairChecker | None = None,
-              max_pixels: int | None = None) -> dict:
-    """Interpolate every pair; returns the report. `checker` adds per-pair accuracy (see the module doc).
+              max_pixels: int | None = None, visual=None) -> dict:
+    """Interpolate every pair; returns the report. `checker` adds per-pair accuracy (see the module doc); `visual`
+    (runtime.visual.VisualReport, with a checker whose `last` holds PyTorch's output) gets every checked pair.
 
     out_dir None: write nothing (accuracy runs); the 8-bit frame is still formed for the metrics."""
     inputs = {p.resolve() for s in pairs for p in (s.frame0, s.frame2, s.ground_truth) if p is not None}
     rows = []
     with Progress(len(pairs), "interpolating", unit="pair") as bar:
-        rows = _pair_rows(backend, pairs, out_dir, inputs, bar, checker, max_pixels)
+        rows = _pair_rows(backend, pairs, out_dir, inputs, bar, checker, max_pixels, visual)
     # seconds: the model's call alone (mean over pairs); seconds_wall: the whole loop, loading and writing included,
     # the figure the progress lines and runtime.infer's summary give as s/pair
     summary: dict = {"pairs": len(rows), "seconds_mean": float(np.mean([r["seconds"] for r in rows])),
@@ -140,7 +141,7 @@ def run_pairs(backend: Backend, pairs: list[PairSpec], out_dir: Path | None, *, 
 
 
 def _pair_rows(backend: Backend, pairs: list[PairSpec], out_dir: Path | None, inputs: set[Path], bar: Progress,
-               checker: PairChecker | None, max_pixels: int | None) -> list[dict]:
+               checker: PairChecker | None, max_pixels: int | None, visual=None) -> list[dict]:
     rows = []
     for spec in pairs:
         t_start = time.perf_counter()
@@ -163,6 +164,9 @@ def _pair_rows(backend: Backend, pairs: list[PairSpec], out_dir: Path | None, in
             row.update(quality(out8, gt))
         if checker is not None:
             row["check"] = checker.check(x0, x2, raw, out8)
+            if visual is not None:
+                visual.add(spec.name, f0.rgb, f2.rgb, out8, raw, *checker.last, row["check"],
+                           ground_truth=None if gt is None else gt.rgb, row=row)
         row["seconds_total"] = time.perf_counter() - t_start
         if notes:
             row["notes"] = notes

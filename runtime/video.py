@@ -30,6 +30,10 @@ mono; deeper streams are refused in one line); output "-" writes y4m (4:2:0, the
 message and progress line goes to stderr (file descriptor 1 is pointed at stderr meanwhile). y4m carries no audio:
     ffmpeg -i in.mkv -f yuv4mpegpipe - | python -m runtime.infer - -o - --factor 2 | ffmpeg -i - out.mkv
 
+Check (--check, --visual DIR): every call of the model is judged against PyTorch on the same inputs
+(runtime.accuracy.CheckedBackend), rows in the report's `checked_frames`, exit 1 past the bound; runtime.visual draws
+the first and the worst.
+
 Scene cuts (--scene-cut T): when the mean absolute difference of two consecutive frames (RGB in [0, 1]) exceeds T,
 the in-between frames repeat the earlier frame instead of morphing across the cut.
 """
@@ -631,11 +635,23 @@ def _retime_report(rs: RetimeStats, target_fps: float, max_depth: int) -> dict:
             "timing_error_max_ms": 1000 * max(errs), "timing_error_mean_ms": 1000 * float(np.mean(errs))}
 
 
-def run_video_cli(args, backend: Backend) -> int:
-    """`runtime.infer` on a video file or a frames folder (called by runtime.infer.main with its Interpolator)."""
+def run_video_cli(args, backend: Backend, checker=None, visual=None) -> int:
+    """`runtime.infer` on a video file or a frames folder (called by runtime.infer.main with its Interpolator).
+    `checker` (runtime.accuracy.Checker, --check) judges every interpolated frame against PyTorch; `visual`
+    (runtime.visual.VisualReport, --visual) draws them. Exit 1 when the check fails."""
+    if checker is not None:
+        from .accuracy import CheckedBackend
+
+        backend = CheckedBackend(backend, checker, visual)
     report = run_video(backend, args.input, args.output, factor=args.factor or 2, scene_cut=args.scene_cut,
                        input_fps=args.input_fps, target_fps=args.fps, max_depth=args.max_depth, crf=args.crf,
                        max_pixels=args.max_pixels, y4m_out=getattr(args, "y4m_out", None))
+    if checker is not None:
+        report["check"] = checker.summary()
+        report["checked_frames"] = checker.rows
+    if visual is not None:
+        report["visual"] = visual.summary()
+        print(f"visual report: {visual.commit(report)}")
     if args.report:
         write_json(args.report, report)
     if "note" in report:
@@ -650,4 +666,13 @@ def run_video_cli(args, backend: Backend) -> int:
           f"{len(report['scene_cuts_before_input_frames'])} scene cut(s)"
           + (f"; worst timing error {report['timing_error_max_ms']:.2f} ms, midpoints to depth "
              f"{report['depth_used']}" if "timing_error_max_ms" in report else "") + ")", file=sys.stdout)
+    if checker is not None:
+        c = report["check"]
+        line = (f"accuracy check: {c['pairs']} interpolated frame(s) against PyTorch, worst max|Δ| "
+                f"{c['worst_max_abs']:.3g}, worst PSNR {c['worst_psnr_vs_torch']:.2f} dB "
+                f"({checker.thresholds.describe()})")
+        if not c["passed"]:
+            print(f"{line}: FAILED: {c['reason']}", file=sys.stderr)
+            return 1  # as for pairs: the video is written, the backend missed its bound
+        print(f"{line}: passed", file=sys.stdout)
     return 0

@@ -97,6 +97,18 @@ def png_is_ours(path: Path) -> bool:
         return False
 
 
+HTML_MARK = '<meta name="generator" content="sfadacof">'  # in the <head> of every HTML page written here
+
+
+def html_is_ours(path: Path) -> bool:
+    """True for an HTML page this project wrote (HTML_MARK in its first 2 KB)."""
+    try:
+        with open(path, "rb") as f:
+            return HTML_MARK.encode() in f.read(2048)
+    except OSError:
+        return False
+
+
 VIDEO_MARK = ("comment", "sfadacof")  # container metadata of every video written here (mp4/mov/mkv keep it)
 
 
