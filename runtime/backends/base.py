@@ -7,11 +7,12 @@ raw model outputs. Converting to 8-bit and writing files is the caller's job.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+
+from ..cpu_info import available_cores, cpu_flags  # noqa: F401  (re-exported: the backends' import)
 
 
 REPORTED_METADATA = ("variant", "kernel_size", "dilation", "checkpoint_sha256", "exporter", "opset")
@@ -27,26 +28,6 @@ def reported_metadata(meta: dict[str, str]) -> dict:
             v = meta[k]
             out[k] = int(v) if k in _INTEGER_METADATA and str(v).strip().isdigit() else v
     return out
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: not Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, e.g. a container's or taskset's share)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 class Backend(ABC):

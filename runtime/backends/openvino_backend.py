@@ -68,8 +68,14 @@ def import_openvino():
 
 
 def native_bf16(core=None) -> bool:
-    """Whether this CPU computes bf16 natively (OpenVINO lists BF16 in OPTIMIZATION_CAPABILITIES for AVX512_BF16
-    and AMX); without it OpenVINO emulates bf16 and is slower than fp32."""
+    """Whether this CPU computes bf16 natively: OpenVINO lists BF16 in OPTIMIZATION_CAPABILITIES (AVX512_BF16, AMX)
+    and no oneDNN ISA cap (ONEDNN_MAX_CPU_ISA) hides those units -- OpenVINO's property ignores the cap, and under
+    ONEDNN_MAX_CPU_ISA=AVX2 a bf16 compile fails (runtime/cpu_info.py). Without it bf16 is emulated, slower than
+    fp32."""
+    from ..cpu_info import cpu_flags, native_bf16 as flags_bf16
+
+    if cpu_flags() and not flags_bf16():  # no /proc/cpuinfo (not Linux): OpenVINO's word alone
+        return False
     ov = import_openvino()
     core = core or ov.Core()
     try:
@@ -82,10 +88,16 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the /proc/cpuinfo flags of native bf
 
 
 def bf16_reason(precision: str) -> str:
-    """Why the CPU default runs `precision`, in the CPU's own terms (its /proc/cpuinfo flags)."""
+    """Why the CPU default runs `precision`, in the CPU's own terms (its /proc/cpuinfo flags, and the ISA cap)."""
+    from ..cpu_info import effective_flags, isa_cap
+
     have = [f for f in BF16_FLAGS if f in cpu_flags()]
+    usable = [f for f in have if f in effective_flags()]
     if precision == "bf16":
-        return f"bf16: this CPU has {' and '.join(have) or 'native bf16 (OpenVINO says so)'}"
+        return f"bf16: this CPU has {' and '.join(usable) or 'native bf16 (OpenVINO says so)'}"
+    if have and not usable:
+        return (f"fp32: this CPU has {' and '.join(have)} but the ISA cap {isa_cap()} (ONEDNN_MAX_CPU_ISA) hides "
+                "them, so bf16 would be emulated, slower than fp32")
     return (f"fp32: this CPU lacks {' and '.join(BF16_FLAGS)} (/proc/cpuinfo flags), so bf16 would be emulated, "
             "slower than fp32" if not have else
             f"fp32: OpenVINO reports no native bf16 here although /proc/cpuinfo lists {' and '.join(have)}")

@@ -29,9 +29,9 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {"torch": ("fp32", "fp16"), "ort": ("fp32", "fp16"),
                                                   "openvino": ("fp32", "bf16", "int8"), "trt": ("fp32", "fp16")}
 CPU_BACKENDS: tuple[str, ...] = ("torch", "ort", "openvino")  # runtime.benchmark's default: side by side
-# What `auto` runs where TensorRT or a GPU is missing: OpenVINO, bf16 where the CPU computes bf16 natively (offset
-# heads and synthesis kept fp32), else fp32; ONNX Runtime when openvino is not installed. Chosen by measurement on
-# the project's 2-core AVX-512/VNNI/BF16 machine (README, "The CPU default"): per 960x507 frame, OpenVINO bf16 and
+# What `auto` runs where TensorRT or a GPU is missing: OpenVINO, in the precision measured fastest on this CPU
+# (cpu_choice.py: int8 / bf16 / fp32, those available); ONNX Runtime when openvino is not installed. OpenVINO was
+# chosen by measurement on the project's 2-core AVX-512/VNNI/BF16 machine (README, "The CPU default"): per 960x507 frame, OpenVINO bf16 and
 # fp32 beat ONNX Runtime (plugin or standard-op form) and eager PyTorch, within the accuracy rule (bf16: every frame
 # >= 45 dB against fp32 PyTorch, no loss of PSNR against ground truth beyond 0.05 dB).
 CPU_DEFAULT = "openvino"
@@ -202,20 +202,29 @@ def _auto(o: BackendOptions) -> Backend:
     why_not = tensorrt_available()
     if why_not is None and o.plugin is None and default_plugin_library() is None:
         why_not = "the TensorRT plugin library is not built (python -m plugins.build)"
+    measurement = None
     if why_not is None:
         backend, reason = _trt(o), "TensorRT, pycuda, a GPU and the plugin library are available"
     else:
-        backend, reason = _cpu_default(o, why_not)
-    return _Chosen(backend, f"auto -> {backend.name}: {reason}")
+        backend, reason, measurement = _cpu_default(o, why_not)
+    return _Chosen(backend, f"auto -> {backend.name}: {reason}", measurement)
 
 
-def _cpu_default(o: BackendOptions, why_not_trt: str) -> tuple[Backend, str]:
-    """CPU_DEFAULT, or CPU_FALLBACK where its package is missing; the reason names both choices."""
+def _cpu_default(o: BackendOptions, why_not_trt: str) -> tuple[Backend, str, dict | None]:
+    """CPU_DEFAULT, or CPU_FALLBACK where its package is missing; the reason names both choices. Without
+    --precision, OpenVINO's precision is chosen by measurement on this CPU (cpu_choice.py, cached per CPU)."""
     try:
         import openvino  # noqa: F401
     except ImportError:
         return _FACTORIES[CPU_FALLBACK](o), (f"{CPU_FALLBACK} (CPU fallback: openvino is not installed, "
-                                             f"pip install openvino): {why_not_trt}")
+                                             f"pip install openvino): {why_not_trt}"), None
+    if o.precision is None and o.device == "cpu":
+        from .cpu_choice import choose_cpu
+
+        backend, why_precision, measurement = choose_cpu(o)
+        precision = backend.describe().get("precision")
+        return backend, f"{CPU_DEFAULT} {precision} (CPU default; measured: {why_precision}): {why_not_trt}", \
+            measurement
     backend = _FACTORIES[CPU_DEFAULT](o)
     precision = backend.describe().get("precision")
     if o.precision is not None:
@@ -224,14 +233,14 @@ def _cpu_default(o: BackendOptions, why_not_trt: str) -> tuple[Backend, str]:
         from .openvino_backend import bf16_reason
 
         why_precision = bf16_reason(precision)
-    return backend, f"{CPU_DEFAULT} {precision} (CPU default; {why_precision}): {why_not_trt}"
+    return backend, f"{CPU_DEFAULT} {precision} (CPU default; {why_precision}): {why_not_trt}", None
 
 
 class _Chosen(Backend):
     """The backend `auto` picked, reporting why."""
 
-    def __init__(self, inner: Backend, choice: str) -> None:
-        self.inner, self.choice, self.name = inner, choice, inner.name
+    def __init__(self, inner: Backend, choice: str, measurement: dict | None = None) -> None:
+        self.inner, self.choice, self.name, self.measurement = inner, choice, inner.name, measurement
 
     def infer(self, frame0, frame2):
         return self.inner.infer(frame0, frame2)
@@ -240,7 +249,10 @@ class _Chosen(Backend):
         return self.inner.infer_many(pairs)
 
     def describe(self) -> dict:
-        return {**self.inner.describe(), "chosen_by": self.choice}
+        d = {**self.inner.describe(), "chosen_by": self.choice}
+        if self.measurement is not None:
+            d["chosen_by_measurement"] = self.measurement
+        return d
 
     def close(self) -> None:
         self.inner.close()

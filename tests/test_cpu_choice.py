@@ -1,0 +1,166 @@
+"""`--backend auto` on a CPU chooses OpenVINO's precision by measurement (runtime/backends/cpu_choice.py): the choice
+is the rule applied to the recorded figures (fed as a cache entry under this CPU's real key), a changed key or a
+corrupt entry measures again (one note, no traceback), an explicit --precision measures nothing, and one real
+measurement at a tiny size runs end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from runtime import cpu_info
+from runtime.backends import cpu_choice
+from runtime.backends.openvino_backend import native_bf16
+from runtime.backends.registry import BackendOptions, create_backend
+
+pytest.importorskip("openvino")
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+NATIVE_BF16 = native_bf16()
+needs_bf16 = pytest.mark.skipif(not NATIVE_BF16, reason="bf16 is a candidate only on a CPU with native bf16 "
+                                                        "(AVX512_BF16 or AMX): with fp32 alone nothing is measured")
+TINY = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """A seeded sf_adacof model's standard-op export (TorchScript exporter: the fastest)."""
+    from export.core import export_model
+    from sfadacof.checkpoint import file_sha256
+    from tests.helpers import seeded_checkpoint, seeded_model
+
+    d = tmp_path_factory.mktemp("cpu_choice")
+    ckpt = seeded_checkpoint(d / "m.pth")
+    export_model(seeded_model(), d / "s.onnx", synthesis="onnx", exporter="torchscript",
+                 checkpoint_sha256=file_sha256(ckpt), checkpoint_name=ckpt.name)
+    return d / "s.onnx"
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    """A tiny measurement (64x64, 1 warm-up, 3 calls) into this test's own cache."""
+    monkeypatch.setattr(cpu_choice, "MEASURE_SIZE", TINY)
+    monkeypatch.setenv("SFADACOF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+
+
+def _key_and_path(onnx):
+    cands, sha, _ = cpu_choice.candidates(BackendOptions(onnx=onnx), NATIVE_BF16)
+    key = cpu_choice.cache_key(cands, sha)
+    return key, cpu_choice.cache_path(key)
+
+
+def _feed(path, key, seconds):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": cpu_choice.FORMAT, "key": key, "seconds": seconds,
+                                "measured_at": "2026-01-01T00:00:00Z"}))
+
+
+def _auto(onnx, **kw):
+    with create_backend("auto", BackendOptions(onnx=onnx, **kw)) as b:
+        return b.describe()
+
+
+@needs_bf16
+@pytest.mark.parametrize("seconds, winner", [
+    ({"fp32": [0.30, 0.31, 0.29], "bf16": [0.20, 0.21, 0.19]}, "bf16"),    # bf16 a third faster
+    ({"fp32": [0.20, 0.21, 0.19], "bf16": [0.30, 0.31, 0.29]}, "fp32"),    # fp32 faster
+    ({"fp32": [0.204, 0.205, 0.203], "bf16": [0.200, 0.201, 0.199]}, "fp32"),  # bf16 2% faster: a tie, fp32
+])
+def test_choice_is_the_rule_on_the_recorded_figures(export, tiny, capsys, seconds, winner):
+    """An entry with known figures under this CPU's real key: nothing is measured, the winner is the argmin of the
+    medians (a tie within the 2% floor goes to the more accurate), and chosen_by gives those figures."""
+    key, path = _key_and_path(export)
+    _feed(path, key, seconds)
+    d = _auto(export)
+    m = d["chosen_by_measurement"]
+    assert d["precision"] == winner == m["winner"]
+    assert m["from_cache"] is True and m["cache"] == str(path) and m["measured_at"] == "2026-01-01T00:00:00Z"
+    assert m["seconds_per_call"] == {k: sorted(v)[1] for k, v in seconds.items()}  # median of 3
+    assert m["cpu"] == cpu_info.facts()["model"] and m["cores"] == cpu_info.available_cores()
+    for k, v in seconds.items():
+        assert f"{k} {sorted(v)[1]:.3f} s" in d["chosen_by"]
+    assert "choosing the CPU configuration" not in capsys.readouterr().err  # not measured
+
+
+def test_choose_rule_three_candidates():
+    """The rule alone on three candidates, against hand-worked answers (medians, spread-derived margin)."""
+    r = cpu_choice.choose({"fp32": [1.0, 1.0, 1.0], "bf16": [0.7, 0.7, 0.7], "int8": [0.5, 0.5, 0.5]})
+    assert r["winner"] == "int8" and r["tie_margin"] == cpu_choice.MIN_TIE
+    # int8 fastest, bf16 4% slower; spread: int8 calls 0.48..0.52 -> (0.04/2)/0.5 = 4% margin -> bf16 ties, wins
+    r = cpu_choice.choose({"fp32": [1.0, 1.0, 1.0], "bf16": [0.52, 0.52, 0.52], "int8": [0.48, 0.5, 0.52]})
+    assert r["fastest"] == "int8" and r["tie_margin"] == pytest.approx(0.04) and r["winner"] == "bf16"
+    # noisy calls cap the margin at MAX_TIE: 10% slower fp32 still ties with the fastest, 11% does not
+    noisy = [0.5, 1.0, 1.5]
+    assert cpu_choice.choose({"fp32": [1.10] * 3, "int8": noisy})["winner"] == "fp32"
+    assert cpu_choice.choose({"fp32": [1.11] * 3, "int8": noisy})["winner"] == "int8"
+
+
+@needs_bf16
+def test_changed_key_measures_again(export, tiny, monkeypatch, capsys):
+    """Figures cached for this key are not used once the key changes (here: another OpenVINO version)."""
+    key, path = _key_and_path(export)
+    _feed(path, key, {"fp32": [9.0, 9.0, 9.0], "bf16": [8.0, 8.0, 8.0]})
+    assert _auto(export)["chosen_by_measurement"]["from_cache"] is True
+    import openvino as ov
+
+    monkeypatch.setattr(ov, "__version__", "0.0.0-another")
+    m = _auto(export)["chosen_by_measurement"]
+    assert m["from_cache"] is False and max(max(v) for v in m["calls_s"].values()) < 8.0  # real, new figures
+    assert m["cache"] != str(path) and "choosing the CPU configuration" in capsys.readouterr().err
+
+
+@needs_bf16
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'{"format": "other"}', None])
+def test_corrupt_or_foreign_entry_measures_again(export, tiny, capsys, content):
+    """A cut-short, binary, wrong-type or foreign entry at this key's path: one note naming it, then measured; the
+    entry is replaced by a valid one. None: a valid entry of another key copied in (another machine's)."""
+    key, path = _key_and_path(export)
+    if content is None:
+        _feed(path, {**key, "cpu": "another CPU"}, {"fp32": [1.0] * 3, "bf16": [2.0] * 3})
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    m = _auto(export)["chosen_by_measurement"]
+    err = capsys.readouterr().err
+    assert m["from_cache"] is False and "Traceback" not in err
+    assert f"note: {path}: " in err and "measuring again" in err
+    entry, problem = cpu_choice.read_entry(path, key)
+    assert problem is None and set(entry["seconds"]) == {"fp32", "bf16"}
+
+
+def test_explicit_precision_measures_nothing(export, tiny, capsys):
+    d = _auto(export, precision="fp32")
+    assert d["precision"] == "fp32" and "--precision fp32" in d["chosen_by"]
+    assert "chosen_by_measurement" not in d and "choosing the CPU configuration" not in capsys.readouterr().err
+    assert not cpu_choice.outputs.cache_dir("cpu_choice").exists()
+
+
+@needs_bf16
+def test_real_tiny_measurement(export, tiny):
+    """A real measurement at 64x64: positive figures, the winner is the argmin of the medians unless a more
+    accurate candidate ties within the recorded margin, and the cache holds exactly those figures."""
+    d = _auto(export)
+    m = d["chosen_by_measurement"]
+    calls = m["calls_s"]
+    assert set(calls) == {"fp32", "bf16"} and all(len(v) == cpu_choice.CALLS for v in calls.values())
+    assert all(x > 0 for v in calls.values() for x in v)
+    med = {k: float(np.median(v)) for k, v in calls.items()}
+    argmin = min(med, key=med.get)
+    if m["winner"] != argmin:  # only a tie may overrule the argmin, and only for the more accurate
+        assert m["winner"] == "fp32" and med["fp32"] <= med[argmin] * (1 + m["tie_margin"])
+    assert d["precision"] == m["winner"] and m["size"] == "64x64"
+    cached = json.loads(open(m["cache"]).read())
+    assert cached["seconds"] == calls and cached["key"]["size"] == list(TINY)
+
+
+def test_without_native_bf16_bf16_is_not_a_candidate(export, tiny, monkeypatch):
+    """A CPU without native bf16 (flags as an AVX2-only CPU's): bf16 is left out, with the reason; fp32 alone is
+    run without measuring."""
+    monkeypatch.setattr(cpu_info, "cpu_flags", lambda: {"avx2", "fma", "avx"})
+    cands, _, notes = cpu_choice.candidates(BackendOptions(onnx=export), native_bf16())
+    assert [c.name for c in cands] == ["fp32"]
+    assert any("bf16: not measured: no avx512_bf16 or amx_bf16" in n for n in notes)
