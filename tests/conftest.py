@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,34 @@ from tests.helpers import REPO_ROOT
 SPEC_DIR = Path(os.environ.get("SFADACOF_SPEC_DIR", REPO_ROOT / "docs"))
 
 
+def shared_root(tmp_path_factory) -> Path:
+    """The run's temp folder that every pytest-xdist worker sees: each worker's basetemp is `<run's>/popen-gwN`, so
+    its parent (without xdist: the basetemp itself). What the whole run shares lives here, made once under
+    `run_once`."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def run_once(tmp_path_factory, name: str):
+    """A file lock over the run's shared folder: the first worker to take it builds `name`, the others wait and then
+    find it built (they never build it again, nor read it half-written)."""
+    from filelock import FileLock
+
+    with FileLock(str(shared_root(tmp_path_factory) / f"{name}.lock")):
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_cache(tmp_path_factory):
-    """Every test session exports into its own cache folder (SFADACOF_CACHE, inherited by the subprocesses the tests
+    """Every test run exports into its own cache folder (SFADACOF_CACHE, inherited by the subprocesses the tests
     start), never the user's ~/.cache/sfadacof or a folder SFADACOF_CACHE already names: a stale or altered entry
-    there cannot leak into a result, and nothing the tests export is left behind. Session-scoped and autouse, so it
-    is set up before any other fixture (the first read of the cache is in a fixture or a test, never at import)."""
-    root = tmp_path_factory.mktemp("sfadacof-cache", numbered=False)
+    there cannot leak into a result, and nothing the tests export is left behind. One folder for the whole run, shared
+    by the xdist workers (export.cache writes entries atomically; the session fixtures below export under a lock, so
+    one export each per run). Session-scoped and autouse, so it is set up before any other fixture (the first read of
+    the cache is in a fixture or a test, never at import)."""
+    root = shared_root(tmp_path_factory) / "sfadacof-cache"
+    root.mkdir(exist_ok=True)
     saved = os.environ.get("SFADACOF_CACHE")
     os.environ["SFADACOF_CACHE"] = str(root)
     yield root
@@ -28,6 +50,19 @@ def hermetic_cache(tmp_path_factory):
         os.environ.pop("SFADACOF_CACHE", None)
     else:
         os.environ["SFADACOF_CACHE"] = saved
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker gets its share of the cores (2 workers on 2 cores: one thread each), for torch
+    here and, through OMP_NUM_THREADS, for the commands the tests start: two workers of two spinning OpenMP threads
+    each on two cores run several times slower than one thread each."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _gpu_reason() -> str | None:
@@ -51,11 +86,35 @@ def _tensorrt_reason() -> str | None:
 SLOW_FIXTURES = {"ckpt_exports", "exported"}
 
 
+# Under `-n N --dist loadgroup` (README's test command), the tests of one xdist_group run on one worker, one after
+# another: the tests of a module that defines a module-scoped fixture (an export, a model, a Ray cluster: seconds to
+# build) are one group, so that the fixture is built once per run rather than once per worker; runtime.batch's two
+# files are one group, so that two local Ray clusters (each sized for all the cores, started by the tests and by the
+# commands they run) never run at once. Every other test goes to whichever worker is free. xdist sends the groups
+# first (the largest first), then the single tests, which even out the workers' ends.
+SHARED_GROUPS = {"test_batch.py": "ray", "test_batch_faults.py": "ray"}
+
+
+def _xdist_group(item) -> str | None:
+    name = item.path.name
+    if name in SHARED_GROUPS:
+        return SHARED_GROUPS[name]
+    info = getattr(item, "_fixtureinfo", None)
+    module = getattr(getattr(item, "module", None), "__name__", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        if any(d.scope in ("module", "package") and getattr(d.func, "__module__", None) == module for d in defs):
+            return name
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects by marker
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        group = _xdist_group(item)
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
     gpu_reason = _gpu_reason()
     trt_reason = None
     for item in items:
@@ -98,25 +157,37 @@ def cpu_op(tmp_path_factory):
 
     if _libs.find_library(_libs.CPU_LIBRARY) is None and shutil.which("cmake") is None:
         pytest.fail("libsfadacof_cpu is not built and cmake is not on PATH: run `python -m plugins.build`")
-    ensure_built([_libs.CPU_LIBRARY], tmp_path_factory.mktemp("sfadacof-build"))
+    scratch = shared_root(tmp_path_factory) / "sfadacof-build"
+    with run_once(tmp_path_factory, "sfadacof-build"):  # one build per run, whichever worker asks first
+        if (scratch / _libs.library_filename(_libs.CPU_LIBRARY)).is_file():
+            os.environ["SFADACOF_PLUGIN_DIR"] = str(scratch.resolve())  # another worker built it
+        scratch.mkdir(exist_ok=True)
+        ensure_built([_libs.CPU_LIBRARY], scratch)
     mod.library_path()  # loads it, checks the ABI version
     return mod
 
 
 @pytest.fixture(scope="session")
 def ckpt(tmp_path_factory):
-    """A seeded random checkpoint (tests.helpers.seeded_model), one per session (read only: its exports are shared)."""
+    """A seeded random checkpoint (tests.helpers.seeded_model), one per run, shared by the xdist workers (read only:
+    its exports are shared)."""
     from tests.helpers import seeded_checkpoint
 
-    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")
+    path = shared_root(tmp_path_factory) / "ckpt" / "m.pth"
+    with run_once(tmp_path_factory, "ckpt"):
+        if not path.is_file():
+            path.parent.mkdir(exist_ok=True)
+            seeded_checkpoint(path)
+    return path
 
 
 @pytest.fixture(scope="session")
-def ckpt_exports(ckpt, hermetic_cache):
+def ckpt_exports(ckpt, hermetic_cache, tmp_path_factory):
     """`ckpt` exported by the default exporter (the one users get), in both forms, once per session into the session
     cache (export.cache.onnx_for_checkpoint, keyed by checkpoint and options): every runtime command of the session
     that runs `--checkpoint ckpt` on ORT or OpenVINO finds it there instead of exporting again (20-50 s each).
     {"default": the runtime's form (plugin where the C++ kernel is built), "onnx": the standard-op form}. Read only."""
     from export.cache import onnx_for_checkpoint
 
-    return {"default": onnx_for_checkpoint(ckpt), "onnx": onnx_for_checkpoint(ckpt, synthesis="onnx")}
+    with run_once(tmp_path_factory, "ckpt_exports"):  # the second worker finds both in the shared cache
+        return {"default": onnx_for_checkpoint(ckpt), "onnx": onnx_for_checkpoint(ckpt, synthesis="onnx")}

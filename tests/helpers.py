@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import subprocess
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -257,3 +260,69 @@ def write_video(path: Path, frames, *, rate: int = 25, time_base: Fraction = Fra
                 c.mux(a.encode(af))
             c.mux(a.encode())
     return path
+
+
+# -- processes a test starts ------------------------------------------------------------------------------------------
+
+@contextmanager
+def reaped(p: subprocess.Popen):
+    """Yield `p` (a process this test started); on the way out, however the block ends, a `p` still running is
+    killed, and `p` is waited for: never left running, never a zombie. Only `p` is touched."""
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def signal_and_wait(p: subprocess.Popen, sig: int, timeout: float = 120.0) -> tuple[int, list[str]]:
+    """Send `sig` to `p` (started with stderr=PIPE, text=True) and wait for it to end: (exit status, stderr lines).
+    A `p` that outlives `timeout` is killed and reaped (the test then fails on communicate's TimeoutExpired)."""
+    with reaped(p):
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=timeout)
+    return p.returncode, err.strip().splitlines()
+
+
+def assert_ended_by(sig: int, code: int, err: list[str]) -> None:
+    """A run ended by `sig` as the README promises: exit 128 + N, its last stderr line `interrupted` (Ctrl-C) or
+    `interrupted (SIGTERM)` (another signal), no traceback, no C++ terminate, no abort."""
+    name = signal.Signals(sig).name
+    assert code == 128 + sig, (code, err[-5:])
+    assert err and err[-1] == ("interrupted" if sig == signal.SIGINT else f"interrupted ({name})"), err[-5:]
+    assert not any("Traceback" in ln or "terminate" in ln or "Aborted" in ln for ln in err), err[-20:]
+
+
+def run_main(module: str, *argv, env: dict | None = None) -> tuple[int, list[str]]:
+    """`python -m module ARGV` run in this process: the module's main(argv), the code the command line runs, with
+    stdout and stderr captured: (exit status, stderr lines). For what a command decides (a refusal before any work,
+    its one line, the files it leaves), ~2-4 s cheaper than a process (torch is imported already). Tests of the
+    process itself (signals, the interpreter's exit, a stderr free of import-time noise) start a real one. `env`
+    is set for the call only; the signal handlers the command installs (sfadacof.interrupts) are put back."""
+    import contextlib
+    import importlib
+    import io
+
+    mod = importlib.import_module("calib.__main__" if module == "calib" else module)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old_env = {k: os.environ.get(k) for k in (env or {})}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(env or {})
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = mod.main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if isinstance(code, str):  # sys.exit("message"): Python prints it and exits 1
+        err.write(code + "\n")
+        code = 1
+    return (code or 0), err.getvalue().strip().splitlines()

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("ray", reason="Ray is part of the batch extra")
 psutil = pytest.importorskip("psutil", reason="psutil is part of the batch extra")
 
-from tests.helpers import seeded_checkpoint, write_bikes_pair  # noqa: E402
+from tests.helpers import assert_ended_by, reaped, seeded_checkpoint, signal_and_wait, write_bikes_pair  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -167,29 +167,23 @@ def test_signal_to_the_driver_ends_like_ctrl_c(tmp_path, data, sig):
     p, out = start_driver(tmp_path, data)
     cluster = descendants(p.pid)
     try:
-        p.send_signal(sig)
-        _, err = p.communicate(timeout=120)
+        code, lines = signal_and_wait(p, sig)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    lines = err.strip().splitlines()
-    assert p.returncode == 128 + sig, (p.returncode, lines[-5:])
-    assert lines[-1] == f"interrupted ({signal.Signals(sig).name})", lines[-5:]
-    assert not any("Traceback" in ln or "Aborted" in ln for ln in lines), lines[-20:]
+        left = reap(cluster)  # waited for, and killed if still running: never left behind
+    assert_ended_by(sig, code, lines)
     assert not [q for q in out.rglob(".*")]  # no staging, no temp file
-    assert reap(cluster) == []
+    assert left == [], [q.pid for q in left]
 
 
 def test_sigkill_of_the_driver_takes_its_cluster_down(tmp_path, data):
     """No handler runs in a SIGKILLed driver: its local cluster (gcs_server, raylet, agents, workers) must still end
     within 30 s (the agents and workers used to run on for good)."""
     p, out = start_driver(tmp_path, data)
-    time.sleep(1.0)  # past the watchdog's first look at the process tree
-    cluster = descendants(p.pid)
-    assert any("raylet" in " ".join(q.cmdline()) for q in cluster)
-    p.kill()
-    p.wait()
+    with reaped(p):
+        time.sleep(1.0)  # past the watchdog's first look at the process tree
+        cluster = descendants(p.pid)
+        assert any("raylet" in " ".join(q.cmdline()) for q in cluster)
+        signal_and_wait(p, signal.SIGKILL)
     left = reap(cluster)
     assert left == [], [q.pid for q in left]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import assert_ended_by, reaped, signal_and_wait
 from tests.test_interrupt import cpu_seconds, env_with, hidden_or_temp, write_pairs, write_sequence
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,23 +48,10 @@ def wait_until(p: subprocess.Popen, ready, timeout: float = 180.0) -> None:
 
 def signal_when(argv: list, ready, env: dict, sig: int, extra_delay: float = 0.0) -> tuple[int, list[str]]:
     """Start `python -m argv`, send `sig` once ready(process); return (exit status, stderr lines)."""
-    p = start(argv, env)
-    try:
+    with reaped(start(argv, env)) as p:
         wait_until(p, ready)
         time.sleep(extra_delay)
-        p.send_signal(sig)
-        _, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    return p.returncode, err.strip().splitlines()
-
-
-def assert_ended_by(sig: int, code: int, err: list[str]) -> None:
-    assert code == 128 + sig, (code, err[-5:])
-    assert err and err[-1] == f"interrupted ({signal.Signals(sig).name})", err[-5:]
-    assert not any("Traceback" in line or "terminate" in line for line in err), err
+        return signal_and_wait(p, sig)
 
 
 @pytest.mark.parametrize("sig", SIGNALS)
@@ -119,15 +107,10 @@ def test_sighup_ignored_by_nohup_stays_ignored(tmp_path, ckpt):
                           "--backend", "torch"], cwd=REPO, env=env_with(tmp_path / "c"), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-    try:
+    with reaped(p):
         wait_until(p, lambda p: cpu_seconds(p.pid) > 1.5)
-        p.send_signal(signal.SIGHUP)
-        _, err = p.communicate(timeout=300)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == 0, err[-2000:]
+        code, err = signal_and_wait(p, signal.SIGHUP, timeout=300)
+    assert code == 0, err[-20:]
     assert len(list(out.glob("frame_*.png"))) == 8
 
 
@@ -148,16 +131,10 @@ def test_next_run_cleans_what_a_sigkilled_run_left(tmp_path, ckpt, target):
     out.parent.mkdir()
     env = env_with(tmp_path / "c")
     argv = ["runtime.infer", src, "-o", out, "--checkpoint", ckpt, "--backend", "torch"]
-    p = start(argv + ["--factor", "8"], env)
-    try:
+    with reaped(start(argv + ["--factor", "8"], env)) as p:
         wait_until(p, lambda p: any(out.parent.glob(".*")))
         time.sleep(0.5)
-        p.kill()
-        p.wait()
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        signal_and_wait(p, signal.SIGKILL)
     left = [q.name for q in out.parent.iterdir()]
     assert left and all(n.startswith(".") for n in left), left  # what SIGKILL leaves (no handler can run)
     assert not out.exists()
