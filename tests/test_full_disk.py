@@ -1,7 +1,8 @@
 """A full disk is a failed write: one line naming the OUTPUT, exit 1, nothing hidden left on the disk -- never a
 'corrupt input' (exit 2) nor a traceback. The disk is a real tmpfs of a few KiB (mounting needs root; elsewhere
 RLIMIT_FSIZE in the child stands in for it: the writes then fail with EFBIG instead of ENOSPC). runtime.batch's
-full disk: tests/test_batch_faults.py."""
+full disk: tests/test_batch_faults.py. Where the tmpfs can be mounted the commands run in-process (`run`);
+the cases that run the model or an export are slow all the same (tests/README.md)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_main
 from tests.test_interrupt import write_pairs, write_sequence
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from tests.helpers import seeded_checkpoint
-
-    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pth")
 
 
 @pytest.fixture
@@ -43,6 +38,10 @@ def disk(tmp_path):
 
 
 def run(argv: list, preexec, cache: Path) -> tuple[int, list[str]]:
+    """The command on the disk of the `disk` fixture: with a real tmpfs, its main(argv) in this process (run_main:
+    what `python -m` runs, without 2-4 s of imports); with the RLIMIT_FSIZE stand-in, a child process under it."""
+    if preexec is None:
+        return run_main(*argv)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", SFADACOF_CACHE=str(cache))
     r = subprocess.run([sys.executable, "-m", *map(str, argv)], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=900, preexec_fn=preexec)
@@ -61,6 +60,7 @@ def left_on(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_video_with_audio_onto_a_full_disk(tmp_path, ckpt, disk):
     """The audio packets are muxed while the input is demuxed: their failed write used to be reported as a corrupt
     INPUT video (exit 2)."""
@@ -75,6 +75,7 @@ def test_video_with_audio_onto_a_full_disk(tmp_path, ckpt, disk):
     assert left_on(mnt) == []
 
 
+@pytest.mark.slow
 def test_frames_onto_a_full_disk(tmp_path, ckpt, disk):
     mnt, preexec = disk
     seq = write_sequence(tmp_path / "seq", 6)
@@ -85,6 +86,7 @@ def test_frames_onto_a_full_disk(tmp_path, ckpt, disk):
     assert left_on(mnt) == []
 
 
+@pytest.mark.slow
 def test_pairs_onto_a_full_disk(tmp_path, ckpt, disk):
     mnt, preexec = disk
     pairs = write_pairs(tmp_path / "pairs", 4, 128)
@@ -95,11 +97,13 @@ def test_pairs_onto_a_full_disk(tmp_path, ckpt, disk):
     assert all(not n.startswith(".") and "/." not in n for n in left_on(mnt)), left_on(mnt)
 
 
+@pytest.mark.slow
 def test_to_onnx_onto_a_full_disk(tmp_path, ckpt, disk):
-    """export.to_onnx used to exit 2 (a user error) for a full disk."""
+    """export.to_onnx used to exit 2 (a user error) for a full disk. The TorchScript exporter (seconds, not the
+    default's 20-50): both exporters' graphs are written by the same atomic_save_onnx."""
     mnt, preexec = disk
     out = mnt / "m.onnx"
-    code, err = run(["export.to_onnx", ckpt, "-o", out], preexec, tmp_path / "c")
+    code, err = run(["export.to_onnx", ckpt, "-o", out, "--exporter", "torchscript"], preexec, tmp_path / "c")
     assert_failed_write(code, err, out)
     assert left_on(mnt) == []
 

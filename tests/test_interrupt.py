@@ -21,7 +21,7 @@ from tests.helpers import assert_ended_by, bikes_frames, crop, reaped, signal_an
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cache(ckpt_exports):
     """The session's export cache (conftest.py), holding both forms of `ckpt` (the openvino backend's is "onnx")."""
     return Path(os.environ["SFADACOF_CACHE"]), ckpt_exports["default"]
@@ -110,13 +110,13 @@ def test_sigint_during_to_onnx(tmp_path, ckpt):
     assert list(tmp_path.glob("*.onnx")) == [] and hidden_or_temp(tmp_path) == []
 
 
-@pytest.mark.parametrize("backend", [pytest.param("ort", marks=pytest.mark.slow), "torch",
-                                     pytest.param("openvino", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a real process (as every case here but the in-process ones at the end)
+@pytest.mark.parametrize("backend", ["ort", "torch", "openvino"])
 def test_sigint_mid_pairs(tmp_path, ckpt, backend, request):
     """Mid-run: with ort the graph's custom node calls back into Python from C++; a KeyboardInterrupt raised
     there used to abort the process (SIGABRT). Frames are 128x128 so most of the time is inside session.run
     (openvino, the CPU default: inside its C++ infer call, which calls no Python back). torch needs no export, so
-    it asks for no cache fixture (and stays in the fast lane)."""
+    it asks for no cache fixture."""
     root = None if backend == "torch" else request.getfixturevalue("cache")[0]
     pairs, out = write_pairs(tmp_path / "pairs", 40, 128), tmp_path / "out"
     code, err = interrupt_when(["runtime.infer", pairs, "-o", out, "--checkpoint", ckpt, "--backend", backend],
@@ -126,6 +126,7 @@ def test_sigint_mid_pairs(tmp_path, ckpt, backend, request):
     assert 1 <= assert_complete_pngs(out) < 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["out.mp4", "frames"])
 def test_sigint_mid_video(tmp_path, ckpt, cache, target):
     """Mid-video: the hidden temp video (or the staging folder of a frames output) is removed, nothing partial is
@@ -139,6 +140,7 @@ def test_sigint_mid_video(tmp_path, ckpt, cache, target):
     assert list(out.parent.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("also_metadata", [False, True])
 def test_malformed_custom_node_one_line(tmp_path, ckpt, cache, also_metadata):
     """kernel_size 7 on K = 5 maps: refused from the metadata before the session runs; with the metadata edited
@@ -159,3 +161,61 @@ def test_malformed_custom_node_one_line(tmp_path, ckpt, cache, also_metadata):
     assert r.returncode == 2 and len(err) == 1, (r.returncode, err[-5:])
     assert str(bad) in err[0] and ("kernel_size" in err[0] or "weight1" in err[0]), err[0]
     assert not out.exists() or assert_complete_pngs(out) == 0
+
+
+# -- in-process: the pieces every CLI's Ctrl-C handling is made of (sfadacof.interrupts, sfadacof.errors) ------------
+
+@pytest.fixture
+def own_handlers(monkeypatch):
+    """SIGINT/SIGTERM/SIGHUP handlers put back after the test (it installs the CLIs' own), and sfadacof.interrupts'
+    record of the first signal received fresh, as in a new process."""
+    from sfadacof import interrupts
+
+    monkeypatch.setattr(interrupts, "_received", [])
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+@pytest.mark.parametrize("sig, line, status", [(signal.SIGINT, "interrupted", 130),
+                                               (signal.SIGTERM, "interrupted (SIGTERM)", 143),
+                                               (signal.SIGHUP, "interrupted (SIGHUP)", 129)])
+def test_signal_in_a_held_block_ends_the_cli_after_it(own_handlers, capsys, sig, line, status):
+    """What the ORT custom-op callback runs under (sfadacof.interrupts.deferred_sigint): a real signal sent to this
+    process inside the block is held until the block ends (the block runs to its end), then ends the command as the
+    README says: its one line on stderr, exit 128 + N (cli_main)."""
+    from sfadacof.errors import cli_main
+    from sfadacof.interrupts import deferred_sigint
+
+    # as a process started from a shell begins (this one may run under nohup, or as an xdist worker)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
+    steps = []
+
+    @cli_main
+    def main():
+        with deferred_sigint():
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)  # Python runs a handler between bytecodes: an unheld signal raises here
+            steps.append("block ended")
+        steps.append("after the block")  # never reached: the held signal is raised as the block ends
+
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert (e.value.code, steps) == (status, ["block ended"])
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_nohup_ignored_sighup_stays_ignored_in_a_cli(own_handlers):
+    """A SIGHUP the process was told to ignore (nohup) stays ignored when a CLI installs its handlers."""
+    from sfadacof.interrupts import install_termination_handlers
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    install_termination_handlers()
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    assert callable(signal.getsignal(signal.SIGTERM))  # SIGTERM: the CLI's own handler now
+    os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing is raised
+    time.sleep(0.05)

@@ -17,17 +17,15 @@ from tests.helpers import assert_ended_by, reaped, signal_and_wait
 from tests.test_interrupt import cpu_seconds, env_with, hidden_or_temp, write_pairs, write_sequence
 
 REPO = Path(__file__).resolve().parent.parent
+# Every case but the in-process clean_stale ones starts a real `python -m` process (2-4 s of imports): slow
+# (tests/README.md, "The fast lane").
 SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHUP, id="SIGHUP")]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory, ckpt):
-    """An export cache holding the plugin-form graph of `ckpt` (for the ort backend)."""
-    from export.cache import onnx_for_checkpoint
-
-    root = tmp_path_factory.mktemp("cache")
-    onnx_for_checkpoint(ckpt, cache_dir_override=root / "onnx")
-    return root
+@pytest.fixture
+def cache(ckpt_exports):
+    """The run's export cache (conftest.py), holding the plugin-form graph of `ckpt` (for the ort backend)."""
+    return Path(os.environ["SFADACOF_CACHE"])
 
 
 def start(argv: list, env: dict) -> subprocess.Popen:
@@ -54,6 +52,7 @@ def signal_when(argv: list, ready, env: dict, sig: int, extra_delay: float = 0.0
         return signal_and_wait(p, sig)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS)
 @pytest.mark.parametrize("target", ["out.mp4", "frames"])
 def test_signal_mid_video_encode(tmp_path, ckpt, sig, target):
@@ -68,6 +67,7 @@ def test_signal_mid_video_encode(tmp_path, ckpt, sig, target):
     assert list(out.parent.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_signal_during_first_export(tmp_path, ckpt, sig):
     """The ort backend exports the checkpoint into an empty cache: the signal arrives mid-export; the cache holds no
@@ -80,6 +80,7 @@ def test_signal_during_first_export(tmp_path, ckpt, sig):
     assert not out.exists() or not list(out.iterdir())
 
 
+@pytest.mark.slow
 def test_sigterm_during_to_onnx(tmp_path, ckpt):
     """export.to_onnx mid-trace (past the ~2 s of imports)."""
     out = tmp_path / "m.onnx"
@@ -89,6 +90,7 @@ def test_sigterm_during_to_onnx(tmp_path, ckpt):
     assert list(tmp_path.glob("*.onnx")) == [] and hidden_or_temp(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_signal_mid_pairs_in_the_custom_op(tmp_path, ckpt, cache, sig):
     """ort runs the custom node's Python callback from C++: the signal is held until the call returns (as SIGINT
@@ -100,6 +102,7 @@ def test_signal_mid_pairs_in_the_custom_op(tmp_path, ckpt, cache, sig):
     assert hidden_or_temp(out) == []
 
 
+@pytest.mark.slow
 def test_sighup_ignored_by_nohup_stays_ignored(tmp_path, ckpt):
     """A run started under nohup (SIGHUP ignored) keeps running through a hang-up and completes."""
     src, out = write_sequence(tmp_path / "seq", 4), tmp_path / "frames"
@@ -123,6 +126,7 @@ def dead_pid() -> int:
     return p.pid
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["out.mp4", "frames"])
 def test_next_run_cleans_what_a_sigkilled_run_left(tmp_path, ckpt, target):
     """SIGKILL mid-encode leaves the hidden temp video / staging folder; the next run into the same place removes
