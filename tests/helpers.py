@@ -299,7 +299,9 @@ def run_main(module: str, *argv, env: dict | None = None) -> tuple[int, list[str
     stdout and stderr captured: (exit status, stderr lines). For what a command decides (a refusal before any work,
     its one line, the files it leaves), ~2-4 s cheaper than a process (torch is imported already). Tests of the
     process itself (signals, the interpreter's exit, a stderr free of import-time noise) start a real one. `env`
-    is set for the call only; the signal handlers the command installs (sfadacof.interrupts) are put back."""
+    is set for the call only; the signal handlers the command installs (sfadacof.interrupts) are put back. One torch
+    thread, as the processes the tests start get (OMP_NUM_THREADS=1): two spinning threads on a loaded 2-core machine
+    run many times slower."""
     import contextlib
     import importlib
     import io
@@ -308,13 +310,16 @@ def run_main(module: str, *argv, env: dict | None = None) -> tuple[int, list[str
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     old_env = {k: os.environ.get(k) for k in (env or {})}
     out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(1)
         os.environ.update(env or {})
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = mod.main([str(a) for a in argv])
     except SystemExit as e:
         code = e.code
     finally:
+        torch.set_num_threads(threads)
         for s, h in saved.items():
             signal.signal(s, h)
         for k, v in old_env.items():

@@ -1,8 +1,8 @@
 """A full disk is a failed write: one line naming the OUTPUT, exit 1, nothing hidden left on the disk -- never a
 'corrupt input' (exit 2) nor a traceback. The disk is a real tmpfs of a few KiB (mounting needs root; elsewhere
 RLIMIT_FSIZE in the child stands in for it: the writes then fail with EFBIG instead of ENOSPC). runtime.batch's
-full disk: tests/test_batch_faults.py. Where the tmpfs can be mounted the commands run in-process (`run`);
-the cases that run the model or an export are slow all the same (tests/README.md)."""
+full disk: tests/test_batch_faults.py. Where the tmpfs can be mounted the commands run in-process (`run`): the
+frames and pairs cases then take well under a second; the video and export cases are slow (tests/README.md)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,6 @@ def test_video_with_audio_onto_a_full_disk(tmp_path, ckpt, disk):
     assert left_on(mnt) == []
 
 
-@pytest.mark.slow
 def test_frames_onto_a_full_disk(tmp_path, ckpt, disk):
     mnt, preexec = disk
     seq = write_sequence(tmp_path / "seq", 6)
@@ -86,7 +85,6 @@ def test_frames_onto_a_full_disk(tmp_path, ckpt, disk):
     assert left_on(mnt) == []
 
 
-@pytest.mark.slow
 def test_pairs_onto_a_full_disk(tmp_path, ckpt, disk):
     mnt, preexec = disk
     pairs = write_pairs(tmp_path / "pairs", 4, 128)

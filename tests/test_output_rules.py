@@ -402,6 +402,7 @@ def test_gpu_train_prepare_keeps_a_users_file(tmp_path, cache, name):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow  # copies and decodes the footage twice (~4 s of CPU)
 def test_gpu_train_prepare_reruns_over_its_own_files(tmp_path):
     """A second --prepare into the same folder replaces its own copies and manifest (recognised: same bytes as the
     footage's clip, a manifest with frame digests), exit 0, the same files."""

@@ -1,9 +1,12 @@
 """Issue 23: poisoned state never reaches an output, and the verdicts and messages are right.
 
-Every case runs the real command line in a subprocess on real files: an export-cache entry altered in place, weights
-holding NaN or Inf (every command that loads a checkpoint), checkpoints that unpack to gigabytes (peak RSS of the
-child measured), a video that changes size, integer and float TIFF frames, a checkpoint that is some other file, and
-file names holding control characters. tests/README.md maps each promise to its test here.
+Real command lines on real files: an export-cache entry altered in place, weights holding NaN or Inf (every command
+that loads a checkpoint), checkpoints that unpack to gigabytes (peak RSS of the child measured), a video that changes
+size, integer and float TIFF frames, a checkpoint that is some other file, and file names holding control
+characters. tests/README.md maps each promise to its test here. The cases whose point is the process (one line on a
+real stderr, the child's peak RSS, every command's own process) run it as a subprocess (`run`: slow, 2-4 s of imports
+each); the others call the command's main(argv) in this process (`run_in`, tests.helpers.run_main), which is what
+`python -m` runs after its imports.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from PIL import Image
 
 from sfadacof.checkpoint import save_checkpoint
 from sfadacof.images import to_uint8
-from tests.helpers import bikes_frames, crop, save_frames, seeded_model
+from tests.helpers import bikes_frames, crop, run_main, save_frames, seeded_model
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 64, 64
@@ -37,6 +40,12 @@ def run(module: str, *args, cache: Path, timeout: int = 600) -> subprocess.Compl
     env = {**os.environ, "SFADACOF_CACHE": str(cache)}
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_in(module: str, *args, cache: Path) -> subprocess.CompletedProcess:
+    """`run`'s command through its main(argv) in this process (tests.helpers.run_main); stdout is not kept."""
+    code, err = run_main(module, *args, env={"SFADACOF_CACHE": str(cache)})
+    return subprocess.CompletedProcess([module, *map(str, args)], code, "", "".join(line + "\n" for line in err))
 
 
 def run_with_peak_rss(module: str, *args, cache: Path, timeout: int = 600) -> tuple[subprocess.CompletedProcess, int]:
@@ -105,14 +114,24 @@ def _alter_largest_initializer(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_altered_export_cache_entry_is_detected_and_rebuilt(work, model, tmp_path):
-    """runtime.infer --backend ort exports into the cache, then its entry's weights are altered in place. The next
-    run says so in one note line, exports again and writes the model's frame (equal to the PyTorch reference within
-    one 8-bit step), not the altered graph's (on main: off by tens of levels, exit 0)."""
+@pytest.mark.slow
+def test_altered_export_cache_entry_is_detected_and_rebuilt(work, ckpt, ckpt_exports, tmp_path):
+    """runtime.infer --backend ort finds the checkpoint's export in its cache (this run's own default-exporter entry
+    and its digest, copied into a cache of this test's: no export), then the entry's weights are altered in place.
+    The next run says so in one note line, exports again and writes the model's frame (equal to the PyTorch
+    reference within one 8-bit step), not the altered graph's (on main: off by tens of levels, exit 0)."""
+    import shutil
+
+    from export.cache import digest_path
+    from sfadacof.checkpoint import load_checkpoint
+
     cache = tmp_path / "cache"
-    args = (work["pairs"], "--backend", "ort", "--checkpoint", work["ckpt"])
+    (cache / "onnx").mkdir(parents=True)
+    for f in (ckpt_exports["default"], digest_path(ckpt_exports["default"])):
+        shutil.copy2(f, cache / "onnx" / f.name)
+    args = (work["pairs"], "--backend", "ort", "--checkpoint", ckpt)
     first = run("runtime.infer", *args, "-o", tmp_path / "a", cache=cache)
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.returncode == 0 and "exporting ONNX" not in first.stderr, first.stderr[-2000:]  # the copy was used
     entries = sorted((cache / "onnx").glob("*.onnx"))
     assert len(entries) == 1 and (cache / "onnx" / (entries[0].name + ".sha256")).is_file()
     _alter_largest_initializer(entries[0])
@@ -120,6 +139,7 @@ def test_altered_export_cache_entry_is_detected_and_rebuilt(work, model, tmp_pat
     assert again.returncode == 0, again.stderr[-2000:]
     notes = [line for line in again.stderr.splitlines() if "does not match the digest" in line]
     assert len(notes) == 1 and str(entries[0]) in notes[0]
+    model = load_checkpoint(ckpt).model.eval()
     ref = reference(model, *(x.astype(np.float32) / 255 for x in (work["frames"][0], work["frames"][2])))
     for out in ("a", "b"):
         got = np.asarray(Image.open(tmp_path / out / "p.png")).astype(int)
@@ -130,6 +150,7 @@ def test_altered_export_cache_entry_is_detected_and_rebuilt(work, model, tmp_pat
     assert third.returncode == 0 and "digest" not in third.stderr and entries[0].stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_cache_entry_without_digest_or_cut_short_is_rebuilt(work, tmp_path, monkeypatch, capsys):
     """The other ways an entry stops being what was written: its digest removed (an entry of an older version, or
     a poisoned one with the evidence deleted), or the file cut short. Both are exported again, never used."""
@@ -183,6 +204,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_non_finite_weights_refused_in_every_command(command, work, model, tmp_path):
     """NaN weights wrote black frames and Inf weights exported (exit 0): every command that loads a checkpoint
@@ -196,6 +218,7 @@ def test_non_finite_weights_refused_in_every_command(command, work, model, tmp_p
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_non_finite_weights_refused_on_resume(work, model, tmp_path):
     """sfadacof.train resuming from an OUT/last.pth whose weights hold NaN (a diverged run) refuses it in one line."""
     out = tmp_path / "run"
@@ -335,6 +358,7 @@ def bombs(tmp_path_factory, model):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bomb, command", [
     ("view", "export"),        # a tensor of the right shape viewing a 2 GB storage
     ("view", "infer-torch"),
@@ -355,6 +379,7 @@ def test_checkpoint_that_unpacks_to_gigabytes_is_refused_before_unpacking(bomb, 
     assert peak < PEAK_LIMIT, f"peak RSS {peak / 2**20:.0f} MiB"
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_that_unpacks_to_gigabytes(bombs, work, tmp_path):
     """sfadacof.train's resume (last.pth with optimizer state: three layouts allowed) refuses it the same way."""
     out = tmp_path / "run"
@@ -393,7 +418,7 @@ def test_size_changing_video_refused_in_one_line(flags, output, work, tmp_path):
     """Frames 3.. of the video are 96x64 after 64x64: one line naming the file and the frame, exit 2, no output
     (on main: a traceback from the scene-cut difference or from the model)."""
     src = size_changing_video(tmp_path / "v.mkv", [(64, 64)] * 3 + [(96, 64)] * 3)
-    line = error_line(run("runtime.infer", src, "-o", tmp_path / output, "--backend", "torch", "--checkpoint",
+    line = error_line(run_in("runtime.infer", src, "-o", tmp_path / output, "--backend", "torch", "--checkpoint",
                           work["ckpt"], *flags, cache=tmp_path / "cache"))
     assert str(src) in line and "frame 3 is 96x64" in line and "64x64" in line
     assert not (tmp_path / output).exists()
@@ -426,7 +451,7 @@ def test_unsigned_integer_tiff_frames_read_at_their_depth(dtype, work, model, tm
     pairs.mkdir(parents=True)
     for name, g in zip(("a.tif", "b.tif"), gray):
         write_tiff(pairs / name, np.round(g * full).astype(dtype), 1)
-    r = run("runtime.infer", tmp_path / "pairs", "-o", tmp_path / "o", "--backend", "torch", "--checkpoint",
+    r = run_in("runtime.infer", tmp_path / "pairs", "-o", tmp_path / "o", "--backend", "torch", "--checkpoint",
             work["ckpt"], cache=tmp_path / "cache")
     assert r.returncode == 0, r.stderr[-2000:]
     ref = reference(model, *(np.repeat((np.round(g * full) / full)[:, :, None], 3, axis=2) for g in gray))
@@ -443,7 +468,7 @@ def test_signed_and_float_tiff_frames_refused(dtype, sample_format, kind, work, 
     pairs.mkdir(parents=True)
     for name in ("a.tif", "b.tif"):
         write_tiff(pairs / name, (np.arange(W * H).reshape(H, W) % 100).astype(dtype), sample_format)
-    line = error_line(run("runtime.infer", tmp_path / "pairs", "-o", tmp_path / "o", "--backend", "torch",
+    line = error_line(run_in("runtime.infer", tmp_path / "pairs", "-o", tmp_path / "o", "--backend", "torch",
                           "--checkpoint", work["ckpt"], cache=tmp_path / "cache"))
     assert str(pairs / "a.tif") in line and f"{kind} samples ({np.dtype(dtype).itemsize * 8}-bit)" in line
     assert not (tmp_path / "o").exists()
@@ -451,12 +476,14 @@ def test_signed_and_float_tiff_frames_refused(dtype, sample_format, kind, work, 
 
 # -- a checkpoint that is some other file -------------------------------------------------------------------------------
 
-def test_onnx_file_given_as_checkpoint_is_named(work, tmp_path):
-    """A .pth that is an ONNX model: the line says what the file is, not torch's weights_only advice cut off
-    mid-sentence."""
+@pytest.mark.slow
+def test_onnx_file_given_as_checkpoint_is_named(work, model, tmp_path):
+    """A .pth that is an ONNX model (this checkpoint's export; the TorchScript exporter, in seconds): the line says
+    what the file is, not torch's weights_only advice cut off mid-sentence."""
+    from export.core import export_model
+
     onnx_file = tmp_path / "m.onnx"
-    assert run("export.to_onnx", work["ckpt"], "-o", onnx_file, "--synthesis", "onnx",
-               cache=tmp_path / "cache").returncode == 0
+    export_model(model, onnx_file, synthesis="onnx", exporter="torchscript")
     fake = tmp_path / "model.pth"
     fake.write_bytes(onnx_file.read_bytes())
     for cmd in (("export.to_onnx", fake, "-o", tmp_path / "x.onnx"),
@@ -475,26 +502,30 @@ def test_onnx_file_given_as_checkpoint_is_named(work, tmp_path):
 def test_other_files_given_as_checkpoint(content, said, tmp_path):
     fake = tmp_path / "w.pth"
     fake.write_bytes(content)
-    line = error_line(run("export.to_onnx", fake, "-o", tmp_path / "x.onnx", cache=tmp_path / "cache"))
+    line = error_line(run_in("export.to_onnx", fake, "-o", tmp_path / "x.onnx", cache=tmp_path / "cache"))
     assert f"{fake}: " in line and said in line and "weights_only" not in line, line
 
 
 # -- file names holding control characters ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("char, escaped", [("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\x1b", "\\x1b"),
-                                           ("\u2028", "\\u2028"), ("\x85", "\\x85")])
+@pytest.mark.parametrize("char, escaped", [pytest.param("\n", "\\n", marks=pytest.mark.slow), ("\r", "\\r"),
+                                           ("\t", "\\t"), ("\x1b", "\\x1b"), ("\u2028", "\\u2028"),
+                                           ("\x85", "\\x85")])
 def test_error_naming_a_file_with_control_characters_stays_one_line(char, escaped, work, tmp_path):
-    """A corrupt frame named `bad<char>frame.png`: the error is one line, the character written as its escape."""
+    """A corrupt frame named `bad<char>frame.png`: the error is one line, the character written as its escape (a real
+    process's stderr for the newline, in-process for the others)."""
     pairs = tmp_path / "pairs" / "p"
     pairs.mkdir(parents=True)
     Image.fromarray(work["frames"][0]).save(pairs / "a.png")
     (pairs / f"bad{char}frame.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    line = error_line(run("runtime.infer", tmp_path / "pairs", "-o", tmp_path / "o", "--backend", "torch",
-                          "--checkpoint", work["ckpt"], cache=tmp_path / "cache"))
+    line = error_line((run if char == "\n" else run_in)("runtime.infer", tmp_path / "pairs", "-o", tmp_path / "o",
+                                                        "--backend", "torch", "--checkpoint", work["ckpt"],
+                                                        cache=tmp_path / "cache"))
     assert f"bad{escaped}frame.png" in line and char not in line, line  # escaped, not raw (a tab or ESC does not
     # split the line, but reaches the terminal raw)
 
 
+@pytest.mark.slow
 def test_other_commands_and_argparse_errors_stay_one_line(tmp_path):
     """The same through export.to_onnx (a checkpoint named with a newline) and through an argparse error (an
     unknown argument holding a newline)."""

@@ -80,6 +80,7 @@ def test_no_line_after_a_failed_loop():
     assert out.getvalue() == ""
 
 
+@pytest.mark.slow  # a real process (its stderr a pipe), as the next two
 def test_video_progress_on_a_pipe_and_one_figure(tmp_path, ckpt):
     """runtime.infer on a video with stderr a pipe: progress lines in output frames, and the summary's s/output frame
     is the closing progress line's (issue 27 item 2: 25.86s/frame against 52.497 s per interpolated frame)."""
@@ -101,6 +102,7 @@ def test_video_progress_on_a_pipe_and_one_figure(tmp_path, ckpt):
     assert_keys_in_glossary(report)
 
 
+@pytest.mark.slow  # and the default exporter's first export
 def test_pairs_progress_and_first_export_on_a_pipe(tmp_path, ckpt):
     """The default backend exports ONNX on first use (into this test's own cache): the exporter's lines come from
     the heartbeat; then the pairs' progress, whose s/pair the summary repeats."""
@@ -120,8 +122,13 @@ def test_pairs_progress_and_first_export_on_a_pipe(tmp_path, ckpt):
     assert figure in r.stdout, (figure, r.stdout)
 
 
+@pytest.mark.slow  # a real process (its stderr a pipe)
 def test_export_to_onnx_on_a_pipe(tmp_path, ckpt):
-    r = _run(tmp_path, "-m", "export.to_onnx", str(ckpt), "-o", str(tmp_path / "m.onnx"), every="0.2")
+    """export.to_onnx's heartbeat (the same for both exporters: sfadacof.progress.heartbeat around the trace) with the
+    TorchScript exporter, seconds instead of the default's 20-50 s; the default exporter's lines on a pipe are those
+    of the first export in the test above."""
+    r = _run(tmp_path, "-m", "export.to_onnx", str(ckpt), "-o", str(tmp_path / "m.onnx"), "--exporter", "torchscript",
+             every="0.2")
     assert r.returncode == 0, r.stderr
     err = r.stderr.splitlines()
     assert any(re.fullmatch(r"exporting ONNX \(plugin synthesis\): tracing with the \w+ exporter, 0 s elapsed", ln)
