@@ -8,11 +8,14 @@ Self-contained: relative links only, no script, no web font, so it works opened 
 elsewhere as a folder.
 
 Heat map: per pixel the largest of the three channels' |raw backend output - raw PyTorch output| (both unclamped,
-the differences runtime.accuracy judges), in 8-bit levels (x 255). Each map has its own scale: black is 0 and the
-top colour is that frame's max |Δ| over the pixels the check judges (the report's `max_abs` x 255), printed at the
-top of the bar beside it; a frame identical to PyTorch's is black with a bar from 0 to 0. Pixels the check sets
+the differences runtime.accuracy judges), in 8-bit levels (x 255). Each map has its own scale: the top colour is that
+frame's max |Δ| over the pixels the check judges (the report's `max_abs` x 255), printed at the top of the bar
+beside it; a frame identical to PyTorch's is black with a bar from 0 to 0. Pixels the check sets
 apart (the op's discontinuities, runtime.accuracy) are cyan, outside the colour map, and their own max is in the
-title. The colour map is inferno (matplotlib's perceptually uniform map) from 9 of its colours, linear between them.
+title. The colour map is inferno (matplotlib's perceptually uniform map) from 9 of its colours, linear between them,
+on a logarithmic scale of DECADES (4) decades below the max: the top colour is the max, each tick a tenth of the one
+above, black is 1/10^4 of the max or less -- a linear scale shows the few largest differences of a reduced-precision
+run and leaves everything else black.
 
 Strip size: every panel is the frame scaled to PANEL_MAX_W (320 px) wide when the frame is wider (frames: Lanczos;
 heat map: each shown pixel is the MAX of the frame pixels it covers, so a single hot pixel never averages away),
@@ -41,17 +44,27 @@ PANEL_MAX_W = 320
 PANEL_MIN_W = 160
 MARGIN, GAP, TITLE_H, LABEL_H, BAR_W = 8, 6, 24, 20, 92
 VIDEO_STRIPS = 8
-# matplotlib's inferno at 0, 1/8, ..., 1 (its published 256-entry table, entries 0, 32, ..., 224, 255)
-INFERNO = np.array([(0, 0, 4), (31, 12, 72), (85, 15, 109), (136, 34, 106), (186, 54, 85), (227, 89, 51),
-                    (249, 140, 10), (249, 201, 50), (252, 255, 164)], dtype=np.float64)
+# matplotlib's inferno (_cm_listed.py), its entries 0, 32, 64, ..., 224 and 255 (x 255, rounded): the colour map,
+# linear between them on the table's own positions
+INFERNO_AT = np.array([0, 32, 64, 96, 128, 160, 192, 224, 255], dtype=np.float64) / 255.0
+INFERNO = np.array([(0, 0, 4), (33, 12, 74), (87, 16, 110), (138, 34, 106), (188, 55, 84), (228, 90, 49),
+                    (249, 142, 9), (249, 203, 53), (252, 255, 164)], dtype=np.float64)
 SET_APART = (0, 255, 255)  # cyan: not a colour of inferno
+DECADES = 4  # the heat map's logarithmic scale: from the frame's max |Δ| down to 1/10^4 of it
 
 
 def colormap(t: np.ndarray) -> np.ndarray:
-    """t in [0, 1] (any shape) -> uint8 RGB (shape + (3,)), inferno, linear between its 9 anchors."""
+    """t in [0, 1] (any shape) -> uint8 RGB (shape + (3,)), inferno."""
     t = np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0)
-    xs = np.linspace(0.0, 1.0, len(INFERNO))
-    return np.rint(np.stack([np.interp(t, xs, INFERNO[:, c]) for c in range(3)], axis=-1)).astype(np.uint8)
+    return np.rint(np.stack([np.interp(t, INFERNO_AT, INFERNO[:, c]) for c in range(3)], axis=-1)).astype(np.uint8)
+
+
+def log_position(levels: np.ndarray, top: float) -> np.ndarray:
+    """Where |Δ| sits on the bar: 1 at `top`, 1 - k/DECADES at top/10^k, 0 at or below top/10^DECADES (and 0)."""
+    if top <= 0:
+        return np.zeros_like(levels, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.clip(1.0 + np.log10(np.asarray(levels, dtype=np.float64) / top) / DECADES, 0.0, 1.0)
 
 
 def difference_levels(raw: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -66,8 +79,9 @@ def heat_scale(levels: np.ndarray, near: np.ndarray | None) -> float:
 
 
 def heat_rgb(levels: np.ndarray, top: float, near: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) levels -> (H, W, 3) uint8: colormap(levels / top) (all black when top is 0), set-apart pixels cyan."""
-    rgb = colormap(levels / top if top > 0 else np.zeros_like(levels))
+    """(H, W) levels -> (H, W, 3) uint8: colormap(log_position(levels, top)) (all black when top is 0), set-apart
+    pixels cyan."""
+    rgb = colormap(log_position(levels, top))
     if near is not None:
         rgb[near] = SET_APART
     return rgb
@@ -141,18 +155,22 @@ def render_strip(title: str, panels: list[tuple[str, np.ndarray]], levels: np.nd
     shown = _block_reduce(levels, ph, pw, np.maximum)
     shown_near = None if near is None else _block_reduce(near, ph, pw, np.logical_or)
     im.paste(Image.fromarray(heat_rgb(shown, top, shown_near)), (x, y_img))
-    # the scale bar: top colour = `top` levels, bottom = 0, ticks at 0, half and top
+    # the scale bar: top colour = `top` levels, a tick per decade below it, black = top/10^DECADES or less (or 0)
     bx = x + pw + GAP
     ramp = colormap(np.linspace(1.0, 0.0, ph) if top > 0 else np.zeros(ph))
     im.paste(Image.fromarray(np.repeat(ramp[:, None, :], 14, axis=1)), (bx, y_img))
     draw.rectangle((bx - 1, y_img - 1, bx + 14, y_img + ph), outline=(90, 90, 90))
-    draw.text((bx, MARGIN + TITLE_H + 3), "levels", fill=(40, 40, 40), font=font)
-    ticks = [(0.0, top), (1.0, 0.0)] + ([(0.5, top / 2)] if ph >= 60 and top > 0 else [])
-    for frac, value in ticks:
+    draw.text((bx, MARGIN + TITLE_H + 3), "levels, log", fill=(40, 40, 40), font=font)
+    if top > 0:
+        every = 1 if ph >= 14 * (DECADES + 1) else DECADES  # room for a label per decade, or the ends only
+        ticks = [(k / DECADES, fmt_levels(top / 10 ** k)) for k in range(0, DECADES, every)]
+        ticks.append((1.0, "<=" + fmt_levels(top / 10 ** DECADES)))
+    else:
+        ticks = [(0.0, "0"), (1.0, "0")]
+    for frac, label in ticks:
         ty = y_img + round(frac * (ph - 1))
         draw.line((bx + 14, ty, bx + 18, ty), fill=(0, 0, 0))
-        draw.text((bx + 20, min(max(ty - 6, y_img - 4), y_img + ph - 10)), fmt_levels(value), fill=(0, 0, 0),
-                  font=font)
+        draw.text((bx + 20, min(max(ty - 6, y_img - 4), y_img + ph - 10)), label, fill=(0, 0, 0), font=font)
     return im
 
 

@@ -227,8 +227,9 @@ def render_index(vr, report: dict) -> str:
                 + ("" if video else " | ground truth (triplets)") + f" | heat map of |result − PyTorch|. "
                 f"{vr.scale_note()}; the heat map is computed at full resolution (click a strip for it). "
                 "Heat map: per pixel the largest of the three channels' |raw backend output − raw PyTorch output|, "
-                "in 8-bit levels (×255), colour map inferno; black is 0 and the top of each bar is that frame's own "
-                "max |Δ| over the judged pixels (0 to 0: identical). Cyan: pixels set apart at the op's "
+                "in 8-bit levels (×255), colour map inferno on a logarithmic scale: the top of each bar is that "
+                "frame's own max |Δ| over the judged pixels, each tick below a tenth of the one above, black 1/10⁴ "
+                "of the max or less (a bar from 0 to 0: identical to PyTorch). Cyan: pixels set apart at the op's "
                 "discontinuities (runtime.accuracy), judged on their own.</p>")
     for e in vr.kept:
         sw, sh = e.size

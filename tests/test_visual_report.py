@@ -4,7 +4,8 @@ figures, the folder obeys the output rule, and the page renders in a real browse
 Expected sizes and colours are computed here from the documented rule (runtime/README.md, "Visual report"): panels
 of frames under 160 px wide are enlarged by the integer factor reaching 160, frames over 320 px shrink to 320;
 margins 8, title band 24, label band 20, gaps 6, scale bar 92. Colours: matplotlib's published inferno table
-(entries 0, 128, 255 = (0, 0, 4), (186, 54, 85), (252, 255, 164)), cyan for pixels set apart.
+(lib/matplotlib/_cm_listed.py, its entries 0, 32, ..., 224, 255 below, x 255 rounded) on a log scale of 4 decades
+below the frame's max |Δ|; cyan for pixels set apart.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -30,7 +32,9 @@ from tests.test_infer import assert_keys_in_glossary
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
-INFERNO_0, INFERNO_HALF, INFERNO_TOP = (0, 0, 4), (186, 54, 85), (252, 255, 164)
+INFERNO_TABLE = {0: (0, 0, 4), 32: (33, 12, 74), 64: (87, 16, 110), 96: (138, 34, 106), 128: (188, 55, 84),
+                 160: (228, 90, 49), 192: (249, 142, 9), 224: (249, 203, 53), 255: (252, 255, 164)}
+INFERNO_0, INFERNO_TOP = INFERNO_TABLE[0], INFERNO_TABLE[255]
 CYAN = (0, 255, 255)
 MARGIN, TITLE, LABEL, GAP, BAR = 8, 24, 20, 6, 92
 
@@ -45,6 +49,14 @@ def expected_panel(w: int, h: int) -> tuple[int, int]:
 def expected_strip(w: int, h: int, panels: int) -> tuple[int, int]:
     pw, ph = expected_panel(w, h)
     return 2 * MARGIN + panels * pw + (panels - 1) * GAP + BAR, 2 * MARGIN + TITLE + LABEL + ph
+
+
+def inferno(value: float, top: float) -> np.ndarray:
+    """The expected colour of |Δ| = value on a bar whose top is `top`: position 1 + log10(value / top) / 4 on the
+    table's index scale (0..255), linear between the listed entries."""
+    t = min(max(1 + math.log10(value / top) / 4, 0.0), 1.0) * 255 if value > 0 else 0.0
+    idx = sorted(INFERNO_TABLE)
+    return np.array([np.interp(t, idx, [INFERNO_TABLE[i][c] for i in idx]) for c in range(3)])
 
 
 def exit_code(main, argv: list[str]) -> int:
@@ -77,34 +89,42 @@ def _report_from(folder: Path, frames, raw, ref, near, gt=None) -> dict:
 
 
 def test_heat_map_colours_scale_and_set_apart_pixels(tmp_path):
-    """Known differences: left half 0.002 (in channel 2; channel 0 only 0.001: the map takes the largest channel),
-    right half 0.004, one pixel set apart with 0.05. The bar's top is 0.004 x 255 levels; the left half is inferno's
-    middle colour, the right half its top colour, the set-apart pixel cyan -- in the full-resolution map and in the
-    strip's (3x enlarged) heat panel, whose scale bar runs from the top colour to black."""
+    """Known differences, in 8-bit levels: columns 0-15 top/10, 16-31 top/100 (in channel 2; channel 0 only half:
+    the map takes the largest channel), 32-63 top = 0.004 x 255, rows 56-63 of the left half none at all, one pixel
+    set apart with 0.05. The bar's top is 0.004 x 255 (not the set-apart 0.05); each region has inferno's colour at
+    its place on the log scale, the set-apart pixel is cyan -- in the full-resolution map and in the strip's (3x
+    enlarged) heat panel, whose scale bar runs from the top colour to black."""
     f0, f1, f2 = (crop(f, w=64, h=64).astype(np.float32) / 255 for f in bikes_frames())
     ref = hwc_to_nchw(f1).astype(np.float64)
     raw = ref.copy()
-    raw[0, 0, :, :32] += 0.001
-    raw[0, 2, :, :32] += 0.002
-    raw[0, :, :, 32:] += 0.004
+    top = 0.004
+    raw[0, 2, :, :16] += top / 10
+    raw[0, 0, :, :16] += top / 20
+    raw[0, 2, :, 16:32] += top / 100
+    raw[0, 0, :, 16:32] += top / 200
+    raw[0, :, :, 32:] += top
+    raw[0, :, 56:, :32] = ref[0, :, 56:, :32]
     raw[0, :, 5, 40] += 0.05
     near = np.zeros((1, 1, 64, 64), bool)
     near[0, 0, 5, 40] = True
     stats = _report_from(tmp_path / "v", (f0, f2), raw, ref, near)
-    assert stats["max_abs"] == pytest.approx(0.004, rel=1e-9)
+    assert stats["max_abs"] == pytest.approx(top, rel=1e-9)
     heat = rgb(tmp_path / "v" / "heat" / "0001_p.png")
     assert heat.shape == (64, 64, 3)
-    left, right = heat[:, :32].reshape(-1, 3), np.delete(heat[:, 32:].reshape(-1, 3), 5 * 32 + 8, axis=0)
-    assert (np.abs(left - INFERNO_HALF) <= 1).all() and (right == INFERNO_TOP).all()
+    regions = [((slice(0, 56), slice(0, 16)), top / 10), ((slice(0, 56), slice(16, 32)), top / 100),
+               ((slice(56, 64), slice(0, 32)), 0.0), ((slice(0, 5), slice(32, 64)), top)]
+    for (rows, cols), value in regions:
+        assert (np.abs(heat[rows, cols] - inferno(value, top)) <= 1).all(), (rows, cols, heat[rows, cols][0])
     assert tuple(heat[5, 40]) == CYAN
     strip = rgb(tmp_path / "v" / "strips" / "0001_p.png")
     assert strip.shape[1::-1] == expected_strip(64, 64, 4)  # frame 0 | result | frame 2 | heat map
     pw, ph = expected_panel(64, 64)
-    x0, y0 = MARGIN + 3 * (pw + GAP), MARGIN + TITLE + LABEL  # the heat panel
+    x0, y0 = MARGIN + 3 * (pw + GAP), MARGIN + TITLE + LABEL  # the heat panel, every pixel 3x3
     panel = strip[y0:y0 + ph, x0:x0 + pw]
-    assert (np.abs(panel[:, : pw // 2 - 1] - INFERNO_HALF) <= 1).all()
-    assert (panel[20:, pw // 2 + 1:] == INFERNO_TOP).all()
-    assert (panel[15:18, 120:123] == CYAN).all()  # pixel (5, 40) enlarged 3x
+    for (rows, cols), value in regions:
+        big = panel[rows.start * 3:rows.stop * 3, cols.start * 3:cols.stop * 3]
+        assert (np.abs(big - inferno(value, top)) <= 1).all(), (rows, cols)
+    assert (panel[15:18, 120:123] == CYAN).all()  # pixel (5, 40)
     bar = strip[y0:y0 + ph, x0 + pw + GAP + 4]
     assert tuple(bar[0]) == INFERNO_TOP and tuple(bar[-1]) == INFERNO_0
     html = (tmp_path / "v" / "index.html").read_text()
@@ -306,3 +326,36 @@ def test_infer_check_on_a_video(video_report):
     assert "PSNR per interpolated frame" in html
     assert len(re.findall(r"<circle [^>]*><title>#\d+ interpolated frame \d+: vs PyTorch inf dB", html)) == 3
     assert re.findall(r'data-key="psnr_vs_torch" data-value="([^"]+)"', html) == ["inf"] * 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_visual_report_leaves_nothing(tmp_path, ckpt, sig):
+    """Ctrl-C (or SIGTERM) after the first strip is drawn: exit 128+N, one line, and neither DIR nor its hidden
+    staging folder is left (a real process; the strips are staged beside DIR until the end)."""
+    import sys
+    import time
+
+    from tests.test_interrupt import REPO, env_with, write_pairs
+
+    pairs, work = write_pairs(tmp_path / "pairs", 6, 64), tmp_path / "w"
+    work.mkdir()
+    vis = work / "vis"
+    argv = ["runtime.infer", pairs, "-o", work / "out", "--checkpoint", ckpt, "--backend", "torch", "--check",
+            "--visual", vis]
+    p = subprocess.Popen([sys.executable, "-m", *map(str, argv)], cwd=REPO, env=env_with(None),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while not any(work.glob(".vis.sfa*/strips/*.png")):  # the first strip is drawn, in the staging folder
+            assert p.poll() is None, p.stderr.read()[-2000:]
+            assert time.monotonic() - t0 < 120, "no strip drawn in 120 s"
+            time.sleep(0.02)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    lines = err.strip().splitlines()
+    assert p.returncode == 128 + sig and lines[-1].startswith("interrupted"), lines[-5:]
+    assert not any("Traceback" in line for line in lines)
+    assert not vis.exists() and [q.name for q in work.iterdir() if q.name.startswith(".")] == []
