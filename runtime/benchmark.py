@@ -24,6 +24,14 @@ driver's used memory), and the ratio of each latency to the torch fp32 configura
 (the baseline, run unasked unless --no-baseline), and its inverse, the speed-up over torch. Backends that overlap
 transfers (TensorRT infer_many) also report a pipelined frames/s.
 
+The arithmetic: each row's GFLOP/s is the graph's convolution FLOPs at that size and batch (runtime/flops.py: 2 x
+the MACs of every Conv/ConvTranspose/MatMul, shapes by OpenVINO's shape inference of the export; equal to
+PyTorch's own count of the eager model) over the mean latency; "% peak" divides it by this CPU's peak for the
+row's precision on the cores the configuration used (runtime/cpu_info.py: vector width and FMA units, AMX/VNNI/
+AVX512_BF16 rates, the clock; an ONEDNN_MAX_CPU_ISA cap lowers it); "% floor" (openvino) is the least time the
+FLOPs could take, each at the peak of the precision the compiled model executes it in (the offset heads stay
+fp32), over the mean latency: the distance to the hardware's floor. The JSON's environment.cpu names the CPU.
+
 Each configuration runs in its own fresh process, --rounds times, the rounds interleaved (round 1: torch, ort,
 openvino fp32, openvino bf16; round 2: the same ...): in one process a backend's worker threads kept spinning after
 it ran and slowed the next one (eager PyTorch 13.3 s a frame alone, 36 s right after OpenVINO, on an AVX2-only
@@ -50,13 +58,14 @@ from pathlib import Path
 import numpy as np
 
 from sfadacof import cli_args
-from sfadacof.errors import UserError, cli_command
+from sfadacof.errors import UserError, cli_command, one_line
 from sfadacof.outputs import check_outputs, output_file
 from sfadacof.progress import Progress
 from sfadacof.sizes import parse_size
 from sfadacof.video_decode import decode_rgb
 
 from .backends.base import Backend
+from .cpu_info import facts as cpu_facts
 from .backends.registry import (BACKEND_PRECISIONS, BACKENDS, CPU_BACKENDS, add_backend_arguments, backend_inputs,
                                 backend_options, create_backend)
 from .report import write_json
@@ -84,6 +93,17 @@ class Result:
     speedup_vs_torch: float | None = None  # torch fp32 mean latency / this mean latency (> 1: faster)
     describe: dict = field(default_factory=dict)
     rounds: list = field(default_factory=list)  # every round's {round, pid, mean_ms}; the figures are the quietest
+    # the arithmetic (runtime/flops.py, runtime/cpu_info.py): GFLOP/s achieved on the graph's convolutions, the CPU's
+    # peak for this precision on the cores used, their ratio; openvino: the FLOPs per executed precision and the
+    # least time they could take at those peaks (offset heads stay fp32), and the mean latency's share of it
+    gflop: float | None = None          # 2 x MACs per call (the batch)
+    gflops: float | None = None
+    peak_gflops: float | None = None
+    fraction_of_peak: float | None = None
+    peak: dict | None = None
+    gflop_by_precision: dict | None = None
+    floor_ms: float | None = None
+    fraction_of_floor: float | None = None
 
 
 def _rss_bytes() -> int:
@@ -166,16 +186,67 @@ def measure(backend: Backend, f0: np.ndarray, f2: np.ndarray, warmup: int, iters
 
 def format_table(results: list[Result]) -> str:
     head = (f"{'backend':<8} {'prec':<5} {'size':>10} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
-            f"{'mean ms':>9} {'frames/s':>9} {'peak RSS MB':>11} {'dev MB':>7} {'x torch':>8} {'speed-up':>8}")
+            f"{'mean ms':>9} {'frames/s':>9} {'peak RSS MB':>11} {'dev MB':>7} {'x torch':>8} {'speed-up':>8} "
+            f"{'GFLOP/s':>8} {'% peak':>7} {'% floor':>7}")
     lines = [head, "-" * len(head)]
     for r in results:
         dev = f"{r.peak_device_mb:7.0f}" if r.peak_device_mb is not None else f"{'-':>7}"
         ratio = f"{r.vs_torch:8.2f}" if r.vs_torch is not None else f"{'-':>8}"
         speedup = f"{r.speedup_vs_torch:7.2f}x" if r.speedup_vs_torch is not None else f"{'-':>8}"
+        gflops = f"{r.gflops:8.1f}" if r.gflops is not None else f"{'-':>8}"
+        peak = f"{100 * r.fraction_of_peak:6.1f}%" if r.fraction_of_peak is not None else f"{'-':>7}"
+        floor = f"{100 * r.fraction_of_floor:6.1f}%" if r.fraction_of_floor is not None else f"{'-':>7}"
         lines.append(f"{r.backend:<8} {r.precision:<5} {f'{r.width}x{r.height}':>10} {r.batch:>5} {r.p50_ms:9.1f} "
                      f"{r.p90_ms:9.1f} {r.p99_ms:9.1f} {r.mean_ms:9.1f} {r.fps:9.3f} {r.peak_rss_mb:11.0f} {dev} "
-                     f"{ratio} {speedup}")
+                     f"{ratio} {speedup} {gflops} {peak} {floor}")
     return "\n".join(lines)
+
+
+PEAK_PRECISION = {"fp32": "fp32", "bf16": "bf16", "int8": "int8"}  # the CPU peaks runtime/cpu_info.py knows
+
+
+def count_macs(args, ckpt: Path | None, sizes, batches) -> tuple[dict, str]:
+    """MACs per (width, height, batch) of the graph every configuration runs (runtime/flops.py), and what was
+    counted; ({}, why not) when it cannot be counted (no openvino to infer the shapes, say)."""
+    try:
+        from export.cache import onnx_for_checkpoint
+
+        from .flops import graph_macs
+
+        path = args.onnx if args.onnx is not None else onnx_for_checkpoint(ckpt, synthesis="onnx", precision="fp32")
+        return ({(w, h, b): graph_macs(path, w, h, b)["total"] for (w, h) in sizes for b in batches},
+                f"Conv/ConvTranspose/MatMul MACs of {Path(path).name}, shapes by OpenVINO's shape inference")
+    except (ImportError, UserError, ValueError, RuntimeError) as e:
+        return {}, f"not counted: {one_line(str(e))[:200]}"
+
+
+def add_arithmetic(r: Result, macs: int | None, torch_threads: int | None) -> None:
+    """r's GFLOP/s and its fraction of this CPU's peak for r's precision on the cores r used (runtime/cpu_info.py);
+    for a GPU backend, or a precision without a CPU peak, only the GFLOP/s."""
+    from .cpu_info import available_cores, peak_gflops
+
+    if not macs:
+        return
+    r.gflop = 2 * macs / 1e9
+    r.gflops = r.gflop / (r.mean_ms / 1e3)
+    if r.backend == "trt" or str(r.describe.get("device", "cpu")).startswith("cuda"):
+        return
+    threads = r.describe.get("threads") or torch_threads or available_cores()
+    cores = max(1, min(int(threads), available_cores()))
+    peaks = {p: peak_gflops(p, cores=cores) for p in PEAK_PRECISION}
+    if r.precision in peaks and peaks[r.precision]["gflops"]:
+        r.peak = peaks[r.precision]
+        r.peak_gflops = r.peak["gflops"]
+        r.fraction_of_peak = r.gflops / r.peak_gflops
+    split = r.gflop_by_precision
+    if split:  # openvino: the executed precisions' own peaks
+        from .flops import floor_seconds
+
+        floor = floor_seconds({p: g * 1e9 / 2 for p, g in split.items()},
+                              {p: v["gflops"] for p, v in peaks.items()})
+        if floor:
+            r.floor_ms = floor * 1e3
+            r.fraction_of_floor = r.floor_ms / r.mean_ms
 
 
 # The quick default (about 2 minutes on a quiet 2-core CPU: 4 configurations x 2 rounds, each process ~8-15 s of
@@ -271,6 +342,7 @@ def _run_one(args: argparse.Namespace) -> int:
                 r = Result(backend=name, precision=desc.get("precision", prec), width=w, height=h, batch=batch,
                            iters=args.iters, describe=desc, **m)
                 r.peak_device_mb = device_memory_mb(backend)
+                r.gflop_by_precision = _gflop_by_precision(backend, (batch, 3, h, w))
                 out["results"].append(asdict(r))
                 out["frames"] = source
     import torch
@@ -278,6 +350,22 @@ def _run_one(args: argparse.Namespace) -> int:
     out["torch_threads"] = torch.get_num_threads()
     write_json(args.json, out)
     return 0
+
+
+def _gflop_by_precision(backend: Backend, shape: tuple[int, ...]) -> dict | None:
+    """openvino: the graph's convolution GFLOP per precision its compiled model executes them in (runtime/flops.py);
+    None for other backends (one precision throughout)."""
+    inner = getattr(backend, "inner", backend)
+    if getattr(inner, "name", "") != "openvino":
+        return None
+    from .flops import graph_macs, macs_by_precision
+
+    try:
+        by_node = graph_macs(inner.onnx_path, shape[3], shape[2], shape[0])["by_node"]
+        split = macs_by_precision(by_node, inner.runtime_precisions(shape))
+    except (UserError, ValueError, RuntimeError):
+        return None
+    return {p: 2 * m / 1e9 for p, m in split.items()}
 
 
 def _checkpoint(args, tmp: Path) -> tuple[Path | None, str]:
@@ -365,6 +453,8 @@ def main(args: argparse.Namespace) -> int:
                 continue
             extra.update({k: child[k] for k in ("frames", "torch_threads") if k in child})
             rounds.setdefault((name, prec), []).append(child)
+        sizes = [parse_size(s_, "--sizes") for s_ in args.sizes.split(",") if s_.strip()]
+        macs, macs_note = count_macs(args, ckpt, sizes, batches) if rounds else ({}, "nothing ran")
     results: list[Result] = []
     for (name, prec), per_config in rounds.items():
         for i, row in enumerate(per_config[0]["results"]):
@@ -373,6 +463,7 @@ def main(args: argparse.Namespace) -> int:
             quietest = min(per_config, key=lambda run: run["results"][i]["mean_ms"])["results"][i]
             r = Result(**{k: v for k, v in quietest.items() if k != "rounds"})
             r.rounds = per_round
+            add_arithmetic(r, macs.get((r.width, r.height, r.batch)), extra.get("torch_threads"))
             results.append(r)
             print(f"{name} {prec} {r.width}x{r.height} b{r.batch}: p50 {r.p50_ms:.1f} ms, {r.fps:.3f} frames/s "
                   f"(quietest of {len(per_round)} round(s))", file=sys.stderr)
@@ -386,7 +477,14 @@ def main(args: argparse.Namespace) -> int:
     env = {"cpu_count": os.cpu_count(), "torch_threads": extra.get("torch_threads"), "checkpoint": ckpt_note,
            "frames": extra.get("frames"), "warmup": args.warmup, "iters": args.iters, "rounds": args.rounds,
            "processes": "one fresh process per configuration and round, rounds interleaved",
-           "max_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+           "max_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+           "cpu": cpu_facts(), "flops": macs_note,
+           "peak_assumptions": "runtime/cpu_info.py: 2 FMA units per core; AMX/VNNI/BF16 rates per Intel; the clock "
+                               "as cpu['clock_source'] says; % floor: the least time of each executed precision's "
+                               "FLOPs at its peak, over the mean latency"}
+    print(f"GFLOP/s: {macs_note}; % peak of {env['cpu']['model']} ({', '.join(env['cpu']['effective_flags'])}"
+          f"{', ISA cap ' + env['cpu']['isa_cap'] if env['cpu']['isa_cap'] else ''}) at {env['cpu']['clock_ghz']} GHz "
+          f"({env['cpu']['clock_source']}), the cores each configuration used")
     for s_ in skipped:
         print(f"skipped: {s_}")
     if args.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,44 @@ def test_benchmark_torch_and_ort(tmp_path, capsys, ckpt, ckpt_exports):
     assert [line.split("; now ")[1] for line in nows] == [
         f"round {r}/2: {b} fp32 in a fresh process" for r in (1, 2) for b in ("torch", "ort")]
     assert [line.split(",")[0] for line in nows] == [f"benchmark: {i}/4 runs" for i in range(4)]
+    assert_arithmetic(rep, ckpt)
+
+
+def _peak_fp32_per_core_ghz() -> float:
+    """The fp32 FMA peak of one core, GFLOP/s, from the CPU's own flags and clock: 2 FMA units x vector lanes x 2
+    FLOP per cycle (AVX-512: 16 lanes, AVX2: 8) x the clock (cpufreq's max where the kernel has it, else cpu MHz)."""
+    text = Path("/proc/cpuinfo").read_text()
+    flags = set(next(ln for ln in text.splitlines() if ln.startswith("flags")).split(":", 1)[1].split())
+    lanes = 16 if "avx512f" in flags else 8
+    sysfs = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    ghz = int(sysfs.read_text()) / 1e6 if sysfs.is_file() else \
+        float(next(ln for ln in text.splitlines() if ln.startswith("cpu MHz")).split(":")[1]) / 1e3
+    return 2 * lanes * 2 * ghz
+
+
+def assert_arithmetic(rep: dict, ckpt) -> None:
+    """Issue 26: each row's GFLOP is PyTorch's own FLOP count of the model at that size and batch
+    (FlopCounterMode), its GFLOP/s that over the mean latency, and its % of peak that over the fp32 FMA peak of the
+    cores it used."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sfadacof.checkpoint import load_checkpoint
+
+    if not Path("/proc/cpuinfo").is_file() or os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        return
+    model = load_checkpoint(ckpt).model.eval()
+    per_core = _peak_fp32_per_core_ghz()
+    for r in rep["results"]:
+        x = torch.rand(r["batch"], 3, r["height"], r["width"])
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model(x, x.clone())
+        assert r["gflop"] == pytest.approx(fc.get_total_flops() / 1e9, rel=1e-12)
+        assert r["gflops"] == pytest.approx(r["gflop"] / (r["mean_ms"] / 1e3), rel=1e-9)
+        cores = 1 if r["backend"] == "torch" else min(r["describe"]["threads"], len(os.sched_getaffinity(0)))
+        assert r["peak_gflops"] == pytest.approx(per_core * cores, rel=1e-9)
+        assert r["fraction_of_peak"] == pytest.approx(r["gflops"] / r["peak_gflops"], rel=1e-9)
+    assert rep["environment"]["cpu"]["model"] and "MACs" in rep["environment"]["flops"]
 
 
 def test_no_baseline_runs_only_what_was_asked(tmp_path, capsys, ckpt, ckpt_exports):
