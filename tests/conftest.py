@@ -186,8 +186,10 @@ def ckpt_exports(ckpt, hermetic_cache, tmp_path_factory):
     """`ckpt` exported by the default exporter (the one users get), in both forms, once per session into the session
     cache (export.cache.onnx_for_checkpoint, keyed by checkpoint and options): every runtime command of the session
     that runs `--checkpoint ckpt` on ORT or OpenVINO finds it there instead of exporting again (20-50 s each).
-    {"default": the runtime's form (plugin where the C++ kernel is built), "onnx": the standard-op form}. Read only."""
+    {"default": the runtime's form (plugin where the C++ kernel is built), "onnx": the standard-op form}, both from
+    one trace (`also`). Read only."""
     from export.cache import onnx_for_checkpoint
 
     with run_once(tmp_path_factory, "ckpt_exports"):  # the second worker finds both in the shared cache
-        return {"default": onnx_for_checkpoint(ckpt), "onnx": onnx_for_checkpoint(ckpt, synthesis="onnx")}
+        return {"default": onnx_for_checkpoint(ckpt, also=("onnx",)),
+                "onnx": onnx_for_checkpoint(ckpt, synthesis="onnx")}

@@ -15,18 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import CROP_H, CROP_W, bikes_frames, crop, seeded_checkpoint, seeded_model
+from tests.helpers import CROP_H, CROP_W, bikes_frames, crop, seeded_model
 from runtime.infer import main
 from sfadacof.metrics import psnr, ssim
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pth")
 
 
 @pytest.fixture(scope="module")
@@ -201,23 +196,23 @@ def test_cli_subprocess_error(tmp_path, frames):
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow  # the default backend exports the checkpoint with the default exporter
-def test_default_backend_is_the_cpu_default_without_progress_bar(tmp_path, ckpt, frames):
+def test_default_backend_is_the_cpu_default_without_progress_bar(tmp_path, ckpt, ckpt_exports, frames, capsys):
     """No --backend: the CPU default (OpenVINO on the standard-op graph; bf16 where the CPU has native bf16, with
     the offset heads and the synthesis in fp32) runs; fp32 within one 8-bit level of the torch model (fp32
-    convolutions in another library round differently near .5 boundaries), bf16 >= 45 dB against it. stderr is a
-    pipe: no tqdm bar, only plain progress lines (issue 27: the first export's and the pairs')."""
+    convolutions in another library round differently near .5 boundaries), bf16 >= 45 dB against it. stderr is not a
+    terminal: no tqdm bar, only plain progress lines (issue 27). In-process, on the session's `ckpt`, whose graph is
+    in the session cache (conftest.py: the first export's progress lines on a real pipe are test_progress.py's)."""
     from runtime.backends.openvino_backend import native_bf16
 
     f0, f2 = frames[0][:64, :64], frames[2][:64, :64]
     write_pair(tmp_path / "pairs" / "p", f0, f2)
-    r = run_cli(str(tmp_path / "pairs"), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt),
-                "--report", str(tmp_path / "r.json"), env={"SFADACOF_CACHE": str(tmp_path / "cache")})
-    assert r.returncode == 0, r.stderr
-    assert "\r" not in r.stderr and "|" not in r.stderr, r.stderr  # tqdm draws with \r and |
+    assert main([str(tmp_path / "pairs"), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt),
+                 "--report", str(tmp_path / "r.json")]) == 0
+    r = capsys.readouterr()
+    assert r.err and "\r" not in r.err and "|" not in r.err, r.err  # tqdm draws with \r and |
     assert all(ln.startswith(("interpolating: ", "exporting ONNX (", "choosing the CPU configuration: "))
-               for ln in r.stderr.splitlines()), r.stderr
-    assert "1 pair(s)" in r.stdout
+               for ln in r.err.splitlines()), r.err
+    assert "1 pair(s)" in r.out
     report = json.loads((tmp_path / "r.json").read_text())
     backend = report["backend"]
     # the precision measured fastest on this CPU (runtime/backends/cpu_choice.py); bf16 a candidate only where native

@@ -213,19 +213,44 @@ def test_compiled_models_are_cached_per_shape(moving):
     assert b._compiled == {}
 
 
-def test_one_line_refusals(moving, tmp_path):
-    with pytest.raises(UserError, match="plugin form"):
-        OpenVINOBackend(moving["plugin"])
+def _tiny_graph(path, custom: bool):
+    """A two-input ONNX graph of the export's I/O names: frame1 = the custom AdaCoFSynthesis node (the plugin form's
+    marker) or a plain Add. What the refusals below read before any model runs (ort_backend.inspect_graph)."""
+    import onnx
+    import onnx.helper as oh
+
+    from plugins import onnx_node
+
+    io = [oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 3, 32, 32]) for n in ("frame0", "frame2")]
+    node = (oh.make_node(onnx_node.OP_TYPE, ["frame0", "frame2"], ["frame1"], domain=onnx_node.DOMAIN) if custom
+            else oh.make_node("Add", ["frame0", "frame2"], ["frame1"]))
+    out = oh.make_tensor_value_info("frame1", onnx.TensorProto.FLOAT, [1, 3, 32, 32])
+    opsets = [oh.make_opsetid("", 17)] + ([oh.make_opsetid(onnx_node.DOMAIN, 1)] if custom else [])
+    onnx.save(oh.make_model(oh.make_graph([node], "g", io, [out]), opset_imports=opsets), str(path))
+    return path
+
+
+def test_one_line_refusals(tmp_path, monkeypatch):
+    """The refusals made before a model runs, on tiny graphs (the plugin form's custom node, a standard-op graph)."""
+    plugin, std = _tiny_graph(tmp_path / "p.onnx", custom=True), _tiny_graph(tmp_path / "s.onnx", custom=False)
+    with pytest.raises(UserError, match=f"^{plugin}: the plugin form \\(custom AdaCoFSynthesis node\\) does not run"):
+        OpenVINOBackend(plugin)
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(UserError, match="not a readable ONNX model"):
+    with pytest.raises(UserError, match=f"^{bad}: not a readable ONNX model"):
         OpenVINOBackend(bad)
     with pytest.raises(UserError, match="choose fp32 or bf16"):
-        create_backend("openvino", BackendOptions(onnx=moving["onnx"], precision="fp16"))
+        create_backend("openvino", BackendOptions(onnx=std, precision="fp16"))
     with pytest.raises(UserError, match="bf16 runs on --backend openvino"):
-        create_backend("ort", BackendOptions(onnx=moving["onnx"], precision="bf16"))
+        create_backend("ort", BackendOptions(onnx=std, precision="bf16"))
     with pytest.raises(UserError, match="CPU only"):
-        create_backend("openvino", BackendOptions(onnx=moving["onnx"], device="cuda"))
+        create_backend("openvino", BackendOptions(onnx=std, device="cuda"))
+    monkeypatch.setattr(ovb, "native_bf16", lambda core=None: False)
+    with pytest.raises(UserError, match="no native bf16"):
+        OpenVINOBackend(std, precision="bf16")
+
+
+def test_frames_of_two_shapes_are_refused(moving):
     with pytest.raises(UserError, match="frames differ in shape"):
         with OpenVINOBackend(moving["onnx"]) as b:
             b.infer(*real_pair(64, 64)[:1], real_pair(96, 64)[1])
@@ -264,19 +289,14 @@ def test_auto_falls_back_to_ort_without_openvino(moving, monkeypatch):
     assert desc["backend"] == "ort" and "openvino is not installed" in desc["chosen_by"]
 
 
-def test_bf16_refused_without_native_bf16(moving, monkeypatch):
-    monkeypatch.setattr(ovb, "native_bf16", lambda core=None: False)
-    with pytest.raises(UserError, match="no native bf16"):
-        OpenVINOBackend(moving["onnx"], precision="bf16")
-
-
 def test_benchmark_lists_every_cpu_backend_with_ratios(tmp_path, capsys, cpu_op, ckpt, ckpt_exports):
-    """runtime.benchmark with its defaults on a tiny size: torch, ort and openvino (fp32, and bf16 where native) in
-    one run, each with its ratio and speed-up against torch fp32 measured in the same process."""
+    """runtime.benchmark with its default backends and precisions on a tiny size: torch, ort and openvino (fp32, and
+    bf16 where native) in one run, each with its ratio and speed-up against torch fp32. One round (each configuration
+    and round is a process of its own: the rounds' interleaving is test_benchmark.py's)."""
     from runtime.benchmark import main
 
     out = tmp_path / "b.json"  # ckpt's exports are in the session cache (conftest.py): no export here
-    assert main(["--sizes", "64x64", "--iters", "2", "--warmup", "1", "--checkpoint", str(ckpt),
+    assert main(["--sizes", "64x64", "--iters", "2", "--warmup", "1", "--rounds", "1", "--checkpoint", str(ckpt),
                  "--json", str(out)]) == 0
     rep = json.loads(out.read_text())
     rows = {(r["backend"], r["precision"]): r for r in rep["results"]}

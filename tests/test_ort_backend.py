@@ -149,17 +149,53 @@ def test_onnx_for_checkpoint_exports_once_then_reuses(graphs, tmp_path, monkeypa
         [p1.name, p3.name, p1.name + ".sha256", p3.name + ".sha256"])
 
 
-def test_registry_ort_backend_from_checkpoint(graphs, tmp_path, monkeypatch):
+def test_registry_ort_backend_from_checkpoint(ckpt, ckpt_exports):
     """What `runtime.infer --backend ort --checkpoint CKPT` does: export (default exporter, plugin form) into the
-    cache and run it."""
-    monkeypatch.setenv("SFADACOF_CACHE", str(tmp_path / "cache"))
-    backend = create_backend("ort", BackendOptions(checkpoint=graphs["ckpt"]))
+    cache -- the session's `ckpt`, exported there on first use by the same onnx_for_checkpoint (conftest.py) -- and
+    run it, within TOL of the model called directly."""
+    from tests.helpers import seeded_model
+
+    backend = create_backend("ort", BackendOptions(checkpoint=ckpt))
     with backend:
         # on the CPU the registry wraps it for frames too large to run whole (runtime/backends/large_frames.py)
         assert isinstance(backend.inner, OrtBackend) and backend.describe()["synthesis"] == "plugin"
-        assert backend.inner.onnx_path.parent == tmp_path / "cache" / "onnx"
+        assert backend.inner.onnx_path == ckpt_exports["default"]  # the session cache's entry
+        meta = {p.key: p.value for p in onnx.load(str(ckpt_exports["default"]), load_external_data=False).metadata_props}
+        assert meta["exporter"] == "dynamo" and meta["checkpoint_sha256"] == file_sha256(ckpt)
         f0, f2 = real_pair(45, 37)
-        assert float(np.abs(backend.infer(f0, f2) - torch_forward(graphs["model"], f0, f2)).max()) <= TOL
+        assert float(np.abs(backend.infer(f0, f2) - torch_forward(seeded_model(), f0, f2)).max()) <= TOL
+
+
+def test_also_caches_the_other_form_from_the_same_trace(graphs, tmp_path, monkeypatch):
+    """onnx_for_checkpoint(also=...): one trace writes both forms into the cache, each with its digest; asking for
+    the other form then exports nothing (a spy around the real export_model counts the traces) and gives a
+    standard-op graph that runs within TOL of the model."""
+    import export.cache as cache
+
+    traces = []
+    real_export = cache.export_model
+    monkeypatch.setattr(cache, "export_model", lambda *a, **kw: traces.append(kw) or real_export(*a, **kw))
+    root = tmp_path / "c"
+    plugin = onnx_for_checkpoint(graphs["ckpt"], synthesis="plugin", exporter="torchscript", cache_dir_override=root,
+                                 also=("onnx",))
+    assert len(traces) == 1
+    std = onnx_for_checkpoint(graphs["ckpt"], synthesis="onnx", exporter="torchscript", cache_dir_override=root)
+    assert len(traces) == 1 and std != plugin
+    assert sorted(x.name for x in root.iterdir()) == sorted(
+        [plugin.name, std.name, plugin.name + ".sha256", std.name + ".sha256"])
+    assert cache.cached_export_ok(plugin) and cache.cached_export_ok(std)
+    m = onnx.load(str(std), load_external_data=False)
+    assert {p.key: p.value for p in m.metadata_props}["synthesis"] == "onnx"
+    assert all(n.domain in ("", "ai.onnx") for n in m.graph.node)
+    f0, f2 = real_pair(45, 37)
+    with OrtBackend(std, threads=1) as b:
+        assert float(np.abs(b.infer(f0, f2) - torch_forward(graphs["model"], f0, f2)).max()) <= TOL
+    # asked again with `also`, nothing is traced: both entries are there
+    assert onnx_for_checkpoint(graphs["ckpt"], synthesis="plugin", exporter="torchscript", cache_dir_override=root,
+                               also=("onnx",)) == plugin and len(traces) == 1
+    with pytest.raises(UserError, match="fp32 only"):
+        onnx_for_checkpoint(graphs["ckpt"], precision="fp16", exporter="torchscript", cache_dir_override=root,
+                            also=("onnx",))
 
 
 def test_onnx_for_checkpoint_bad_checkpoint_and_unwritable_cache(tmp_path, monkeypatch):

@@ -59,16 +59,15 @@ def test_make_attributes():
     assert "fp16_offsets" not in onnx_node.make_attributes(5, 1, fp16_offsets=False)
 
 
-def test_exported_graphs_never_opt_into_fp16_offsets(tmp_path):
-    """Neither the fp32 export nor its fp16 form (what runtime.build_engine --fp16 parses) carries fp16_offsets, and
-    the fp16 form feeds the node fp32 offsets: the plugin's default refuses fp16 offsets, so no build may pick them."""
+def test_exported_graphs_never_opt_into_fp16_offsets(tmp_path, ckpt, ckpt_exports):
+    """Neither the fp32 export (the default exporter's, of the session's seeded `ckpt`: conftest.py, no export here)
+    nor its fp16 form (what runtime.build_engine --fp16 parses) carries fp16_offsets, and the fp16 form feeds the node
+    fp32 offsets: the plugin's default refuses fp16 offsets, so no build may pick them."""
     onnx = pytest.importorskip("onnx")
-    from export.core import export_model
+    from export.cache import onnx_for_checkpoint
     from export.fp16_graph import convert_file
-    from tests.helpers import seeded_model
 
-    path = tmp_path / "m.onnx"
-    export_model(seeded_model(), path, synthesis="plugin")
+    path = onnx_for_checkpoint(ckpt, synthesis="plugin")  # ckpt_exports["default"] where the C++ kernel is built
     convert_file(path, tmp_path / "m16.onnx", synthesis="fp16")
     for f in (path, tmp_path / "m16.onnx"):
         m = onnx.load(str(f))

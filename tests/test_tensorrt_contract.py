@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -119,6 +118,20 @@ def test_concurrent_runs_build_once(cache_inputs):
     assert len(set(paths)) == 1 and len(_builds(root)) == 1
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, ckpt, ckpt_exports):
+    """The seeded model's plugin-form graph by the default exporter (what users build engines from): the session's
+    export of `ckpt` (conftest.py: no export here), copied out of the cache so that no test here can touch the entry
+    the other files read."""
+    import shutil
+
+    from export.cache import onnx_for_checkpoint
+
+    path = tmp_path_factory.mktemp("exp") / "m.onnx"
+    shutil.copyfile(onnx_for_checkpoint(ckpt, synthesis="plugin"), path)  # == ckpt_exports["default"] when built
+    return path
+
+
 # -- activation memory estimate ----------------------------------------------------------------------------------------
 
 def test_peak_activation_estimate_by_hand():
@@ -138,20 +151,16 @@ def test_peak_activation_estimate_by_hand():
     assert weight_bytes(m) == (216 + 8) * 4
 
 
-def test_tensor_sizes_of_the_exported_model_match_a_run_at_that_size(tmp_path):
-    """On the real export, the probe-and-scale sizes equal the sizes of every tensor before the synthesis node in a
-    real ONNX Runtime run at another size (96x160, odd-sized 90x150 padded to it), and the peak covers the six K^2
-    maps in fp32."""
+def test_tensor_sizes_of_the_exported_model_match_a_run_at_that_size(exported):
+    """On the real export (the default exporter's plugin form: what runtime.build_engine parses), the probe-and-scale
+    sizes equal the sizes of every tensor before the synthesis node in a real ONNX Runtime run at another size
+    (96x160, odd-sized 90x150 padded to it), and the peak covers the six K^2 maps in fp32."""
     import numpy as np
     import onnxruntime as ort
 
-    from export.core import export_model
     from runtime.memory_estimate import tensor_sizes
-    from tests.helpers import seeded_model
 
-    path = tmp_path / "m.onnx"
-    export_model(seeded_model(), path, synthesis="plugin")
-    m = onnx.load(str(path))
+    m = onnx.load(str(exported))
     est = tensor_sizes(m, (1, 3, 90, 150))
     syn = next(n for n in m.graph.node if n.op_type == OP_TYPE)
     before = [n for n in m.graph.node[:list(m.graph.node).index(syn)]]
@@ -245,11 +254,14 @@ def pairs(tmp_path):
 
 
 @pytest.mark.skipif(tensorrt_env.tensorrt_available() is None, reason="TensorRT and a GPU are here")
-def test_auto_backend_falls_back_to_the_cpu_default_and_says_why(tmp_path, pairs):
+def test_auto_backend_falls_back_to_the_cpu_default_and_says_why(tmp_path, pairs, ckpt, ckpt_exports):
+    """In-process runtime.infer (the command's logic; its process behaviour is test_infer's and test_signals'), on
+    `ckpt`, whose standard-op graph is in the session cache (conftest.py): no export here."""
+    from runtime.infer import main
+
     rep = tmp_path / "r.json"
-    r = subprocess.run([sys.executable, "-m", "runtime.infer", str(pairs), "-o", str(tmp_path / "o"), "--backend",
-                        "auto", "--report", str(rep)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    assert main([str(pairs), "-o", str(tmp_path / "o"), "--backend", "auto", "--checkpoint", str(ckpt),
+                 "--report", str(rep)]) == 0
     b = json.loads(rep.read_text())["backend"]
     assert b["backend"] == "openvino" and b["chosen_by"].startswith("auto -> openvino: openvino ")
     assert "(CPU default; " in b["chosen_by"]
@@ -258,12 +270,16 @@ def test_auto_backend_falls_back_to_the_cpu_default_and_says_why(tmp_path, pairs
 
 
 @pytest.mark.skipif(tensorrt_env.tensorrt_available() is None, reason="TensorRT and a GPU are here")
-def test_trt_backend_without_engine_says_what_is_missing_before_exporting(tmp_path, pairs, monkeypatch):
+def test_trt_backend_without_engine_says_what_is_missing_before_exporting(tmp_path, pairs, monkeypatch, capsys):
+    """In-process runtime.infer (exit status and stderr as the command gives them: sfadacof.errors.cli_command)."""
+    from runtime.infer import main
+
     monkeypatch.setenv("SFADACOF_CACHE", str(tmp_path / "cache"))
-    r = subprocess.run([sys.executable, "-m", "runtime.infer", str(pairs), "-o", str(tmp_path / "o"), "--backend",
-                        "trt"], cwd=REPO, capture_output=True, text=True, timeout=600)
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    with pytest.raises(SystemExit) as e:
+        main([str(pairs), "-o", str(tmp_path / "o"), "--backend", "trt"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     # the line names the first thing missing here, found independently of runtime.tensorrt_env
     import importlib.util
 
@@ -411,16 +427,6 @@ class _FakeTRT:
 
     def get_plugin_registry(self):
         return self.registry
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    from export.core import export_model
-    from tests.helpers import seeded_model
-
-    path = tmp_path_factory.mktemp("exp") / "m.onnx"
-    export_model(seeded_model(), path, synthesis="plugin")
-    return path
 
 
 @pytest.mark.parametrize("version,flags", [("10.16.0.1", 1 << 1), ("11.1.0.5", 0)])
