@@ -4,8 +4,6 @@ error when TensorRT is missing. The TensorRT build itself is in tests/test_tenso
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
@@ -16,7 +14,6 @@ from runtime.engine_meta import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_OPT, EngineMe
                                  read_sidecar, sidecar_path, write_sidecar)
 from sfadacof.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_parse_shape():
@@ -124,12 +121,15 @@ def _tiny_onnx(path: Path) -> Path:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
-def test_build_engine_without_tensorrt_one_line(tmp_path):
+def test_build_engine_without_tensorrt_one_line(tmp_path, capsys):
+    """runtime.build_engine's main in-process (exit status and stderr as the command gives them)."""
+    from runtime.build_engine import main
+
     model = _tiny_onnx(tmp_path / "m.onnx")
-    r = subprocess.run([sys.executable, "-m", "runtime.build_engine", str(model), "--fp16"], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [
+    with pytest.raises(SystemExit) as e:
+        main([str(model), "--fp16"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         "error: TensorRT Python package not installed (pip install tensorrt-cu13 (or the sfadacof[gpu] extra) on a "
         "machine with an NVIDIA GPU)"]
     assert not list(tmp_path.glob("*.engine*"))

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.fp16_graph import convert_to_fp16, offset_head_nodes, synthesis_nodes
+from export.fp16_graph import convert_to_fp16, fold_round_trip_casts, offset_head_nodes, synthesis_nodes
 from sfadacof.metrics import psnr
 from sfadacof.models import KernelMaps, pad_to_multiple
 from tests.helpers import bikes_frames, crop, seeded_model
@@ -41,6 +41,25 @@ def padded_frames():
     return t[0], t[1]
 
 
+def test_round_trip_casts_are_folded_so_fp32_values_are_not_rounded():
+    """fold_round_trip_casts on a small graph: x (fp32) -> Cast(fp16) -> Cast(fp32) -> Relu -> y. The pair is folded
+    (the Relu reads x, the dead Casts are gone) and ONNX Runtime then gives relu(x) bit for bit on values fp16 cannot
+    hold, where the unfolded graph rounds them (checked on the same inputs)."""
+    io = lambda n: oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 64])  # noqa: E731
+    nodes = [oh.make_node("Cast", ["x"], ["h"], to=onnx.TensorProto.FLOAT16),
+             oh.make_node("Cast", ["h"], ["f"], to=onnx.TensorProto.FLOAT), oh.make_node("Relu", ["f"], ["y"])]
+    m = oh.make_model(oh.make_graph(nodes, "g", [io("x")], [io("y")]), opset_imports=[oh.make_opsetid("", 17)])
+    x = (np.random.default_rng(0).standard_normal((1, 64)) * 3 + 1e-4).astype(np.float32)
+    run = lambda model: ort.InferenceSession(model.SerializeToString(),  # noqa: E731
+                                             providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert not np.array_equal(run(m), np.maximum(x, 0))  # unfolded: rounded to fp16 on the way
+    folded = onnx.ModelProto.FromString(m.SerializeToString())
+    assert fold_round_trip_casts(folded) == 1
+    assert [(n.op_type, list(n.input)) for n in folded.graph.node] == [("Relu", ["x"])]
+    assert np.array_equal(run(folded), np.maximum(x, 0))
+
+
+@pytest.mark.slow  # the module's export of the sf_adacof model (graph)
 def test_offset_heads_found_structurally(graph):
     _, m = graph
     heads = offset_head_nodes(onnx.ModelProto.FromString(m.SerializeToString()))
@@ -49,6 +68,7 @@ def test_offset_heads_found_structurally(graph):
     assert by_name and heads == by_name
 
 
+@pytest.mark.slow  # the module's export of the sf_adacof model (graph)
 def test_fp16_graph_types(graph):
     _, m = graph
     out, summary = convert_to_fp16(onnx.ModelProto.FromString(m.SerializeToString()))
@@ -71,6 +91,7 @@ def test_fp16_graph_types(graph):
     assert summary["offset_head_nodes"] == len({n.name for n in m.graph.node if re.search(r"module(Alpha|Beta)", n.name)})
 
 
+@pytest.mark.slow  # the module's export of the sf_adacof model (graph)
 def test_fp16_graph_in_ort_cpu_vs_torch_fp32(graph, padded_frames, tmp_path, cpu_op):
     """The whole fp16 graph in ONNX Runtime on CPU, its synthesis node run by the project's C++ custom op (cpu_op,
     conftest.py: built or failed, never skipped), against the PyTorch fp32 model on real 203x131 bikes frames
@@ -98,6 +119,7 @@ def test_fp16_graph_in_ort_cpu_vs_torch_fp32(graph, padded_frames, tmp_path, cpu
     assert (outs["fp16"] - ref).abs().max() > 0  # float16 really ran
 
 
+@pytest.mark.slow  # the module's export of the sf_adacof model (graph)
 def test_fp16_synthesis_form_types_and_accuracy(graph, padded_frames):
     """TensorRT's form (--synthesis fp16): the node takes fp16 frames/weights/occlusion and fp32 offsets straight from
     the fp32 offset heads, and returns fp16. Emulating what the plugin computes for those types (fp32 arithmetic on the

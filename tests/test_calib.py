@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +68,7 @@ def _consumers(g):
     return c
 
 
+@pytest.mark.slow  # the module's export, calibration and quantization (fp32_onnx, int8)
 def test_qdq_exactly_on_unet_convs(fp32_onnx, int8):
     path, nodes, _, _ = int8
     q = onnx.load(path)
@@ -123,6 +122,7 @@ def test_qdq_exactly_on_unet_convs(fp32_onnx, int8):
     assert len(report.quantized_convs) == 72 and len(report.float_convs) == 58
 
 
+@pytest.mark.slow  # the module's export, calibration and quantization (fp32_onnx, int8)
 def test_weights_dequantize_to_float_weights(fp32_onnx, int8):
     path, _, _, _ = int8
     fp = {t.name: numpy_helper.to_array(t) for t in onnx.load(fp32_onnx).graph.initializer}
@@ -137,6 +137,7 @@ def test_weights_dequantize_to_float_weights(fp32_onnx, int8):
     assert np.abs(wq * scale[:, None, None, None] - w).max() <= scale.max() / 2 + 1e-9
 
 
+@pytest.mark.slow  # the module's export, calibration and quantization (fp32_onnx, int8)
 def test_activation_scale_is_calibration_range(fp32_onnx, int8):
     """MinMax, symmetric: the first Conv's input scale = max |frame - mean| over the calibration pairs / 127."""
     path, _, pairs, _ = int8
@@ -150,6 +151,7 @@ def test_activation_scale_is_calibration_range(fp32_onnx, int8):
     assert inits[q.input[1]].item() == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow  # the module's export, calibration and quantization (fp32_onnx, int8)
 def test_ort_runs_int8_and_it_is_close_to_fp32(fp32_onnx, int8, split):
     path, _, _, _ = int8
     it = split.evaluation[0]
@@ -171,6 +173,7 @@ def test_sequence_plan_holds_triplets_aside():
     assert eval_t[0] == 0 and eval_t[-1] == 97  # spread over the whole clip
 
 
+@pytest.mark.slow  # split_data decodes bikes.mp4 (the split fixture, shared with int8)
 def test_split_of_bikes_is_real_footage(bikes, split):
     assert [it.truth is not None for it in split.evaluation] == [True, True]
     assert all(it.truth is None for it in split.calibration)
@@ -201,6 +204,7 @@ def test_group_names():
         parse_groups("encoder")
 
 
+@pytest.mark.slow  # the module's export, calibration and quantization (fp32_onnx, int8)
 def test_ort_cpu_placement_is_flagged_for_tensorrt(fp32_onnx, int8, tmp_path):
     """The checker is not vacuous: the uint8 / zero-point graph for ORT CPU is reported as TensorRT-incompatible."""
     ranges = int8[3]
@@ -211,6 +215,7 @@ def test_ort_cpu_placement_is_flagged_for_tensorrt(fp32_onnx, int8, tmp_path):
     assert any("zero point" in p for p in rep.problems)
 
 
+@pytest.mark.slow  # the module's export, calibration and quantization (fp32_onnx, int8)
 def test_cli_report_numbers_are_the_outputs(bikes, fp32_onnx, tmp_path, capsys):
     out = tmp_path / "m.int8.onnx"
     rep_path = tmp_path / "report.json"
@@ -265,18 +270,23 @@ def test_cli_report_numbers_are_the_outputs(bikes, fp32_onnx, tmp_path, capsys):
     (["{bikes}", "--onnx", "{junk}"], "not a readable ONNX model"),
     (["{bikes}", "--checkpoint", "{junk}"], "not a readable PyTorch checkpoint"),
 ])
-def test_cli_errors_are_one_line(args, needle, bikes, tmp_path):
+def test_cli_errors_are_one_line(args, needle, bikes, tmp_path, capsys):
+    """`python -m calib`'s main in-process (its exit status and stderr are the command's: sfadacof.errors.cli_command;
+    the interpreter-level contract of every command is test_cli_help.py's)."""
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not an onnx file")
     argv = [a.format(bikes=bikes, junk=junk) for a in args] + ["-o", str(tmp_path / "x.onnx")]
     if "--onnx" not in argv and "--checkpoint" not in argv:
         argv += ["--onnx", str(junk)]
-    r = subprocess.run([sys.executable, "-m", "calib", *argv], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.count("\n") == 1 and needle in err, err
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow  # the module's export, calibration and quantization (fp32_onnx, int8)
 def test_estimator_subgraph_ends_at_the_heads(fp32_onnx, int8):
     from calib.graph import estimator_subgraph
 

@@ -193,7 +193,7 @@ def test_also_caches_the_other_form_from_the_same_trace(graphs, tmp_path, monkey
     # asked again with `also`, nothing is traced: both entries are there
     assert onnx_for_checkpoint(graphs["ckpt"], synthesis="plugin", exporter="torchscript", cache_dir_override=root,
                                also=("onnx",)) == plugin and len(traces) == 1
-    with pytest.raises(UserError, match="fp32 only"):
+    with pytest.raises(UserError, match="from an fp32 export only"):
         onnx_for_checkpoint(graphs["ckpt"], precision="fp16", exporter="torchscript", cache_dir_override=root,
                             also=("onnx",))
 

@@ -55,6 +55,7 @@ def yuv420(rgb8: np.ndarray) -> np.ndarray:
     return av.VideoFrame.from_ndarray(rgb8, format="rgb24").reformat(format="yuv420p").to_ndarray()
 
 
+@pytest.mark.slow  # a real process on real pipes: the stream on stdout, the messages on stderr
 def test_y4m_pipe_through_ffmpeg_style_stages(tmp_path, ckpt):
     frames = [crop(f, w=W, h=H, x=40, y=40) for f in carphone(3)]
     src = write_video(tmp_path / "in.mp4", frames, rate=30, time_base=Fraction(1, 30))
@@ -101,21 +102,35 @@ def test_y4m_pipe_through_ffmpeg_style_stages(tmp_path, ckpt):
             assert sum(1 for _ in c.decode(video=0)) == 6
 
 
+def infer_in_process(stdin: bytes, monkeypatch, capfdbinary, *args: str) -> tuple[int, bytes, str]:
+    """runtime.infer's main in this process with `stdin` as its standard input: (exit status, what reached file
+    descriptor 1, stderr). capfdbinary captures at the descriptor level, where the y4m writer works (it points
+    descriptor 1 at stderr while it writes the stream: runtime.video.stdout_for_stream)."""
+    from runtime.infer import main
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out = capfdbinary.readouterr()
+    return e.value.code, out.out, out.err.decode()
+
+
 @pytest.mark.parametrize("stream, message", [
     (b"YUV4MPEG2 W64 H64 F25:1 Ip A1:1 C420p10\nFRAME\n" + bytes(64 * 64 * 3),
      "error: <stdin>: y4m pixel format yuv420p10le; this reader takes 8-bit 4:2:0 (C420jpeg/C420mpeg2/C420), "
      "4:2:2, 4:4:4 or mono (convert with ffmpeg ... -pix_fmt yuv420p -f yuv4mpegpipe -)"),
     (b"RIFF this is not a y4m stream", "error: <stdin>: not a y4m (yuv4mpegpipe) stream ("),
 ])
-def test_other_streams_refused_in_one_line(ckpt, stream, message):
-    r = infer(stream, "-", "-o", "-", "--backend", "torch", "--checkpoint", str(ckpt))
-    err = r.stderr.decode()
-    assert r.returncode == 2 and r.stdout == b"" and len(err.strip().splitlines()) == 1, err
+def test_other_streams_refused_in_one_line(ckpt, stream, message, monkeypatch, capfdbinary):
+    code, out, err = infer_in_process(stream, monkeypatch, capfdbinary, "-", "-o", "-", "--backend", "torch",
+                                      "--checkpoint", str(ckpt))
+    assert code == 2 and out == b"" and len(err.strip().splitlines()) == 1, err
     assert err.startswith(message), err
 
 
-def test_stdout_stream_needs_a_video_input(tmp_path, ckpt):
+def test_stdout_stream_needs_a_video_input(tmp_path, ckpt, monkeypatch, capfdbinary):
     (tmp_path / "pairs" / "p").mkdir(parents=True)
-    r = infer(b"", str(tmp_path / "pairs"), "-o", "-", "--backend", "torch", "--checkpoint", str(ckpt))
-    assert r.returncode == 2 and r.stdout == b""
-    assert r.stderr.decode().startswith("error: -o -: a y4m stream comes from a video, a frame folder or a y4m ")
+    code, out, err = infer_in_process(b"", monkeypatch, capfdbinary, str(tmp_path / "pairs"), "-o", "-",
+                                      "--backend", "torch", "--checkpoint", str(ckpt))
+    assert code == 2 and out == b""
+    assert err.startswith("error: -o -: a y4m stream comes from a video, a frame folder or a y4m ")

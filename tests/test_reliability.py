@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +26,6 @@ from tests.helpers import bikes_frames, crop, png_header_only, save_frames, writ
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def write_pair(folder: Path, size: int = 64) -> Path:
@@ -289,11 +287,18 @@ def test_infer_numeric_flags(tmp_path, capsys, flags, want):
     ("sfadacof.evaluate", ["D", "--gap", "0"], "--gap: must be >= 1"),
     ("runtime.benchmark", ["--iters", "0"], "--iters: must be >= 1"),
 ])
-def test_numeric_flags_other_clis(module, argv, want):
-    """Refused while parsing, before any data is read (D does not exist) -- in a real process, one line, exit 2."""
-    r = subprocess.run([sys.executable, "-m", module, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
-    err = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(err) == 1 and want in err[0], (r.returncode, err)
+def test_numeric_flags_other_clis(module, argv, want, tmp_path, monkeypatch, capsys):
+    """Refused while parsing, before any data is read (D does not exist): one line, exit 2. Each command's main
+    in-process, in an empty folder (what `python -m MODULE` runs; test_cli_help.py runs every command as a process)."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module("calib.__main__" if module == "calib" else module).main
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and want in err[0], (e.value.code, err)
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_evaluate_oversized_crop_refused(tmp_path, capsys):
