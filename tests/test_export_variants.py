@@ -30,9 +30,18 @@ CASES = [("sf_adacof", 5, 1), ("adacof", 5, 1), ("rwtd", 5, 1), ("rwtdcp", 5, 1)
          ("rwtd", 3, 2)]
 
 
-# rwtd K3 d2 (the smallest variant, the dilated form) stays in the fast lane (`-m "not slow"`); the others are slow.
-@pytest.mark.parametrize("variant,k,d", [c if c == ("rwtd", 3, 2) else pytest.param(*c, marks=pytest.mark.slow)
-                                         for c in CASES], ids=[f"{v}-K{k}d{d}" for v, k, d in CASES])
+def test_the_sweep_covers_every_variant_and_a_dilated_kernel():
+    """The sweep below is the proof that every variant exports: it must name each of sfadacof.models.VARIANTS (a
+    variant added there without a case here fails), with K=5 d=1 for each and one K=3 dilation-2 case."""
+    from sfadacof.models import VARIANTS
+
+    assert sorted(v for v, k, d in CASES if (k, d) == (5, 1)) == sorted(VARIANTS)
+    assert [(k, d) for _, k, d in CASES if (k, d) != (5, 1)] == [(3, 2)]
+
+
+# each case exports (TorchScript, ~5 s on 2 cores) and runs both forms: the slow lane
+@pytest.mark.slow
+@pytest.mark.parametrize("variant,k,d", CASES, ids=[f"{v}-K{k}d{d}" for v, k, d in CASES])
 def test_variant_exports_and_matches_pytorch(tmp_path, variant, k, d):
     model = large_motion_model(variant, seed=11, kernel_size=k, dilation=d)
     infos = export_model(model, tmp_path / "p.onnx", synthesis="plugin", also={"onnx": tmp_path / "s.onnx"},
