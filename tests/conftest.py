@@ -83,7 +83,7 @@ def _tensorrt_reason() -> str | None:
 
 
 # Fixtures that export with the default (dynamo) exporter, 20-50 s each on 2 cores: a test that uses one is slow.
-SLOW_FIXTURES = {"ckpt_exports", "exported"}
+SLOW_FIXTURES = {"ckpt_exports", "exported", "shipped_exports"}
 
 
 # Under `-n N --dist loadgroup` (README's test command), the tests of one xdist_group run on one worker, one after
@@ -193,3 +193,15 @@ def ckpt_exports(ckpt, hermetic_cache, tmp_path_factory):
     with run_once(tmp_path_factory, "ckpt_exports"):  # the second worker finds both in the shared cache
         return {"default": onnx_for_checkpoint(ckpt, also=("onnx",)),
                 "onnx": onnx_for_checkpoint(ckpt, synthesis="onnx")}
+
+
+@pytest.fixture(scope="session")
+def shipped_exports(hermetic_cache, tmp_path_factory):
+    """The shipped weights exported by the default exporter, both forms from one trace, once per run into the run's
+    cache: the commands of the session that run the shipped weights on ORT or OpenVINO without --onnx find them there
+    (test_large_frames' memory figures must not count an export). {"plugin": ..., "onnx": ...}. Read only."""
+    from export.cache import onnx_for_checkpoint
+
+    with run_once(tmp_path_factory, "shipped_exports"):
+        return {"plugin": onnx_for_checkpoint(None, synthesis="plugin", also=("onnx",)),
+                "onnx": onnx_for_checkpoint(None, synthesis="onnx")}

