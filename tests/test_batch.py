@@ -1,7 +1,8 @@
 """runtime.batch on a real local Ray cluster: two pair folders and a short clip with --workers 2 give exactly what
 runtime.infer gives (same backend: torch, deterministic on one thread per worker); a worker process killed with
 SIGKILL mid-run loses nothing; a bad unit fails alone; a re-run resumes. Ray takes ~10 s to start here, so the cases
-share runs where they can.
+share runs where they can (and are slow). The driver's cut into units and the worker's side of a unit are also run
+in-process, without Ray (fast).
 
 Video frames are compared losslessly (--video-output frames against runtime.infer's PNG frames): H.264 through
 PyAV here does not reproduce its own output (the same frames encoded twice by runtime.infer itself decode up to ~18
@@ -27,7 +28,6 @@ pytest.importorskip("ray", reason="Ray is part of the dev extra")
 from tests.helpers import bikes_frames, crop, seeded_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 def _pairs(root: Path, n: int, offset: int) -> Path:
@@ -122,6 +122,7 @@ def _assert_same(out: Path, data, video: str) -> None:
         assert max(int(np.abs(g - r).mean()) for g, r in zip(got[0], ref[0])) <= 3  # lossy: mean per frame
 
 
+@pytest.mark.slow
 def test_batch_equals_infer_and_resumes(data, tmp_path):
     out = tmp_path / "out"
     argv = ["-m", "runtime.batch", str(data["a"]), str(data["b"]), str(data["clip"]), "-o", str(out),
@@ -155,6 +156,7 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_loses_nothing(data, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "runtime.batch", str(data["a"]), str(data["b"]), str(data["clip"]),
@@ -181,6 +183,7 @@ def test_worker_killed_mid_run_loses_nothing(data, tmp_path):
     _assert_same(out, data, "mp4")
 
 
+@pytest.mark.slow
 def test_bad_unit_fails_alone(data, tmp_path):
     bad = tmp_path / "bad"
     _pairs(bad, 2, 1)
@@ -194,3 +197,53 @@ def test_bad_unit_fails_alone(data, tmp_path):
     assert len(failed) == 1 and "b.png" in failed[0]["error"] and "\n" not in failed[0]["error"]
     assert sorted(p.name for p in (out / "setA").iterdir()) == sorted(p.name for p in (data["ref"] / "setA").iterdir())
     assert (out / "bad" / "p00.png").is_file() and not (out / "bad" / "p01.png").exists()
+
+
+# -- in-process, without Ray: the driver's plan and the worker's unit --------------------------------------------------
+
+def test_plan_cuts_sources_into_units_and_resumes(tmp_path, ckpt, single_torch_thread):
+    """runtime.batch.plan cuts a folder of 5 pairs (chunks of 2) into units of 2, 2, 1 pairs in order, and a 9-frame
+    clip (spans of 3 input frames, --factor 4) into spans [0, 3) [3, 6) [6, 8) that make 3 frames per gap: 8 gaps x 3
+    = 24 in all. run_unit, the worker's side, writes its pairs' frames (the PyTorch model's, within one level); a
+    re-plan skips them and cuts only the rest."""
+    import torch
+
+    from runtime.backends.registry import BackendOptions
+    from runtime.batch import plan, run_unit
+    from sfadacof.checkpoint import load_checkpoint
+
+    src, clip, out = _pairs(tmp_path / "set", 5, 0), _clip(tmp_path / "clip.mp4"), tmp_path / "out"
+    job = plan([src, clip], out, chunk_pairs=2, chunk_frames=3, factor=4)
+    assert [u.names for u in job.units if u.kind == "pairs"] == [("p00", "p01"), ("p02", "p03"), ("p04",)]
+    spans = [(u.start, u.stop, u.frames) for u in job.units if u.kind == "video"]
+    assert spans == [(0, 3, 9), (3, 6, 9), (6, 8, 6)] and sum(f for *_, f in spans) == 8 * 3
+    assert job.failed == [] and job.skipped == []
+
+    result = run_unit(job.units[0], "torch", BackendOptions(checkpoint=ckpt), 2, None, None)
+    assert result["status"] == "done" and result["frames"] == 2, result
+    model = load_checkpoint(ckpt).model.eval()
+    for name in ("p00", "p01"):
+        f0, f2 = (torch.from_numpy(_png(src / name / f)[None].transpose(0, 3, 1, 2).astype(np.float32) / 255)
+                  for f in ("a.png", "b.png"))
+        with torch.no_grad():
+            want = (model(f0, f2)[0].permute(1, 2, 0).numpy().clip(0, 1) * 255).round()
+        assert np.abs(_png(out / "set" / f"{name}.png") - want).max() <= 1, name
+
+    again = plan([src, clip], out, chunk_pairs=2, chunk_frames=3, factor=4)
+    assert sorted(Path(p).name for p in again.skipped) == ["p00.png", "p01.png"]
+    assert [u.names for u in again.units if u.kind == "pairs"] == [("p02", "p03"), ("p04",)]
+
+
+def test_a_bad_pair_fails_its_unit_alone_in_the_worker(tmp_path, ckpt, single_torch_thread):
+    """run_unit on a chunk holding a pair whose PNG is not a PNG: a failed result naming the file, in one line (not
+    an exception that Ray would take for a lost worker and retry); a chunk of good pairs runs."""
+    from runtime.backends.registry import BackendOptions
+    from runtime.batch import plan, run_unit
+
+    bad = _pairs(tmp_path / "bad", 2, 1)
+    (bad / "p01" / "b.png").write_bytes(b"not a png")
+    job = plan([bad], tmp_path / "out", chunk_pairs=1, chunk_frames=3, factor=2)
+    good, broken = (run_unit(u, "torch", BackendOptions(checkpoint=ckpt), 2, None, None) for u in job.units)
+    assert good["status"] == "done" and (tmp_path / "out" / "bad" / "p00.png").is_file()
+    assert broken["status"] == "failed" and "b.png" in broken["error"] and "\n" not in broken["error"], broken
+    assert not (tmp_path / "out" / "bad" / "p01.png").exists()

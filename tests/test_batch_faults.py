@@ -4,7 +4,8 @@ lost worker; SIGTERM / SIGHUP to the driver end as Ctrl-C does (one line, exit 1
 driver takes its local cluster with it (runtime.ray_watchdog).
 
 Ray takes 10-30 s to start on a 2-core machine: the first two cases share one cluster this module starts in-process
-(the driver joins it with --ray-address); the signal cases need the driver's own local cluster and start one each."""
+(the driver joins it with --ray-address); the signal cases need the driver's own local cluster and start one each.
+All of those are slow; the planning and the worker's side of a fault are also run in-process, without Ray (fast)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ psutil = pytest.importorskip("psutil", reason="psutil is part of the batch extra
 from tests.helpers import assert_ended_by, reaped, seeded_checkpoint, signal_and_wait, write_bikes_pair  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 def env() -> dict:
@@ -68,6 +68,7 @@ def batch(*argv, timeout: int = 600) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_a_zero_byte_video_fails_alone(tmp_path, data, cluster):
     """The README's promise: a bad unit fails alone. The pairs folder is processed in full; the 0-byte clip is one
     failed entry naming it; exit 1 (the run used to be refused as a whole, exit 2, nothing processed)."""
@@ -98,6 +99,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_failed_write_not_a_lost_worker(tmp_path, data, cluster, small_disk):
     """16 pairs of 128x128 (~40 KB each as PNG) onto 160 KiB: the units that cannot write fail with the output
     named and 'No space left on device'; none is a 'worker lost'; exit 1, one line per failure, no traceback."""
@@ -162,6 +164,7 @@ def reap(procs: list, timeout: float = 30.0) -> list:
     return alive
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_signal_to_the_driver_ends_like_ctrl_c(tmp_path, data, sig):
     p, out = start_driver(tmp_path, data)
@@ -175,6 +178,7 @@ def test_signal_to_the_driver_ends_like_ctrl_c(tmp_path, data, sig):
     assert left == [], [q.pid for q in left]
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_driver_takes_its_cluster_down(tmp_path, data):
     """No handler runs in a SIGKILLed driver: its local cluster (gcs_server, raylet, agents, workers) must still end
     within 30 s (the agents and workers used to run on for good)."""
@@ -188,6 +192,7 @@ def test_sigkill_of_the_driver_takes_its_cluster_down(tmp_path, data):
     assert left == [], [q.pid for q in left]
 
 
+@pytest.mark.slow
 def test_a_users_file_named_like_a_clip_output_fails_alone(tmp_path, data, cluster):
     """OUT/clip.mp4 that this project did not encode (a user's valid mp4, no sfadacof mark) is neither taken for a
     finished output nor replaced: that unit fails in one line naming the file, the pairs folder is processed, exit 1.
@@ -220,3 +225,41 @@ def test_a_users_file_named_like_a_clip_output_fails_alone(tmp_path, data, clust
     assert r.returncode == 0 and "3 output(s) already complete" in r.stderr, r.stderr[-3000:]
     assert (out / "clip.mp4").read_bytes() == ours
     assert json.loads((out / "batch_summary.json").read_text())["units"] == []
+
+
+# -- in-process, without Ray: the driver's plan and the worker's unit --------------------------------------------------
+
+def test_planning_a_zero_byte_video_fails_it_alone(tmp_path):
+    """runtime.batch.plan: the 0-byte clip is one failed entry naming it; the pairs folder beside it is cut into its
+    units all the same (3 pairs in chunks of 2: 2 + 1)."""
+    from runtime.batch import plan
+
+    good = pairs(tmp_path / "good", 3)
+    bad = tmp_path / "empty.mp4"
+    bad.write_bytes(b"")
+    job = plan([good, bad], tmp_path / "out", chunk_pairs=2, chunk_frames=4, factor=2)
+    assert [u.names for u in job.units] == [("p00", "p01"), ("p02",)]
+    assert len(job.failed) == 1 and job.failed[0]["unit"] == "empty.mp4" and str(bad) in job.failed[0]["error"]
+
+
+def test_a_unit_onto_a_full_disk_is_a_failed_write(tmp_path, ckpt, small_disk, single_torch_thread):
+    """run_unit, the worker's side: a chunk of 2 pairs onto a full disk returns a failed result that names the output
+    and says 'No space left on device' (a result, not an exception: Ray would take it for a lost worker), and leaves
+    no temp file behind."""
+    from runtime.backends.registry import BackendOptions
+    from runtime.batch import plan, run_unit
+
+    src = pairs(tmp_path / "set", 2)
+    with open(small_disk / "filler", "wb", buffering=0) as f:  # fill the disk to its last block
+        try:
+            while True:
+                f.write(bytes(4096))
+        except OSError:
+            pass
+    out = small_disk / "out"
+    (unit,) = plan([src], out, chunk_pairs=2, chunk_frames=4, factor=2).units
+    result = run_unit(unit, "torch", BackendOptions(checkpoint=ckpt), 2, None, None)
+    assert result["status"] == "failed", result
+    assert result["error"].startswith("cannot write: ") and str(out / "set") in result["error"], result
+    assert "No space left on device" in result["error"], result
+    assert not [p for p in out.rglob("*") if p.is_file()]  # neither a PNG cut short nor a temp file

@@ -17,8 +17,6 @@ from plugins import _libs
 from plugins.onnx_node import OP_TYPE
 from tests.helpers import REPO_ROOT
 
-pytestmark = pytest.mark.slow
-
 
 def _build_ext(tmp_path, **env):
     """setup.py's build_ext, as pip's wheel build runs it, into tmp_path (not the source tree)."""
@@ -28,6 +26,7 @@ def _build_ext(tmp_path, **env):
                           env={**os.environ, "SFADACOF_WITH_CUDA": "0", **env})
 
 
+@pytest.mark.slow  # compiles the kernel
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c++") is None, reason="needs cmake and c++")
 def test_build_ext_puts_the_cpu_kernel_into_the_package(tmp_path):
     proc = _build_ext(tmp_path)
@@ -53,10 +52,13 @@ def test_build_ext_without_a_compiler_goes_on_and_says_why(tmp_path):
     assert not (tmp_path / "lib" / "plugins" / _libs.library_filename(_libs.CPU_LIBRARY)).exists()
 
 
-def test_without_the_kernel_library_the_export_is_standard_ops_and_runs(tmp_path, monkeypatch, capsys, ckpt):
+@pytest.mark.slow  # an export, an ORT session and a forward: ~3.5 s of CPU
+def test_without_the_kernel_library_the_export_is_standard_ops_and_runs(tmp_path, monkeypatch, capsys, ckpt,
+                                                                        single_torch_thread):
     """No library anywhere the loaders look: the cached export is the standard-op graph (no custom node), the note
     comes once for two exports, and ONNX Runtime's output equals the PyTorch model's within 1e-4 (fp32 convolutions
-    in another library, see README's tolerances)."""
+    in another library, see README's tolerances). The TorchScript exporter (seconds): the fallback picks the form,
+    whichever exporter traces it."""
     import torch
 
     from export import cache
@@ -67,7 +69,8 @@ def test_without_the_kernel_library_the_export_is_standard_ops_and_runs(tmp_path
     empty.mkdir()
     monkeypatch.setattr(_libs, "search_dirs", lambda: [empty])
     monkeypatch.setattr(cache, "_FALLBACK_SAID", False)
-    paths = [cache.onnx_for_checkpoint(ckpt, cache_dir_override=tmp_path / "c") for _ in range(2)]
+    paths = [cache.onnx_for_checkpoint(ckpt, exporter="torchscript", cache_dir_override=tmp_path / "c")
+             for _ in range(2)]
     err = capsys.readouterr().err
     assert err.count("is not built: using the standard-op graph") == 1
     assert paths[0] == paths[1] and "_onnx_" in paths[0].name
@@ -75,7 +78,7 @@ def test_without_the_kernel_library_the_export_is_standard_ops_and_runs(tmp_path
 
     rng = np.random.default_rng(0)
     f0, f2 = (rng.random((1, 3, 64, 96), dtype=np.float32) for _ in range(2))
-    with OrtBackend(paths[0]) as b:
+    with OrtBackend(paths[0], threads=1) as b:
         got = b.infer(f0, f2)
     model = load_checkpoint(ckpt).model.eval()
     with torch.no_grad():

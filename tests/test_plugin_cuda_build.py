@@ -87,3 +87,25 @@ def test_cuda_libraries_do_not_need_the_build_machines_libcudart(cuda_built):
         toolkit = _toolkit_dirs(lib.parent)
         assert not [p for p in paths if any(p == t or p.startswith(t + "/") for t in toolkit)], (
             f"{lib} has a RUNPATH/RPATH into the CUDA toolkit {toolkit}: {paths}")
+
+
+def test_the_wrapper_refuses_bad_arguments_before_the_library_or_a_device():
+    """plugins.cuda_op checks what it is given before it loads libsfadacof_cuda or touches a device, so a bad call
+    fails the same way on a machine without either: an unknown kernel name, an odd (K-1)*d (the output would not keep
+    the frame's size), tensors that are not on a CUDA device."""
+    import torch
+
+    from plugins import cuda_op
+
+    def maps(b=1, c=3, h=8, w=8, k=5, dtype=torch.float32):
+        f = torch.zeros(b, c, h, w, dtype=dtype)
+        m = torch.zeros(b, k * k, h, w, dtype=dtype)
+        return [f, f.clone(), m, m.clone(), m.clone(), m.clone(), m.clone(), m.clone(), torch.zeros(b, 1, h, w,
+                                                                                                    dtype=dtype)]
+
+    with pytest.raises(ValueError, match="impl 'bogus'"):
+        cuda_op.adacof_synthesis_cuda(*maps(), kernel_size=5, impl="bogus")
+    with pytest.raises(ValueError, match="even"):
+        cuda_op.adacof_synthesis_cuda(*maps(k=4), kernel_size=4, dilation=1)
+    with pytest.raises(ValueError, match="4-D CUDA tensor"):
+        cuda_op.adacof_synthesis_cuda(*maps(), kernel_size=5)
