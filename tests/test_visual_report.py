@@ -359,3 +359,42 @@ def test_interrupted_visual_report_leaves_nothing(tmp_path, ckpt, sig):
     assert p.returncode == 128 + sig and lines[-1].startswith("interrupted"), lines[-5:]
     assert not any("Traceback" in line for line in lines)
     assert not vis.exists() and [q.name for q in work.iterdir() if q.name.startswith(".")] == []
+
+
+def test_heat_map_of_a_real_backend(tmp_path, ckpt, ckpt_exports):
+    """ONNX Runtime on ckpt's standard-op graph really differs from PyTorch (~1e-6): the heat map is the log-scale
+    colour of |ORT - PyTorch| computed here with onnxruntime and the model itself (pixels set apart excepted, cyan),
+    its top is the report's max_abs, and a bound it breaks (--max-abs 1e-9) shows as FAILED, the point ringed red."""
+    import onnxruntime as ort
+    import torch
+
+    from tests.helpers import seeded_model, torch_forward
+
+    frames = [crop(f, w=96, h=64) for f in bikes_frames()]
+    pairs = save_frames(tmp_path / "pairs" / "t", frames, ["im1.png", "im2.png", "im3.png"]).parent
+    vis, rep = tmp_path / "vis", tmp_path / "r.json"
+    code = exit_code(accuracy_main, [str(pairs), "--backend", "ort", "--onnx", str(ckpt_exports["onnx"]),
+                                     "--checkpoint", str(ckpt), "--max-abs", "1e-9", "--visual", str(vis),
+                                     "--report", str(rep)])
+    assert code == 1
+    c = json.loads(rep.read_text())["pairs"][0]["check"]
+    assert not c["passed"] and 0 < c["max_abs"] < 1e-3
+    x0, x2 = (hwc_to_nchw(f.astype(np.float32) / 255) for f in (frames[0], frames[2]))
+    sess = ort.InferenceSession(str(ckpt_exports["onnx"]), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    out = sess.run(None, {names[0]: x0, names[1]: x2})[0].astype(np.float64)
+    torch.manual_seed(0)
+    ref = torch_forward(seeded_model(), x0, x2).astype(np.float64)
+    levels = np.abs(out - ref)[0].max(axis=0) * 255
+    heat = rgb(vis / "heat" / "0001_t.png")
+    cyan = (heat == CYAN).all(axis=2)
+    assert cyan.sum() == c.get("near_discontinuity_pixels", 0)
+    top = c["max_abs"] * 255
+    assert levels[~cyan].max() == pytest.approx(top, rel=1e-3)
+    expected = np.array([inferno(v, top) for v in levels[~cyan]])
+    # another ORT session (thread count, summation order) may move |Δ| ~1e-8: colours within 3 of 255
+    assert np.percentile(np.abs(heat[~cyan] - expected).max(axis=1), 99) <= 3
+    assert (heat[~cyan] != INFERNO_0).any(axis=1).mean() > 0.5  # structure, not a black map
+    html = (vis / "index.html").read_text()
+    assert 'id="verdict">FAILED<' in html and 'stroke="#c0191f" stroke-width="2"' in html
+    assert f"({top:.3g} levels)" in html
