@@ -217,7 +217,7 @@ def open_visual(args, command: str, unit: str = "pair", keep: int | None = None)
         return nullcontext()
     from .visual import VisualReport
 
-    return VisualReport(args.visual, command=" ".join(shlex.quote(a) for a in [command, *sys.argv[1:]]), unit=unit,
+    return VisualReport(args.visual, command=" ".join(shlex.quote(str(a)) for a in [command, *args.argv]), unit=unit,
                         keep=keep)
 
 

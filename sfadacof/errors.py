@@ -82,13 +82,16 @@ def cli_main(main: Callable[..., T]) -> Callable[..., T]:
 
 def cli_command(build_parser: Callable[[], "argparse.ArgumentParser"]) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """`@cli_command(build_parser)` on `def main(args) -> int`: the decorated name is `main(argv=None)`, which parses
-    argv (None: sys.argv) with build_parser() and runs the body under cli_main's error handling."""
+    argv (None: sys.argv) with build_parser() and runs the body under cli_main's error handling; `args.argv` holds
+    the arguments it parsed."""
 
     def decorate(run: Callable[..., T]) -> Callable[..., T]:
         @cli_main
         @wraps(run)
         def main(argv: list[str] | None = None) -> T:
-            return run(build_parser().parse_args(argv))
+            args = build_parser().parse_args(argv)
+            args.argv = list(sys.argv[1:] if argv is None else argv)  # as given (a report quotes its command line)
+            return run(args)
 
         return main
 

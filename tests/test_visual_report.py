@@ -152,12 +152,13 @@ def test_downscaled_heat_map_keeps_a_single_hot_pixel(tmp_path):
 
 @pytest.fixture(scope="module")
 def cli_report(tmp_path_factory, ckpt):
-    """runtime.infer --check --visual on a 64x64 pair and a 96x64 triplet (torch backend, seeded checkpoint)."""
+    """runtime.infer --check --visual on a 32x32 pair and a 48x32 triplet (torch backend, seeded checkpoint; the
+    smallest frames the model takes, enlarged 5x and 4x in the strips)."""
     tmp = tmp_path_factory.mktemp("visual")
     f0, f1, f2 = bikes_frames()
     pairs = tmp / "pairs"
-    save_frames(pairs / "a", [crop(f0, w=64, h=64), crop(f2, w=64, h=64)], ["im1.png", "im3.png"])
-    save_frames(pairs / "b", [crop(f, w=96, h=64) for f in (f0, f1, f2)], ["im1.png", "im2.png", "im3.png"])
+    save_frames(pairs / "a", [crop(f0, w=32, h=32), crop(f2, w=32, h=32)], ["im1.png", "im3.png"])
+    save_frames(pairs / "b", [crop(f, w=48, h=32) for f in (f0, f1, f2)], ["im1.png", "im2.png", "im3.png"])
     before = tree_digest(pairs)
     argv = [str(pairs), "-o", str(tmp / "out"), "--checkpoint", str(ckpt), "--backend", "torch", "--check",
             "--visual", str(tmp / "vis"), "--report", str(tmp / "r.json")]
@@ -167,7 +168,7 @@ def cli_report(tmp_path_factory, ckpt):
 
 
 def test_infer_check_writes_the_visual_report(cli_report):
-    tmp, _ = cli_report
+    tmp, argv = cli_report
     vis = tmp / "vis"
     r = json.loads((tmp / "r.json").read_text())
     assert sorted(p.relative_to(vis).as_posix() for p in vis.rglob("*") if p.is_file()) == [
@@ -176,16 +177,21 @@ def test_infer_check_writes_the_visual_report(cli_report):
     assert_keys_in_glossary(r)
     assert [n for n in os.listdir(tmp) if n.startswith(".")] == []  # no staging folder left
     # sizes from the frame sizes: the pair has 4 panels, the triplet 5 (ground truth)
-    assert Image.open(vis / "strips" / "0001_a.png").size == expected_strip(64, 64, 4) == (894, 252)
-    assert Image.open(vis / "strips" / "0002_b.png").size == expected_strip(96, 64, 5) == (1092, 188)
-    assert Image.open(vis / "heat" / "0001_a.png").size == (64, 64)
-    assert Image.open(vis / "heat" / "0002_b.png").size == (96, 64)
-    # the backend IS the reference here: |Δ| = 0 everywhere, the whole map inferno's 0
-    for name in ("0001_a", "0002_b"):
-        assert (rgb(vis / "heat" / f"{name}.png") == INFERNO_0).all()
+    assert Image.open(vis / "strips" / "0001_a.png").size == expected_strip(32, 32, 4) == (766, 220)
+    assert Image.open(vis / "strips" / "0002_b.png").size == expected_strip(48, 32, 5) == (1092, 188)
+    assert Image.open(vis / "heat" / "0001_a.png").size == (32, 32)
+    assert Image.open(vis / "heat" / "0002_b.png").size == (48, 32)
+    # the backend IS the reference here: |Δ| = 0 everywhere, the map inferno's 0 but for the pixels the check sets
+    # apart at the op's discontinuities (cyan; the triplet has one)
+    for name, row in zip(("0001_a", "0002_b"), r["pairs"]):
+        heat = rgb(vis / "heat" / f"{name}.png")
+        cyan = (heat == CYAN).all(axis=2)
+        assert cyan.sum() == row["check"]["near_discontinuity_pixels"]
+        assert (heat[~cyan] == INFERNO_0).all()
         assert Image.open(vis / "strips" / f"{name}.png").text.get("Software") == "sfadacof"
     html = (vis / "index.html").read_text()
     assert '<meta name="generator" content="sfadacof">' in html
+    assert f'<p class="cmd">runtime.infer {" ".join(argv)}</p>' in html  # the command as given
     # the page's figures are the JSON report's, exactly
     values = dict(re.findall(r'data-key="(worst_psnr_vs_torch|worst_max_abs|psnr_mean)" data-value="([^"]+)"',
                              html))
@@ -245,7 +251,7 @@ def test_visual_output_rule(cli_report, tmp_path, capsys):
 
 def test_index_html_renders_in_headless_chromium(cli_report, tmp_path):
     """The page as a user opens it (file://): a real screenshot, not blank, with the strips' heat panels drawn
-    (inferno's black, 192x192 + 192x128 pixels of it) and the verdict in its green."""
+    (inferno's black, 160x160 + 192x128 pixels of it) and the verdict in its green."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium not installed (Debian package `chromium`; .ci/run installs it)")
@@ -262,7 +268,8 @@ def test_index_html_renders_in_headless_chromium(cli_report, tmp_path):
     px = rgb(shot).reshape(-1, 3)
     assert px.std() > 20  # not a blank page
     count = lambda c: int(np.all(px == c, axis=1).sum())  # noqa: E731
-    assert count(INFERNO_0) >= 192 * 192 + 192 * 128  # both heat panels, pixel for pixel
+    assert count(INFERNO_0) >= 160 * 160 + 192 * 128 - 4 * 4  # both heat panels (one cyan 4x4 pixel)
+    assert count(CYAN) >= 4 * 4  # the triplet's pixel set apart, enlarged 4x
     assert count((10, 122, 47)) > 100  # the PASSED verdict's colour
 
 
@@ -303,7 +310,7 @@ def video_report(tmp_path_factory, ckpt):
     from tests.helpers import write_video
 
     tmp = tmp_path_factory.mktemp("visual_video")
-    write_video(tmp / "v.mp4", [crop(f, w=64, h=64) for f in bikes_frames(count=4, start=40)])
+    write_video(tmp / "v.mp4", [crop(f, w=32, h=32) for f in bikes_frames(count=3, start=40)])
     argv = [str(tmp / "v.mp4"), "-o", str(tmp / "out.mp4"), "--checkpoint", str(ckpt), "--backend", "torch",
             "--check", "--visual", str(tmp / "vis"), "--report", str(tmp / "r.json")]
     assert infer_main(argv) == 0
@@ -311,21 +318,21 @@ def video_report(tmp_path_factory, ckpt):
 
 
 def test_infer_check_on_a_video(video_report):
-    """--check on a video judges every interpolated frame (4 input frames, --factor 2: 3 of them) and --visual plots
+    """--check on a video judges every interpolated frame (3 input frames, --factor 2: 2 of them) and --visual plots
     PSNR per interpolated frame, with a strip for each (fewer than the first + 8 worst)."""
     tmp = video_report
     r = json.loads((tmp / "r.json").read_text())
-    assert r["interpolated"] == 3 and r["check"]["pairs"] == 3 and len(r["checked_frames"]) == 3
+    assert r["interpolated"] == 2 and r["check"]["pairs"] == 2 and len(r["checked_frames"]) == 2
     assert r["check"]["passed"] and r["checked_frames"][0]["max_abs"] == 0.0  # torch against itself
     assert_keys_in_glossary(r)
     vis = tmp / "vis"
     strips = sorted((vis / "strips").iterdir())
-    assert [p.name for p in strips] == [f"{n:04d}_interpolated_frame_{n}.png" for n in (1, 2, 3)]
-    assert all(Image.open(p).size == expected_strip(64, 64, 4) for p in strips)
+    assert [p.name for p in strips] == [f"{n:04d}_interpolated_frame_{n}.png" for n in (1, 2)]
+    assert all(Image.open(p).size == expected_strip(32, 32, 4) for p in strips)
     html = (vis / "index.html").read_text()
     assert "PSNR per interpolated frame" in html
-    assert len(re.findall(r"<circle [^>]*><title>#\d+ interpolated frame \d+: vs PyTorch inf dB", html)) == 3
-    assert re.findall(r'data-key="psnr_vs_torch" data-value="([^"]+)"', html) == ["inf"] * 3
+    assert len(re.findall(r"<circle [^>]*><title>#\d+ interpolated frame \d+: vs PyTorch inf dB", html)) == 2
+    assert re.findall(r'data-key="psnr_vs_torch" data-value="([^"]+)"', html) == ["inf"] * 2
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
