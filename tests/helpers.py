@@ -331,3 +331,25 @@ def run_main(module: str, *argv, env: dict | None = None) -> tuple[int, list[str
         err.write(code + "\n")
         code = 1
     return (code or 0), err.getvalue().strip().splitlines()
+
+
+@contextmanager
+def local_ray_cluster(num_cpus: int = 2):
+    """A local Ray cluster started in this process (its gcs_server and raylet are this process's children, its
+    workers theirs), whose workers import this checkout; yields the address that `runtime.batch --ray-address`
+    joins. Ray takes 10-30 s to start on 2 cores: a module starts one for the cases that can share it."""
+    import ray
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO_ROOT)
+    try:
+        ctx = ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old
+    try:
+        yield ctx.address_info["gcs_address"]
+    finally:
+        ray.shutdown()

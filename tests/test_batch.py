@@ -1,7 +1,8 @@
 """runtime.batch on a real local Ray cluster: two pair folders and a short clip with --workers 2 give exactly what
 runtime.infer gives (same backend: torch, deterministic on one thread per worker); a worker process killed with
-SIGKILL mid-run loses nothing; a bad unit fails alone; a re-run resumes. Ray takes ~10 s to start here, so the cases
-share runs where they can (and are slow). The driver's cut into units and the worker's side of a unit are also run
+SIGKILL mid-run loses nothing; a bad unit fails alone; a re-run resumes. Ray takes 10-30 s to start here, so the
+cases share runs where they can, and one local cluster that this module starts (the driver joins it with
+--ray-address); they are slow. runtime.infer's reference outputs are made in-process (its main(argv)). The driver's cut into units and the worker's side of a unit are also run
 in-process, without Ray (fast).
 
 Video frames are compared losslessly (--video-output frames against runtime.infer's PNG frames): H.264 through
@@ -25,7 +26,7 @@ from PIL import Image
 
 pytest.importorskip("ray", reason="Ray is part of the dev extra")
 
-from tests.helpers import bikes_frames, crop, seeded_checkpoint  # noqa: E402
+from tests.helpers import bikes_frames, crop, local_ray_cluster, run_main, seeded_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,14 +96,20 @@ def data(tmp_path_factory):
     clip = _clip(d / "clip.mp4")
     ref = d / "ref"
     for src in (a, b):
-        r = _run("-m", "runtime.infer", str(src), "-o", str(ref / src.name), "--backend", "torch",
-                 "--checkpoint", str(ckpt))
-        assert r.returncode == 0, r.stderr
+        code, err = run_main("runtime.infer", src, "-o", ref / src.name, "--backend", "torch", "--checkpoint", ckpt)
+        assert code == 0, err
     for dst in ("clip.mp4", "clip"):  # the video, and its frames losslessly
-        r = _run("-m", "runtime.infer", str(clip), "-o", str(ref / dst), "--backend", "torch",
-                 "--checkpoint", str(ckpt), "--factor", "2")
-        assert r.returncode == 0, r.stderr
+        code, err = run_main("runtime.infer", clip, "-o", ref / dst, "--backend", "torch", "--checkpoint", ckpt,
+                             "--factor", "2")
+        assert code == 0, err
     return {"dir": d, "ckpt": ckpt, "a": a, "b": b, "clip": clip, "ref": ref}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for this module's runs (started by this process: its workers are our descendants)."""
+    with local_ray_cluster() as address:
+        yield address
 
 
 def _assert_same(out: Path, data, video: str) -> None:
@@ -123,11 +130,11 @@ def _assert_same(out: Path, data, video: str) -> None:
 
 
 @pytest.mark.slow
-def test_batch_equals_infer_and_resumes(data, tmp_path):
+def test_batch_equals_infer_and_resumes(data, cluster, tmp_path):
     out = tmp_path / "out"
     argv = ["-m", "runtime.batch", str(data["a"]), str(data["b"]), str(data["clip"]), "-o", str(out),
             "--workers", "2", "--backend", "torch", "--checkpoint", str(data["ckpt"]), "--chunk-pairs", "2",
-            "--chunk-frames", "3", "--video-output", "frames"]
+            "--chunk-frames", "3", "--video-output", "frames", "--ray-address", cluster]
     r = _run(*argv)
     assert r.returncode == 0, r.stdout + r.stderr
     _assert_same(out, data, "frames")
@@ -157,21 +164,21 @@ def _descends_from(pid: int, ancestor: int) -> bool:
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_run_loses_nothing(data, tmp_path):
+def test_worker_killed_mid_run_loses_nothing(data, cluster, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "runtime.batch", str(data["a"]), str(data["b"]), str(data["clip"]),
                              "-o", str(out), "--workers", "2", "--backend", "torch", "--checkpoint",
-                             str(data["ckpt"]), "--chunk-pairs", "1", "--chunk-frames", "2"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             str(data["ckpt"]), "--chunk-pairs", "1", "--chunk-frames", "2", "--ray-address",
+                             cluster], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     killed = None
     deadline = time.time() + 300
     while killed is None and time.time() < deadline and proc.poll() is None:
-        # a Ray worker shows its running task in its process title; only a worker of the cluster this test's
-        # runtime.batch started (a descendant of it) is killed, never another run's
+        # a Ray worker shows its running task in its process title; only a worker of the cluster this module
+        # started (a descendant of this process) is killed, never another run's
         ps = [int(x) for x in subprocess.run(["pgrep", "-f", "ray::run_unit"], capture_output=True,
                                              text=True).stdout.split()]
-        ps = [p for p in ps if _descends_from(p, proc.pid)]
+        ps = [p for p in ps if _descends_from(p, os.getpid())]
         if ps:
             killed = ps[0]
             os.kill(killed, signal.SIGKILL)
@@ -184,13 +191,13 @@ def test_worker_killed_mid_run_loses_nothing(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_unit_fails_alone(data, tmp_path):
+def test_bad_unit_fails_alone(data, cluster, tmp_path):
     bad = tmp_path / "bad"
     _pairs(bad, 2, 1)
     (bad / "p01" / "b.png").write_bytes(b"not a png")
     out = tmp_path / "out"
     r = _run("-m", "runtime.batch", str(data["a"]), str(bad), "-o", str(out), "--workers", "2", "--backend",
-             "torch", "--checkpoint", str(data["ckpt"]), "--chunk-pairs", "1")
+             "torch", "--checkpoint", str(data["ckpt"]), "--chunk-pairs", "1", "--ray-address", cluster)
     assert r.returncode == 1, r.stderr
     summary = json.loads((out / "batch_summary.json").read_text())
     failed = [u for u in summary["units"] if u["status"] != "done"]

@@ -22,7 +22,8 @@ import pytest
 pytest.importorskip("ray", reason="Ray is part of the batch extra")
 psutil = pytest.importorskip("psutil", reason="psutil is part of the batch extra")
 
-from tests.helpers import assert_ended_by, reaped, seeded_checkpoint, signal_and_wait, write_bikes_pair  # noqa: E402
+from tests.helpers import (assert_ended_by, local_ray_cluster, reaped, seeded_checkpoint, signal_and_wait,  # noqa: E402
+                           write_bikes_pair)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,22 +46,9 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One local Ray cluster for the cases that need no driver-owned cluster; its workers import this checkout."""
-    import ray
-
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(REPO)
-    try:
-        ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = old
-    try:
-        yield ctx.address_info["gcs_address"]
-    finally:
-        ray.shutdown()
+    """One local Ray cluster for the cases that need no driver-owned cluster."""
+    with local_ray_cluster() as address:
+        yield address
 
 
 def batch(*argv, timeout: int = 600) -> subprocess.CompletedProcess:
