@@ -212,13 +212,14 @@ def visual_output(args):
 
 
 def open_visual(args, command: str, unit: str = "pair", keep: int | None = None):
-    """A VisualReport for --visual DIR (removed again if the run fails), or a null context without it."""
+    """A VisualReport for --visual DIR (removed again if the run fails), or a null context without it. `keep`:
+    strips for the first and the `keep` worst (default: runtime.visual.PAIR_STRIPS)."""
     if args.visual is None:
         return nullcontext()
-    from .visual import VisualReport
+    from .visual import PAIR_STRIPS, VisualReport
 
     return VisualReport(args.visual, command=" ".join(shlex.quote(str(a)) for a in [command, *args.argv]), unit=unit,
-                        keep=keep)
+                        keep=PAIR_STRIPS if keep is None else keep)
 
 
 def make_checker(args, backend) -> Checker:

@@ -23,7 +23,9 @@ and frames narrower than PANEL_MIN_W (160 px) are enlarged by the integer factor
 neighbour: pixels stay pixels). strip_size() gives the exact size; the page says the scale.
 
 Video (runtime.infer --check on a video): every interpolated frame is checked and plotted; strips are kept for the
-first and the VIDEO_STRIPS worst (lowest PSNR vs PyTorch, then largest max|Δ|), shown in time order.
+first and the VIDEO_STRIPS (8) worst (lowest PSNR vs PyTorch, then largest max|Δ|), shown in time order. Pairs: a
+strip each up to 100 pairs; beyond, the first and the PAIR_STRIPS (99) worst, in order (every pair is still plotted
+and listed).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ PANEL_MAX_W = 320
 PANEL_MIN_W = 160
 MARGIN, GAP, TITLE_H, LABEL_H, BAR_W = 8, 6, 24, 20, 92
 VIDEO_STRIPS = 8
+PAIR_STRIPS = 99  # past 100 pairs (a whole test set): the first and the 99 worst, so the page stays a page
 # matplotlib's inferno (_cm_listed.py), its entries 0, 32, 64, ..., 224 and 255 (x 255, rounded): the colour map,
 # linear between them on the table's own positions
 INFERNO_AT = np.array([0, 32, 64, 96, 128, 160, 192, 224, 255], dtype=np.float64) / 255.0
@@ -200,7 +203,7 @@ class VisualReport:
     index.html and renames the folder into place; `abort()` (or leaving the `with` block by an exception, Ctrl-C
     included) removes the staging folder. The caller has run check_outputs on `folder` (whole, visual_report_is_ours).
 
-    `keep`: None = a strip for every entry (pairs); an int = the first and the `keep` worst (video frames)."""
+    `keep`: None = a strip for every entry; an int = the first and the `keep` worst."""
 
     def __init__(self, folder: Path, *, command: str, unit: str = "pair", keep: int | None = None) -> None:
         self.folder = Path(folder)
@@ -228,7 +231,7 @@ class VisualReport:
         return (-e.stats["psnr_vs_torch"], e.stats["max_abs"])
 
     def _make_room(self, e: _Entry) -> bool:
-        """Video: whether `e` gets a strip (the first always; else while it is among the `keep` worst)."""
+        """Whether `e` gets a strip (the first always; else while it is among the `keep` worst)."""
         if self.keep is None or e.number == 1:
             return True
         worst = [k for k in self.kept if k.number != 1]

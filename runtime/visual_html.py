@@ -97,7 +97,8 @@ def psnr_svg(names: list[str], series: list[tuple[str, list[float | None], str]]
     ry = y(rule[0])
     out.append(f'<line x1="{left}" y1="{ry:.1f}" x2="{w - right}" y2="{ry:.1f}" stroke="{rule[2]}" '
                f'stroke-width="1.5" stroke-dasharray="7,4"/><text x="{w - right - 4}" y="{ry - 5:.1f}" '
-               f'text-anchor="end" fill="{rule[2]}">{escape(rule[1])}</text>')
+               f'text-anchor="end" fill="{rule[2]}" stroke="#fff" stroke-width="3" paint-order="stroke">'
+               f'{escape(rule[1])}</text>')
     lx = left
     for legend, vals, colour in series:
         # lines join neighbours with finite values only (an infinite PSNR is a point on the band, not a slope)
@@ -214,9 +215,9 @@ def render_index(vr, report: dict) -> str:
                     f"<td class=\"{'pass' if r['passed'] else 'fail'}\">{'yes' if r['passed'] else 'NO'}</td></tr>")
     body.append("</table>")
 
-    if video and vr.keep is not None and len(vr.entries) > vr.keep + 1:
-        which = (f"the first and the {vr.keep} worst of the {len(vr.entries)} interpolated frames (lowest PSNR vs "
-                 "PyTorch, then largest max |Δ|), in time order")
+    if vr.keep is not None and len(vr.entries) > vr.keep + 1:
+        which = (f"the first and the {vr.keep} worst of the {len(vr.entries)} {x_label}s (lowest PSNR vs "
+                 "PyTorch, then largest max |Δ|), in order")
     else:
         which = f"every {x_label}, in order"
     if video:
