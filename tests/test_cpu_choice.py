@@ -25,17 +25,9 @@ TINY = (64, 64)
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    """A seeded sf_adacof model's standard-op export (TorchScript exporter: the fastest)."""
-    from export.core import export_model
-    from sfadacof.checkpoint import file_sha256
-    from tests.helpers import seeded_checkpoint, seeded_model
-
-    d = tmp_path_factory.mktemp("cpu_choice")
-    ckpt = seeded_checkpoint(d / "m.pth")
-    export_model(seeded_model(), d / "s.onnx", synthesis="onnx", exporter="torchscript",
-                 checkpoint_sha256=file_sha256(ckpt), checkpoint_name=ckpt.name)
-    return d / "s.onnx"
+def export(ckpt_exports):
+    """The session's seeded checkpoint in the standard-op form (conftest.py: exported once per session, read only)."""
+    return ckpt_exports["onnx"]
 
 
 @pytest.fixture
@@ -114,10 +106,10 @@ def test_changed_key_measures_again(export, tiny, monkeypatch, capsys):
 
 
 @needs_bf16
-@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'{"format": "other"}', None])
+@pytest.mark.parametrize("content", [b"{not j\xff", b'[{"format": "other"}]', None])
 def test_corrupt_or_foreign_entry_measures_again(export, tiny, capsys, content):
-    """A cut-short, binary, wrong-type or foreign entry at this key's path: one note naming it, then measured; the
-    entry is replaced by a valid one. None: a valid entry of another key copied in (another machine's)."""
+    """A cut-short entry with a stray byte, JSON of the wrong shape, or another key's valid entry copied in (None:
+    another machine's) at this key's path: one note naming it, then measured; the entry is replaced by a valid one."""
     key, path = _key_and_path(export)
     if content is None:
         _feed(path, {**key, "cpu": "another CPU"}, {"fp32": [1.0] * 3, "bf16": [2.0] * 3})

@@ -83,13 +83,8 @@ print(json.dumps({{"cands": [c.name for c in cands], "notes": notes, "cap": cpu_
 
 
 @pytest.fixture(scope="module")
-def onnx(tmp_path_factory):
-    from export.core import export_model
-    from tests.helpers import seeded_model
-
-    path = tmp_path_factory.mktemp("cpu_info") / "s.onnx"
-    export_model(seeded_model(), path, synthesis="onnx", exporter="torchscript", checkpoint_sha256="0" * 64)
-    return path
+def onnx(ckpt_exports):
+    return ckpt_exports["onnx"]  # the session's seeded checkpoint, standard-op form (conftest.py, read only)
 
 
 @pytest.mark.skipif("avx512f" not in cpu_info.cpu_flags(), reason="the AVX2 cap is visible only on an AVX-512 CPU")

@@ -17,14 +17,11 @@ OFFSET_HEADS = ("moduleAlpha1", "moduleBeta1", "moduleAlpha2", "moduleBeta2")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    from export.core import export_model
-    from tests.helpers import seeded_model
+def exported(ckpt, ckpt_exports):
+    """The session's seeded checkpoint: its eager model and its standard-op export (conftest.py, read only)."""
+    from sfadacof.checkpoint import load_checkpoint
 
-    model = seeded_model().eval()
-    path = tmp_path_factory.mktemp("flops") / "s.onnx"
-    export_model(model, path, synthesis="onnx", exporter="torchscript", checkpoint_sha256="0" * 64)
-    return model, path
+    return load_checkpoint(ckpt).model.eval(), ckpt_exports["onnx"]
 
 
 def _torch_counts(model, *inputs):

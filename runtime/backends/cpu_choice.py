@@ -255,8 +255,8 @@ def measure(cands: list[Candidate], size: tuple[int, int] | None = None, warmup:
             for _ in range(warmup):
                 b.infer(f0, f2)
             backends[c.name] = b
-        except UserError as e:
-            failed[c.name] = str(e)
+        except Exception as e:  # noqa: BLE001 -- a candidate that cannot run here is left out, its reason kept
+            failed[c.name] = one_line(str(e) or type(e).__name__)
     seconds: dict[str, list[float]] = {k: [] for k in backends}
     names = list(backends)
     for r in range(calls):
@@ -319,6 +319,8 @@ def choose_cpu(o) -> tuple[Backend, str, dict]:
     backend = built.get(winner.name) or winner.make()
     if hasattr(backend, "_compiled"):
         backend._compiled.clear()  # the measurement's shape: not the user's frames, free its buffers
+    import openvino as ov
+
     from ..cpu_info import facts as cpu_facts
 
     facts = cpu_facts()
@@ -331,7 +333,7 @@ def choose_cpu(o) -> tuple[Backend, str, dict]:
         "rule": "the fastest median; within the tie margin the more accurate (fp32 > bf16 > int8)",
         "size": f"{MEASURE_SIZE[0]}x{MEASURE_SIZE[1]}", "cpu": facts["model"],
         "family_model_stepping": facts["family_model_stepping"], "flags": facts["effective_flags"],
-        "isa_cap": facts["isa_cap"], "cores": facts["cores"], "openvino": key["openvino"],
+        "isa_cap": facts["isa_cap"], "cores": facts["cores"], "openvino": ov.__version__,
         "measured_at": entry.get("measured_at"), "cache": str(path) if written and not single else None,
         "from_cache": cached,
         "left_out": notes}
