@@ -277,12 +277,12 @@ def reaped(p: subprocess.Popen):
 
 
 def signal_and_wait(p: subprocess.Popen, sig: int, timeout: float = 120.0) -> tuple[int, list[str]]:
-    """Send `sig` to `p` (started with stderr=PIPE, text=True) and wait for it to end: (exit status, stderr lines).
+    """Send `sig` to `p` and wait for it to end: (exit status, stderr lines if it was started with stderr=PIPE, text).
     A `p` that outlives `timeout` is killed and reaped (the test then fails on communicate's TimeoutExpired)."""
     with reaped(p):
         p.send_signal(sig)
         _, err = p.communicate(timeout=timeout)
-    return p.returncode, err.strip().splitlines()
+    return p.returncode, (err or "").strip().splitlines()
 
 
 def assert_ended_by(sig: int, code: int, err: list[str]) -> None:

@@ -251,3 +251,26 @@ def test_a_unit_onto_a_full_disk_is_a_failed_write(tmp_path, ckpt, small_disk, s
     assert result["error"].startswith("cannot write: ") and str(out / "set") in result["error"], result
     assert "No space left on device" in result["error"], result
     assert not [p for p in out.rglob("*") if p.is_file()]  # neither a PNG cut short nor a temp file
+
+
+def test_the_watchdog_ends_what_a_sigkilled_driver_started(tmp_path):
+    """runtime.ray_watchdog without Ray: a driver process starts the watchdog, then a child of its own (a `sleep`
+    standing in for Ray's agents, which outlive a SIGKILLed driver), and is SIGKILLed; the watchdog, seeing the
+    driver's pipe close, kills the child it recorded -- gone within seconds, not after its 60 s."""
+    code = ("import subprocess, sys, time\n"
+            "from runtime.ray_watchdog import watch_local_cluster\n"
+            "watch_local_cluster()\n"
+            "c = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
+            "print(c.pid, flush=True)\n"
+            "time.sleep(60)\n")
+    driver = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env(), stdout=subprocess.PIPE, text=True)
+    with reaped(driver):
+        child = psutil.Process(int(driver.stdout.readline()))
+        try:
+            time.sleep(1.5)  # past the watchdog's first looks at the driver's descendants (every 0.5 s)
+            signal_and_wait(driver, signal.SIGKILL)
+            gone, _ = psutil.wait_procs([child], timeout=10)
+            assert gone == [child], "the driver's child outlived it"
+        finally:
+            if child.is_running():
+                child.kill()  # ours (a `sleep` this test started): never left behind
