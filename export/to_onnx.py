@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=cli_args.int_range(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}, "
                                                                     f"default {DEFAULT_OPSET})")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
-                   help="torch.onnx exporter (auto: dynamo when torch has torch.onnx.ops.symbolic, else torchscript)")
+                   help="torch.onnx exporter (auto: torchscript + onnxscript's optimizer, ~5x faster than dynamo for "
+                        "the same computing graph; dynamo where torch lacks the TorchScript exporter)")
     p.add_argument("--json", action="store_true", help="print the export summary as JSON")
     return p
 

@@ -3,7 +3,8 @@ forward, the op set of each form, the custom node contract, metadata, dynamic sh
 against the reference op, and one-line errors.
 
 One sf_adacof checkpoint with large offsets (+-3..8 px, both signs) is exported once per module with the default
-exporter (both forms from one trace); frames are real bikes.mp4 crops two frames apart (real motion), batch 2, at
+exporter (both forms from one trace; TorchScript + onnxscript's optimizer, checked against the dynamo exporter's
+graph); frames are real bikes.mp4 crops two frames apart (real motion), batch 2, at
 odd sizes and at a multiple of 32. Every variant is exported in test_export_variants.py.
 """
 
@@ -13,6 +14,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -160,14 +162,78 @@ def test_metadata(exported):
     assert info.size_bytes == exported["plugin"].stat().st_size > 30e6  # 8.6M fp32 parameters
 
 
-def test_torchscript_exporter_gives_the_same_graph_numbers(exported, backends, tmp_path):
-    infos = export_checkpoint(exported["ckpt"], tmp_path / "ts.onnx", synthesis="plugin", exporter="torchscript")
-    assert infos[0].exporter == "torchscript"
-    f0, f2 = real_pair(45, 37, batch=2)
-    with OrtBackend(tmp_path / "ts.onnx") as ts:
-        out = ts.infer(f0, f2)
-    assert float(np.abs(out - backends["plugin"].infer(f0, f2)).max()) <= 1e-6
-    assert float(np.abs(out - torch_forward(exported["model"], f0, f2)).max()) <= TOL
+def _io(m: onnx.ModelProto) -> list:
+    """Graph inputs and outputs: name, dtype, dims (symbolic names or sizes)."""
+    return [(v.name, v.type.tensor_type.elem_type, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+            for v in list(m.graph.input) + list(m.graph.output)]
+
+
+def _hashable(value):
+    if isinstance(value, TensorProto):  # a tensor attribute (ConstantOfShape's value): its dtype, shape and bytes
+        a = onnx.numpy_helper.to_array(value)
+        return (str(a.dtype), a.shape, a.tobytes())
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _computing_nodes(m: onnx.ModelProto) -> Counter:
+    """The nodes that compute on float tensors (every one but the int64 shape arithmetic), as (domain, op type,
+    attributes with ONNX's defaults filled in, and for a Conv its weight's and bias' initializer names)."""
+    m = onnx.shape_inference.infer_shapes(m)  # types for the standard-op synthesis' nodes too (added untyped)
+    types = {v.name: v.type.tensor_type.elem_type for v in list(m.graph.value_info) + list(m.graph.input) +
+             list(m.graph.output)}
+    opset = {o.domain: o.version for o in m.opset_import}[""]
+    out = Counter()
+    for n in m.graph.node:
+        if all(types.get(o) == TensorProto.INT64 for o in n.output):
+            continue
+        assert all(o in types for o in n.output), f"{n.op_type} {n.name}: output without a type"
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.domain in ("", "ai.onnx"):
+            schema = onnx.defs.get_schema(n.op_type, opset)
+            for name, a in schema.attributes.items():
+                if name not in attrs and a.default_value.type:
+                    attrs[name] = helper.get_attribute_value(a.default_value)
+        key = tuple(sorted((k, _hashable(v)) for k, v in attrs.items()))
+        weights = tuple(n.input[1:]) if n.op_type == "Conv" else ()
+        out[(n.domain, n.op_type, key, weights)] += 1
+    return out
+
+
+def test_default_exporter_gives_the_dynamo_exporters_graph(exported, tmp_path):
+    """The default exporter (TorchScript + onnxscript's optimizer, ~5x faster) against torch.onnx's dynamo exporter
+    on the same checkpoint: the same graph where it computes -- inputs/outputs (names, dtypes, dynamic axes), opset
+    and custom domain, every float node with its attributes and the weights it reads (same names, same values), the
+    custom node's contract -- and the same outputs in ONNX Runtime on real frames at two sizes, both forms. What may
+    differ is only the int64 shape arithmetic feeding the Pad amounts and the crop (spelled with more nodes)."""
+    assert resolve_exporter("auto") == "torchscript"
+    default = {form: onnx.load(str(exported[form])) for form in ("plugin", "onnx")}
+    assert {p.key: p.value for p in default["plugin"].metadata_props}["exporter"] == "torchscript"
+    dyn_path = tmp_path / "dyn.onnx"
+    infos = export_checkpoint(exported["ckpt"], dyn_path, synthesis="both", exporter="dynamo")
+    assert [i.exporter for i in infos] == ["dynamo", "dynamo"]
+    dynamo = {"plugin": onnx.load(str(dyn_path)), "onnx": onnx.load(str(standard_form_path(dyn_path)))}
+    for form in ("plugin", "onnx"):
+        a, b = default[form], dynamo[form]
+        assert _io(a) == _io(b)
+        assert {(o.domain, o.version) for o in a.opset_import} == {(o.domain, o.version) for o in b.opset_import}
+        ca, cb = _computing_nodes(a), _computing_nodes(b)
+        assert ca == cb, f"{form}: only in the default: {ca - cb}; only in dynamo's: {cb - ca}"
+        assert sum(c for k, c in ca.items() if k[1] == "Conv") == 130 and \
+            sum(c for k, c in ca.items() if k[1] == "Resize") == 15
+        # the custom node's tensors are named alike (NODE_INPUT_TENSORS), so the same Conv weights feed them
+        custom = lambda m: [(n.domain, n.op_type, list(n.input), list(n.output))  # noqa: E731
+                            for n in m.graph.node if n.domain not in ("", "ai.onnx")]
+        assert custom(a) == custom(b)
+        wa = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer if t.name.startswith("model.")}
+        wb = {t.name: onnx.numpy_helper.to_array(t) for t in b.graph.initializer if t.name.startswith("model.")}
+        assert wa.keys() == wb.keys() and len(wa) > 150  # every Conv weight and bias (188 in sf_adacof)
+        assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    for (w, h) in ((45, 37), (128, 96)):
+        f0, f2 = real_pair(w, h, batch=2)
+        for form, dyn in (("plugin", dyn_path), ("onnx", standard_form_path(dyn_path))):
+            with OrtBackend(exported[form]) as x, OrtBackend(dyn) as y:
+                d = float(np.abs(x.infer(f0, f2) - y.infer(f0, f2)).max())
+            assert d <= 1e-6, f"{form} {w}x{h}: max |default - dynamo| = {d}"
 
 
 # -- the standard-op synthesis and the ORT custom op, on the op alone -------------------------------------------------

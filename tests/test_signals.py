@@ -82,9 +82,10 @@ def test_signal_during_first_export(tmp_path, ckpt, sig):
 
 @pytest.mark.slow
 def test_sigterm_during_to_onnx(tmp_path, ckpt):
-    """export.to_onnx mid-trace (past the ~2 s of imports)."""
+    """export.to_onnx mid-trace: 2.3 s of CPU time is past the imports and checkpoint (~1.3 s on one thread),
+    inside the default TorchScript exporter's trace (until ~3.3 s)."""
     out = tmp_path / "m.onnx"
-    code, err = signal_when(["export.to_onnx", ckpt, "-o", out], lambda p: cpu_seconds(p.pid) > 6,
+    code, err = signal_when(["export.to_onnx", ckpt, "-o", out], lambda p: cpu_seconds(p.pid) > 2.3,
                             env_with(tmp_path / "cache"), signal.SIGTERM)
     assert_ended_by(signal.SIGTERM, code, err)
     assert list(tmp_path.glob("*.onnx")) == [] and hidden_or_temp(tmp_path) == []
