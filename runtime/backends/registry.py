@@ -72,8 +72,9 @@ def add_backend_arguments(p: argparse.ArgumentParser, *, backend: str | None = "
                         "OpenVINO IR .xml (calib.openvino_int8)")
     if choose:
         p.add_argument("--precision", choices=PRECISIONS, default=None,
-                       help="default: fp32, except openvino (and auto on a CPU): bf16 where the CPU has native bf16 "
-                            "(AVX512_BF16/AMX), offset heads and synthesis kept fp32. ort: fp32/fp16 graph; "
+                       help="default: fp32, except openvino: bf16 where the CPU has native bf16 (AVX512_BF16/AMX), "
+                            "offset heads and synthesis kept fp32, and auto on a CPU: the fastest of int8/bf16/fp32 "
+                            "measured here (once per CPU, cached; giving one skips it). ort: fp32/fp16 graph; "
                             "openvino: fp32/bf16 inference, or int8: the shipped INT8 model for the shipped "
                             "weights (else --onnx M.int8.xml); torch: fp16 on CUDA; trt without --engine: engine "
                             "precision")
