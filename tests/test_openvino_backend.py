@@ -64,6 +64,7 @@ def moving(tmp_path_factory):
     return large_motion_exports(tmp_path_factory.mktemp("ov_moving"), "sf_adacof", seed=3)
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 def test_fp32_matches_pytorch_on_real_frames(shipped):
     """Shipped weights, real bikes frames at an odd size (pad-and-crop): within 1e-3 of PyTorch."""
     f0, f2 = real_pair(203, 131)
@@ -76,6 +77,7 @@ def test_fp32_matches_pytorch_on_real_frames(shipped):
     assert desc["checkpoint_sha256"] == shipped["sha"] and "standard ops" in desc["synthesis"]
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 def test_fp32_batch_equals_onnx_runtime_on_the_same_graph(shipped):
     """Batch 2 (the second item 17 px further right): OpenVINO equals ONNX Runtime on the same standard-op graph
     within float32 rounding. (Against PyTorch one value of this crop differs by 7e-3 in both runtimes: a beta
@@ -100,6 +102,7 @@ def test_fp32_batch_equals_onnx_runtime_on_the_same_graph(shipped):
     assert int(near.sum()) <= 0.01 * near.size and float(np.median(d)) < 1e-6
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 def test_gather_synthesis_equals_the_export_lowering_with_large_offsets(moving):
     """OpenVINO's Gather synthesis (openvino_synthesis.py) against PyTorch and against the export's own standard-op
     lowering, with offsets of several pixels both ways (reads across the edges, clamped corners)."""
@@ -122,6 +125,7 @@ def _offsets(backend: OpenVINOBackend, f0, f2) -> np.ndarray:
     return np.concatenate([request.get_tensor(n).data.ravel().copy() for n in OFFSET_TENSORS])
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 @needs_bf16
 def test_bf16_accuracy_and_fp32_offsets(shipped):
     """bf16 on real frames: >= 45 dB against fp32 PyTorch; in the compiled runtime graph every offset-head
@@ -143,6 +147,7 @@ def test_bf16_accuracy_and_fp32_offsets(shipped):
     assert len(gathers) >= 4 * 25 * 2 and set(gathers) == {"f32"}
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 @needs_bf16
 def test_bf16_offsets_are_computed_in_fp32(moving):
     """The offsets themselves: with the heads kept fp32, the bf16 model's offsets differ from the fp32 model's only
@@ -167,6 +172,7 @@ def test_bf16_offsets_are_computed_in_fp32(moving):
     assert err_kept * 3 < err_bf16, (err_kept, err_bf16)
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 @needs_bf16
 def test_bf16_refuses_a_model_whose_offset_heads_would_run_in_bf16(moving, monkeypatch):
     """The guard after every bf16 compile: the same model without the fp32 marks (as an OpenVINO that dropped them
@@ -178,6 +184,7 @@ def test_bf16_refuses_a_model_whose_offset_heads_would_run_in_bf16(moving, monke
             b.infer(f0, f2)
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 def test_ir_hint_that_does_not_survive_the_ir_is_refused(moving, monkeypatch):
     """keep_fp32's read-back check, on the real serializer (no bf16 CPU needed): the export's offset heads marked
     with the supported key come back marked, every one; marked with a key the IR does not carry as the precision
@@ -198,6 +205,7 @@ def test_ir_hint_that_does_not_survive_the_ir_is_refused(moving, monkeypatch):
         ovb.keep_fp32(again, ids)
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 def test_compiled_models_are_cached_per_shape(moving):
     f0, f2 = real_pair(64, 64)
     g0, g2 = real_pair(96, 64)
@@ -250,12 +258,14 @@ def test_one_line_refusals(tmp_path, monkeypatch):
         OpenVINOBackend(std, precision="bf16")
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 def test_frames_of_two_shapes_are_refused(moving):
     with pytest.raises(UserError, match="frames differ in shape"):
         with OpenVINOBackend(moving["onnx"]) as b:
             b.infer(*real_pair(64, 64)[:1], real_pair(96, 64)[1])
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 def test_auto_picks_openvino_on_this_machine_and_says_why(moving, monkeypatch, tmp_path):
     """No TensorRT/GPU here: `auto` runs the CPU default, OpenVINO, in the precision measured fastest here (bf16
     a candidate only where the CPU has native bf16; runtime/backends/cpu_choice.py, measured at 64x64 here)."""
@@ -278,6 +288,7 @@ def test_auto_picks_openvino_on_this_machine_and_says_why(moving, monkeypatch, t
     assert psnr(out, torch_forward(moving["model"], f0, f2)) >= 45.0
 
 
+@pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 def test_auto_falls_back_to_ort_without_openvino(moving, monkeypatch):
     from runtime.tensorrt_env import tensorrt_available
 

@@ -29,6 +29,7 @@ def graphs(tmp_path_factory):
     return large_motion_exports(tmp_path_factory.mktemp("ortb"), "rwtd", seed=5, epoch=2, name="rwtd.pth")
 
 
+@pytest.mark.slow  # the module's TorchScript export of rwtd (graphs)
 @pytest.mark.parametrize("form", ["plugin", "onnx"])
 def test_infer_and_describe(graphs, form):
     f0, f2 = real_pair(101, 70, batch=2)
@@ -55,6 +56,7 @@ def test_default_session_options_fit_the_machine():
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
+@pytest.mark.slow  # the module's TorchScript export of rwtd (graphs)
 def test_plugin_form_op_is_the_cpp_kernel(graphs, monkeypatch):
     """The custom node is computed by plugins.cpu_op (the C++ kernel): a spy around the real function sees one call
     per inference with the node's K and dilation, and the output is the C++ result (bit-identity of node and
@@ -77,6 +79,7 @@ def test_plugin_form_op_is_the_cpp_kernel(graphs, monkeypatch):
     assert calls == [((1, 3, 64, 64), 5, 1)]  # the 32-padded frame, K = 5, d = 1
 
 
+@pytest.mark.slow  # the module's TorchScript export of rwtd (graphs)
 def test_errors_are_one_line_user_errors(graphs, tmp_path):
     with pytest.raises(UserError, match="ONNX model not found"):
         OrtBackend(tmp_path / "missing.onnx")
@@ -94,6 +97,7 @@ def test_errors_are_one_line_user_errors(graphs, tmp_path):
             b.infer(f0, f2)
 
 
+@pytest.mark.slow  # the module's TorchScript export of rwtd (graphs)
 def test_fp16_graph_runs_with_fp32_synthesis(graphs, tmp_path):
     from export.fp16_graph import convert_file
 
@@ -126,6 +130,7 @@ def test_cache_key_covers_checkpoint_options_and_versions():
         assert k != export_cache_key("a" * 64, dict(base, **{key: value})), key
 
 
+@pytest.mark.slow  # the module's TorchScript export of rwtd (graphs)
 def test_onnx_for_checkpoint_exports_once_then_reuses(graphs, tmp_path, monkeypatch):
     monkeypatch.setenv("SFADACOF_CACHE", str(tmp_path / "cache"))
     t = time.perf_counter()
@@ -166,6 +171,7 @@ def test_registry_ort_backend_from_checkpoint(ckpt, ckpt_exports):
         assert float(np.abs(backend.infer(f0, f2) - torch_forward(seeded_model(), f0, f2)).max()) <= TOL
 
 
+@pytest.mark.slow  # the module's TorchScript export of rwtd (graphs)
 def test_also_caches_the_other_form_from_the_same_trace(graphs, tmp_path, monkeypatch):
     """onnx_for_checkpoint(also=...): one trace writes both forms into the cache, each with its digest; asking for
     the other form then exports nothing (a spy around the real export_model counts the traces) and gives a

@@ -64,6 +64,7 @@ def _run(argv, capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+@pytest.mark.slow  # the module's export (setup) and polygraphy runs
 @pytest.mark.parametrize("form", ["plugin", "onnx"])
 def test_parity_passes_and_files_are_polygraphy_loadable(setup, form, tmp_path, capsys):
     from polygraphy.comparator import RunResults
@@ -113,6 +114,7 @@ def test_parity_passes_and_files_are_polygraphy_loadable(setup, form, tmp_path, 
     assert "frame0:[1,3,37,45]" in trt and "frame0:[1,3,70,101]" in trt  # min and max shapes of the profile
 
 
+@pytest.mark.slow  # the module's export (setup) and polygraphy runs
 def test_plain_polygraphy_cannot_load_the_custom_op(setup, tmp_path, capsys):
     """Why runtime.backends.polygraphy_ort exists: polygraphy's own --onnxrt has no way to register the op."""
     assert main([str(setup["pairs"]), "--onnx", str(setup["onnx"]), "--checkpoint", str(setup["ckpt"]), "-o",
@@ -122,6 +124,7 @@ def test_plain_polygraphy_cannot_load_the_custom_op(setup, tmp_path, capsys):
     assert r.returncode != 0 and "AdaCoFSynthesis" in r.stdout + r.stderr
 
 
+@pytest.mark.slow  # the module's export (setup) and polygraphy runs
 def test_parity_detects_floor_instead_of_truncation(setup, tmp_path, capsys):
     """A standard-op graph whose offsets are floored (GridSample's rounding) instead of truncated must fail."""
     m = onnx.load(str(setup["onnx"]))
@@ -145,6 +148,7 @@ def test_parity_detects_floor_instead_of_truncation(setup, tmp_path, capsys):
     assert "FAILED" in (tmp_path / "o" / "polygraphy.log").read_text()
 
 
+@pytest.mark.slow  # the module's export (setup) and polygraphy runs
 def test_parity_refuses_a_checkpoint_the_graph_was_not_exported_from(setup, tmp_path, capsys):
     other = tmp_path / "other.pth"
     save_checkpoint(other, large_motion_model("rwtd", seed=10))
@@ -155,6 +159,7 @@ def test_parity_refuses_a_checkpoint_the_graph_was_not_exported_from(setup, tmp_
     assert not (tmp_path / "inputs.json").exists()
 
 
+@pytest.mark.slow  # the module's export (setup) and polygraphy runs
 def test_frame_sequence_folder_gives_consecutive_pairs(setup):
     pairs = load_pairs(setup["seq"])
     assert [p.name for p in pairs] == ["f000_f001", "f001_f002"]
@@ -162,6 +167,7 @@ def test_frame_sequence_folder_gives_consecutive_pairs(setup):
     assert np.array_equal(pairs[0].frame2, pairs[1].frame0)
 
 
+@pytest.mark.slow  # the module's export (setup) and polygraphy runs
 def test_benchmark_function_measures_both_in_one_process(setup):
     b = benchmark_ort_vs_torch(setup["onnx"], setup["model"], width=96, height=64, iters=2, warmup=1, threads=1)
     assert len(b["torch_runs_s"]) == len(b["ort_runs_s"]) == 2 and b["threads"] == 1
@@ -170,6 +176,7 @@ def test_benchmark_function_measures_both_in_one_process(setup):
     assert (b["width"], b["height"]) == (96, 64) and b["providers"] == ["CPUExecutionProvider"]
 
 
+@pytest.mark.slow  # the module's export (setup) and polygraphy runs
 def test_polygraphy_hook_module_runs_polygraphy(setup, tmp_path):
     """`python -m runtime.backends.polygraphy_ort` is polygraphy's CLI: a plain inference run on the plugin graph works."""
     r = subprocess.run([sys.executable, "-m", "runtime.backends.polygraphy_ort", "run", str(setup["plugin"]), "--onnxrt",
