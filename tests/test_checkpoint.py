@@ -11,6 +11,8 @@ from sfadacof.checkpoint import load_checkpoint, save_checkpoint
 from sfadacof.errors import UserError
 from sfadacof.models import VARIANTS, AdaCoFNet
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # see conftest.py
+
 
 def seeded(variant: str, ks: int = 5, dilation: int = 1) -> AdaCoFNet:
     torch.manual_seed(1)

@@ -366,6 +366,7 @@ def test_odd_size_video_is_even_yuv420p(tmp_path, ckpt):
     assert "padded to 66x50" in json.loads(rep.read_text())["note"]
 
 
+@pytest.mark.slow  # two TorchScript exports (~5 s CPU)
 def test_corrupt_export_cache_rebuilt(tmp_path, ckpt, capsys):
     from export.cache import onnx_for_checkpoint
     from runtime.backends.ort_backend import OrtBackend

@@ -111,6 +111,7 @@ def _cache_in_process(args) -> str:
                              root=Path(root), target=TARGET, build=_fake_build))
 
 
+@pytest.mark.slow  # three spawned interpreters (~4 s CPU)
 def test_concurrent_runs_build_once(cache_inputs):
     onnx_path, plugin, root = cache_inputs
     with multiprocessing.get_context("spawn").Pool(3) as pool:

@@ -75,6 +75,7 @@ def test_init_near_average_starts_close_to_frame_averaging():
         assert psnr(plain(f[0:1], f[2:3]), ref) < psnr(out, ref) - 5
 
 
+@pytest.mark.slow  # 12 training steps of the full model (~3 s CPU)
 def test_a_few_steps_reduce_the_loss_on_a_real_crop():
     torch.manual_seed(0)
     model = AdaCoFNet("sf_adacof")
@@ -98,6 +99,7 @@ def _losses(log_path):
     return [json.loads(line) for line in log_path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # three short trainings (~5 s CPU)
 @pytest.mark.parametrize("extra", [[], ["--synthetic", "0.5"]], ids=["spec", "synthetic"])
 def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, monkeypatch, extra):
     base = BASE + extra
