@@ -85,6 +85,32 @@ def _tensorrt_reason() -> str | None:
 # Fixtures that export with the default (dynamo) exporter, 20-50 s each on 2 cores: a test that uses one is slow.
 SLOW_FIXTURES = {"ckpt_exports", "exported", "shipped_exports"}
 
+# Tests measured over ~2.5 s of CPU in the fast lane (`-m "not slow"` under `-n 2`, per-test CPU time of the worker
+# and its children, 2-core Xeon, 2026-12-05) in files whose authors had not marked them yet: slow here, so that the
+# fast lane keeps its 90 s. A new slow test is marked where it is written (tests/README.md, "The fast lane"); an
+# entry here whose test is renamed or marked at home is simply unused.
+MEASURED_SLOW = {
+    "test_openvino_backend.py": {"test_bf16_offsets_are_computed_in_fp32",
+                                 "test_auto_picks_openvino_on_this_machine_and_says_why",
+                                 "test_gather_synthesis_equals_the_export_lowering_with_large_offsets",
+                                 "test_compiled_models_are_cached_per_shape", "test_bf16_accuracy_and_fp32_offsets",
+                                 "test_fp32_matches_pytorch_on_real_frames",
+                                 "test_fp32_batch_equals_onnx_runtime_on_the_same_graph",
+                                 "test_bf16_refuses_a_model_whose_offset_heads_would_run_in_bf16"},
+    "test_cpu_info.py": {"test_avx2_cap_takes_in_openvino_and_cpu_info_follows"},
+    "test_cpu_choice.py": {"test_changed_key_measures_again", "test_corrupt_or_foreign_entry_measures_again",
+                           "test_real_tiny_measurement", "test_choice_is_the_rule_on_the_recorded_figures"},
+    "test_train.py": {"test_resume_after_kill_continues_the_same_loss_curve",
+                      "test_a_few_steps_reduce_the_loss_on_a_real_crop"},
+    "test_tensorrt_contract.py": {"test_concurrent_runs_build_once"},
+    "test_parity.py": {"test_parity_passes_and_files_are_polygraphy_loadable",
+                       "test_parity_detects_floor_instead_of_truncation",
+                       "test_plain_polygraphy_cannot_load_the_custom_op"},
+    "test_reliability.py": {"test_corrupt_export_cache_rebuilt"},
+    "test_ort_backend.py": {"test_onnx_for_checkpoint_exports_once_then_reuses",
+                            "test_also_caches_the_other_form_from_the_same_trace"},
+}
+
 
 # Under `-n N --dist loadgroup` (README's test command), the tests of one xdist_group run on one worker, one after
 # another: the tests of a module that defines a module-scoped fixture (an export, a model, a Ray cluster: seconds to
@@ -110,7 +136,8 @@ def _xdist_group(item) -> str | None:
 @pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects by marker
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or \
+                getattr(item, "originalname", item.name) in MEASURED_SLOW.get(item.path.name, ()):
             item.add_marker(pytest.mark.slow)
         group = _xdist_group(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:

@@ -52,6 +52,7 @@ def test_prepare_copies_the_clips_with_their_hashes(prepared):
     assert manifest["frames"][f"carphone_pristine.mp4@{VAL_START}:{VAL_END}"]["shape"] == list(frames.shape)
 
 
+@pytest.mark.slow  # trains (a few steps at 32 px) and validates: ~3 s of CPU
 def test_tiny_run_writes_a_loadable_checkpoint_and_an_honest_log(prepared, tmp_path):
     _, split, footage = prepared
     out = tmp_path / "out"
@@ -103,6 +104,7 @@ def test_tiny_run_writes_a_loadable_checkpoint_and_an_honest_log(prepared, tmp_p
     assert np.mean(ps) == pytest.approx(best["val_psnr"], abs=0.05)  # fp16 weights
 
 
+@pytest.mark.slow  # trains until its time is up
 def test_run_stops_by_itself_on_time_and_validates_at_the_stop(prepared, tmp_path):
     _, split, footage = prepared
     out = tmp_path / "out"

@@ -92,6 +92,7 @@ def report():
     return kernels
 
 
+@pytest.mark.slow  # compiles the kernels for sm_90 where no library is built, and disassembles them (~30 s)
 def test_k5_kernel_within_4000_instructions_per_pixel(report):
     k5 = {(k.maps, k.offsets): k for k in report if k.kernel_size == 5 and k.vector}
     assert set(k5) == {("fp32", "fp32"), ("fp16", "fp16"), ("fp16", "fp32")}
@@ -110,6 +111,7 @@ def test_no_kernel_spills(report):
         assert k.registers is not None and k.registers <= 255
 
 
+@pytest.mark.slow
 def test_k11_kernels_keep_their_tap_loops(report):
     k11 = [k for k in report if k.kernel_size == 11]
     assert len(k11) == 6
