@@ -1,7 +1,7 @@
 """`python -m runtime.infer`: interpolate the middle frame of every pair in a folder (or frame-rate up-convert a video).
 
     python -m runtime.infer PAIRS_DIR -o OUT_DIR [--checkpoint CKPT] [--report R.json]
-                            [--backend auto|torch|ort|openvino|trt] [--precision fp32|fp16|bf16]
+                            [--backend auto|torch|ort|openvino|trt] [--precision fp32|fp16|bf16|int8]
     python -m runtime.infer PAIRS_DIR -o OUT_DIR --check            # also compare against the PyTorch model
     python -m runtime.infer PAIRS_DIR|VIDEO -o OUT --check --visual DIR   # ... and draw it: DIR/index.html
     python -m runtime.infer input.mp4 -o out.mp4 --factor 2 [--scene-cut 0.3]
