@@ -92,7 +92,7 @@ def report():
     return kernels
 
 
-@pytest.mark.slow  # compiles the kernels for sm_90 where no library is built, and disassembles them (~30 s)
+@pytest.mark.slow  # `report`: compiles the kernels for sm_90 where no library is built (~100 s), disassembles them
 def test_k5_kernel_within_4000_instructions_per_pixel(report):
     k5 = {(k.maps, k.offsets): k for k in report if k.kernel_size == 5 and k.vector}
     assert set(k5) == {("fp32", "fp32"), ("fp16", "fp16"), ("fp16", "fp32")}
@@ -104,6 +104,7 @@ def test_k5_kernel_within_4000_instructions_per_pixel(report):
         assert 1500 < k.per_pixel <= sass_report.LIMIT_PER_PIXEL, key
 
 
+@pytest.mark.slow
 def test_no_kernel_spills(report):
     for k in report:
         assert k.spill_bytes == 0 and k.local_instructions == 0, f"{k.label}: {k.spill_bytes} bytes, " \
