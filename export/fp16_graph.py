@@ -85,6 +85,14 @@ def convert_to_fp16(model: onnx.ModelProto, synthesis: str = "fp32") -> tuple[on
     op_block = [op for op in DEFAULT_OP_BLOCK_LIST if op not in ("Upsample", "Resize")]
     if synthesis == "fp32":
         op_block.append(SYNTHESIS_OP)
+    # Both exporters' graphs (dynamo's, and TorchScript's after onnxscript's optimizer) list the initializers in
+    # value_info too; given those, the converter stores the offset heads' weights in fp16 behind a Cast back to fp32
+    # (`..._cast_to_fp32`), rounding the weights the heads must keep. An initializer carries its own type: the
+    # entries go first, and the heads' weights stay fp32 initializers.
+    inits = {t.name for t in model.graph.initializer}
+    keep = [v for v in model.graph.value_info if v.name not in inits]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
     out = convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block, node_block_list=sorted(heads),
                                    disable_shape_infer=False)
     offsets_rewired = _fp32_offsets_into_synthesis(out) if synthesis == "fp16" else 0

@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 from export.cache import export_cache_key, onnx_for_checkpoint
+from export.core import resolve_exporter
 from runtime.backends.base import available_cores
 from runtime.backends.ort_backend import OrtBackend, make_session_options
 from runtime.backends.registry import BackendOptions, create_backend
@@ -166,7 +167,8 @@ def test_registry_ort_backend_from_checkpoint(ckpt, ckpt_exports):
         assert isinstance(backend.inner, OrtBackend) and backend.describe()["synthesis"] == "plugin"
         assert backend.inner.onnx_path == ckpt_exports["default"]  # the session cache's entry
         meta = {p.key: p.value for p in onnx.load(str(ckpt_exports["default"]), load_external_data=False).metadata_props}
-        assert meta["exporter"] == "dynamo" and meta["checkpoint_sha256"] == file_sha256(ckpt)
+        assert meta["exporter"] == resolve_exporter("auto") == "torchscript"  # the default exporter (export/core.py)
+        assert meta["checkpoint_sha256"] == file_sha256(ckpt)
         f0, f2 = real_pair(45, 37)
         assert float(np.abs(backend.infer(f0, f2) - torch_forward(seeded_model(), f0, f2)).max()) <= TOL
 
