@@ -18,8 +18,13 @@ from sfadacof.errors import UserError
 from sfadacof.images import MEMORY_BUDGET_ENV, estimated_gb, estimated_gb_in_pieces, memory_budget_bytes
 from tests.helpers import REPO_ROOT, large_motion_model, png_header_only, real_pair
 
-# the environment without a budget of its own: each test states its budget with --memory-budget
-ENV = {k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV}
+
+def command_env() -> dict:
+    """The environment without a budget of its own (each test states its budget with --memory-budget), taken when
+    the command starts: it carries the run's SFADACOF_CACHE (conftest.py's hermetic_cache, set after this module is
+    imported), where shipped_exports put the export the command reads -- a copy taken at import would send the
+    command to the user's cache, to export there inside the measured process."""
+    return {k: v for k, v in os.environ.items() if k != MEMORY_BUDGET_ENV}
 
 
 def infer_with_peak_rss(args: list[str], timeout: int = 600) -> tuple[subprocess.CompletedProcess, int]:
@@ -30,7 +35,7 @@ def infer_with_peak_rss(args: list[str], timeout: int = 600) -> tuple[subprocess
     wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
                "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "runtime.infer", *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=command_env())
     return proc, int(proc.stdout.split("PEAK_KB")[1]) * 1024
 
 
