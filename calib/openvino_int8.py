@@ -65,9 +65,9 @@ def _import_nncf():
     return require("nncf", "calib.openvino_int8 needs NNCF: pip install nncf (or the sfadacof[int8-cpu] extra)")
 
 
-def quantize(backend, pairs: list[tuple[np.ndarray, np.ndarray]]):
-    """NNCF's post-training quantization of backend.model, offset heads and synthesis ignored; returns
-    (quantized ov.Model, number of ignored nodes)."""
+def quantize(backend, pairs: list[tuple[np.ndarray, np.ndarray]], ignored: list[str] | None = None):
+    """NNCF's post-training quantization of backend.model with the nodes `ignored` (friendly names; default: the
+    offset heads and the synthesis) left float; returns (quantized ov.Model, number of ignored nodes)."""
     import logging
 
     nncf = _import_nncf()
@@ -76,9 +76,10 @@ def quantize(backend, pairs: list[tuple[np.ndarray, np.ndarray]]):
     nncf.set_log_level(logging.WARNING)  # NNCF lists every ignored node at INFO: thousands of lines
 
     model = backend.model
-    regions = fp32_regions(model)
-    keep = regions["offset_heads"] | regions["synthesis"]
-    ignored = [n.get_friendly_name() for n in model.get_ordered_ops() if n.get_instance_id() in keep]
+    if ignored is None:
+        regions = fp32_regions(model)
+        keep = regions["offset_heads"] | regions["synthesis"]
+        ignored = [n.get_friendly_name() for n in model.get_ordered_ops() if n.get_instance_id() in keep]
     names = [i.get_any_name() for i in model.inputs]
     data = nncf.Dataset([{names[0]: f0, names[1]: f2} for f0, f2 in pairs])
     q = nncf.quantize(model, data, preset=nncf.QuantizationPreset.MIXED, subset_size=len(pairs),

