@@ -148,8 +148,10 @@ def cpu_record() -> dict:
     except OSError:
         pass
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx_vnni")
+    flags = cpu_flags()
     return {"model": name or platform.processor(), "cores": available_cores(),
-            "flags": sorted(f for f in cpu_flags() if f in wanted), "load_average": list(os.getloadavg())}
+            "isa": sorted(f for f in flags if f in wanted), "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "flags": sorted(flags)}
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -303,7 +305,9 @@ def _build(args, footage: Path, gaps: tuple[int, ...]) -> int:
                        "checked by runtime/backends/openvino_int8.py before it runs).",
               "weights": DEFAULT_CHECKPOINT.name, "weights_sha256": weights_sha,
               "files": {p.name: file_sha256(p) for p in (xml, xml.with_suffix(".bin"))},
-              "command": "python -m calib.shipped_int8 " + " ".join(sys.argv[1:]),
+              # no path of the machine it ran on: the output folder is OUT, the footage split.json's clips
+              "command": "python -m calib.shipped_int8 -o OUT" + (f" --gaps {args.gaps}" if args.gaps != "1" else "")
+                         + (" --no-validate" if args.no_validate else ""),
               "openvino": ov.__version__, "nncf": nncf.__version__,
               "quantization": {"method": "nncf.quantize", "preset": "MIXED", "fast_bias_correction": True,
                                "subset_size": len(pairs), "seconds": round(seconds, 1)},

@@ -211,3 +211,17 @@ def test_guard_refuses_int8_whose_offsets_would_run_in_bf16(shipped_ir, monkeypa
     with ovb.OpenVINOBackend(shipped_ir, precision="int8", threads=1) as b:
         with pytest.raises(UserError, match=r"ran offset-head convolutions in bf16 \(.+\); the offsets must stay fp32"):
             b.infer(f0, f0)
+
+
+def test_an_isa_cap_below_bf16_means_no_bf16(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (how this CPU is run as an AVX2-only one): OpenVINO still lists BF16 among its
+    capabilities but cannot compile bf16 under the cap, so native_bf16() says no and the CPU default is fp32; an
+    AVX-512 BF16 cap leaves bf16 to the CPU."""
+    pytest.importorskip("openvino")
+    from runtime.backends import openvino_backend as ovb
+    from runtime.backends.registry import openvino_default_precision
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert ovb.native_bf16() is False and openvino_default_precision() == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert not ovb.isa_capped_below_bf16()
