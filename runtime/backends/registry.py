@@ -156,6 +156,10 @@ def _openvino(o: BackendOptions) -> Backend:
         from .openvino_int8 import shipped_int8_ir
 
         onnx_path = shipped_int8_ir(o.checkpoint)
+        if onnx_path is None and o.checkpoint is None:
+            raise UserError("--backend openvino --precision int8: no INT8 model ships with this package yet; make one "
+                            "with python -m calib.shipped_int8 -o OUT and pass --onnx "
+                            "OUT/sf_adacof_default.int8.xml")
         if onnx_path is None:
             raise UserError(f"--backend openvino --precision int8: no INT8 model ships for {o.checkpoint} (the shipped "
                             "one belongs to the shipped weights); make one with python -m calib.openvino_int8 DATA "
