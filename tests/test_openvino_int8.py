@@ -71,6 +71,16 @@ def test_sidecar_check_refuses_changed_files_and_other_weights(tmp_path):
     with pytest.raises(UserError, match=r"m\.int8\.json: not a readable sidecar"):
         oi.check_int8_ir(other)
     assert oi.check_int8_ir(tmp_path / "none.xml") is None  # no sidecar: a user's own IR
+    (tmp_path / "r.int8.json").write_text(json.dumps({"command": "python -m calib.openvino_int8 ..."}))
+    assert oi.check_int8_ir(tmp_path / "r.int8.xml") is None  # calib.openvino_int8's report beside it: no sidecar
+
+
+def test_the_shipped_ir_without_its_sidecar_is_refused(tmp_path, monkeypatch):
+    xml, _ = fake_ir(tmp_path, "a" * 64)
+    (tmp_path / "m.int8.json").unlink()
+    monkeypatch.setattr(oi, "SHIPPED_INT8", xml)
+    with pytest.raises(UserError, match=r"the shipped INT8 model has no sidecar m\.int8\.json"):
+        oi.check_int8_ir(xml)
 
 
 def test_shipped_ir_is_offered_for_the_shipped_weights_only(tmp_path, monkeypatch):

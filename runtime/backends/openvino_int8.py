@@ -53,8 +53,9 @@ def read_sidecar(xml: Path) -> dict | None:
         rec = json.loads(side.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{side}: not a readable sidecar ({e})") from None
-    if not isinstance(rec, dict) or not isinstance(rec.get("weights_sha256"), str) \
-            or not isinstance(rec.get("files"), dict):
+    if not isinstance(rec, dict) or not ({"weights_sha256", "files"} & set(rec)):
+        return None  # some other JSON beside a user's IR (calib.openvino_int8 --report M.json): not a sidecar
+    if not isinstance(rec.get("weights_sha256"), str) or not isinstance(rec.get("files"), dict):
         raise UserError(f"{side}: not an INT8 sidecar (needs weights_sha256 and files)")
     return rec
 
@@ -78,6 +79,9 @@ def check_int8_ir(xml: Path, weights_sha256: str | None = None) -> dict | None:
     xml = Path(xml)
     rec = read_sidecar(xml)
     if rec is None:
+        if xml.resolve() == SHIPPED_INT8.resolve():
+            raise UserError(f"{xml}: the shipped INT8 model has no sidecar {sidecar_of(xml).name}; reinstall the "
+                            "package or use --precision bf16/fp32")
         return None
     side = sidecar_of(xml)
     for name, want in rec["files"].items():
