@@ -100,7 +100,7 @@ def test_shipped_ir_is_offered_for_the_shipped_weights_only(tmp_path, monkeypatc
 def test_int8_without_a_shipped_model_is_refused_in_one_line(tmp_path, monkeypatch):
     pytest.importorskip("openvino")
     monkeypatch.setattr(oi, "SHIPPED_INT8", tmp_path / "absent.int8.xml")
-    with pytest.raises(UserError, match=r"--precision int8: no INT8 model ships with this package yet; make one with "
+    with pytest.raises(UserError, match=r"--precision int8: no INT8 model ships with this package; make one with "
                                         r"python -m calib\.shipped_int8 -o OUT") as e:
         create_backend("openvino", BackendOptions(precision="int8"))
     assert "\n" not in str(e.value)
@@ -240,3 +240,27 @@ def test_an_isa_cap_below_bf16_means_no_bf16(monkeypatch):
     assert ovb.native_bf16() is False and openvino_default_precision() == "fp32"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     assert not ovb.isa_capped_below_bf16()
+
+
+def test_shipped_ir_matches_its_sidecar_and_the_shipped_weights():
+    """The shipped INT8 model: hashlib on its files against the sidecar; the sidecar and the IR's own metadata name
+    the shipped weights; the sidecar's validation met the rule on every held-aside clip (all triplets)."""
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    from runtime.backends.openvino_backend import ir_metadata
+
+    xml = oi.SHIPPED_INT8
+    assert xml.is_file() and oi.shipped_int8_ir(None) == xml
+    rec = json.loads(oi.sidecar_of(xml).read_text())
+    assert rec["files"] == {xml.name: sha(xml), xml.with_suffix(".bin").name: sha(xml.with_suffix(".bin"))}
+    assert rec["weights_sha256"] == sha(DEFAULT_CHECKPOINT)
+    assert ir_metadata(ov.Core().read_model(str(xml)))["checkpoint_sha256"] == sha(DEFAULT_CHECKPOINT)
+    assert sorted(rec["ignored_scope"]["fp32_always"]["offset_heads_last_convolutions"]) == \
+        sorted(f"get_kernel.{m}" for m in OFFSET_LAST)
+    v = rec["validation"]
+    assert v["passed"] is True and v["max_triplets"] is None
+    assert {c["clip"] for c in v["clips"]} == {"bikes[30:76]", "bikes[137:187]", "bikes[187:242]",
+                                               "carphone_pristine[0:120]"}
+    for c in v["clips"]:
+        assert c["min_psnr_vs_fp32"] >= 45.0 and c["worst_delta_gt"] >= -0.05, c

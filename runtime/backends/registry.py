@@ -157,7 +157,7 @@ def _openvino(o: BackendOptions) -> Backend:
 
         onnx_path = shipped_int8_ir(o.checkpoint)
         if onnx_path is None and o.checkpoint is None:
-            raise UserError("--backend openvino --precision int8: no INT8 model ships with this package yet; make one "
+            raise UserError("--backend openvino --precision int8: no INT8 model ships with this package; make one "
                             "with python -m calib.shipped_int8 -o OUT and pass --onnx "
                             "OUT/sf_adacof_default.int8.xml")
         if onnx_path is None:
