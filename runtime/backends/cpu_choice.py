@@ -239,9 +239,10 @@ def read_entry(path: Path, key: dict) -> tuple[dict | None, str | None]:
 
 
 def measure(cands: list[Candidate], size: tuple[int, int] | None = None, warmup: int | None = None,
-            calls: int | None = None) -> tuple[dict[str, list[float]], dict[str, Backend], dict[str, str]]:
+            calls: int | None = None, built: dict[str, Backend] | None = None,
+            ) -> tuple[dict[str, list[float]], dict[str, Backend], dict[str, str]]:
     """Each candidate's timed calls (seconds), the backends built, and the candidates that failed (name -> why);
-    size, warmup, calls default to MEASURE_SIZE, WARMUP, CALLS."""
+    size, warmup, calls default to MEASURE_SIZE, WARMUP, CALLS; `built`: candidates' backends already made."""
     w, h = size or MEASURE_SIZE
     warmup = WARMUP if warmup is None else warmup
     calls = CALLS if calls is None else calls
@@ -251,7 +252,7 @@ def measure(cands: list[Candidate], size: tuple[int, int] | None = None, warmup:
     failed: dict[str, str] = {}
     for c in cands:
         try:
-            b = c.make()
+            b = (built or {}).get(c.name) or c.make()
             for _ in range(warmup):
                 b.infer(f0, f2)
             backends[c.name] = b
@@ -286,10 +287,15 @@ def choose_cpu(o) -> tuple[Backend, str, dict]:
         print(f"note: {path}: {problem}; measuring again", file=sys.stderr)
     built: dict[str, Backend] = {}
     if entry is None:
+        first: dict[str, Backend] = {}
+        if len(cands) > 1 and o.onnx is not None:
+            # the user's graph is built first, outside the measurement: a graph that is not ours is refused in the
+            # backend's own one line (exit 2), before any note about measuring, not recorded as "failed here"
+            first[cands[0].name] = cands[0].make()
         if len(cands) > 1:
             print(f"choosing the CPU configuration: measuring {', '.join(c.name for c in cands)} at "
                   f"{MEASURE_SIZE[0]}x{MEASURE_SIZE[1]} once for this CPU (cached in {path.parent})", file=sys.stderr)
-        seconds, built, failed = measure(cands) if len(cands) > 1 else ({cands[0].name: [1.0]}, {}, {})
+        seconds, built, failed = measure(cands, built=first) if len(cands) > 1 else ({cands[0].name: [1.0]}, {}, {})
         for name, why in failed.items():
             notes.append(f"{name}: failed here ({one_line(why)[:160]})")
         if not seconds:
