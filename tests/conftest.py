@@ -133,6 +133,20 @@ def _xdist_group(item) -> str | None:
     return None
 
 
+def _group_suffix(config, item) -> None:
+    """What pytest-xdist 3.8 does for --dist loadgroup, done where it no longer works: it appends `@group` to the
+    nodeid the worker reports (the scheduler groups by that suffix) by setting `item._nodeid`, which pytest 9 no
+    longer reads (its nodeid comes from `item._id`, a NodeId); without the suffix every test of a group was sent
+    wherever, and two workers started two Ray clusters at once. Set on `_id` here, where it is read."""
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest < 9: xdist's own suffix works
+        return
+    marks = [m.args[0] if m.args else m.kwargs.get("name", "default") for m in item.iter_markers("xdist_group")]
+    if getattr(config.option, "loadgroup", False) and marks and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+        item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(set(map(str, marks))))}")
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects by marker
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -142,6 +156,7 @@ def pytest_collection_modifyitems(config, items):
         group = _xdist_group(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+        _group_suffix(config, item)
     gpu_reason = _gpu_reason()
     trt_reason = None
     for item in items:
