@@ -156,3 +156,19 @@ def test_without_native_bf16_bf16_is_not_a_candidate(export, tiny, monkeypatch):
     cands, _, notes = cpu_choice.candidates(BackendOptions(onnx=export), native_bf16())
     assert [c.name for c in cands] == ["fp32"]
     assert any("bf16: not measured: no avx512_bf16 or amx_bf16" in n for n in notes)
+
+
+def test_shipped_int8_is_a_candidate_only_where_bf16_is_native(shipped_exports, monkeypatch):
+    """The shipped INT8 model met the rule where bf16 is native, not on an AVX2-only CPU (one frame 0.0553 dB over
+    the bound, benchmarks/cpu/int8_validation_avx2.json): auto offers it only where bf16 is native, with a note."""
+    from runtime.backends.openvino_int8 import shipped_int8_ir
+
+    if shipped_int8_ir() is None:
+        pytest.fail("no shipped INT8 model for the shipped weights (sfadacof/weights/*.int8.xml)")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    native, _, _ = cpu_choice.candidates(BackendOptions(), True)
+    assert [c.name for c in native] == ["fp32", "bf16", "int8"]
+    assert native[-1].model == shipped_int8_ir()
+    avx2, _, notes = cpu_choice.candidates(BackendOptions(), False)
+    assert [c.name for c in avx2] == ["fp32"]
+    assert any(n.startswith("int8: the shipped INT8 model meets the accuracy rule where bf16 is native") for n in notes)

@@ -125,7 +125,15 @@ def candidates(o, bf16_native: bool) -> tuple[list[Candidate], str, list[str]]:
         meta = {} if float_model.suffix.lower() == ".xml" else _onnx_metadata(float_model)
         sha = meta.get("checkpoint_sha256", "")
         int8 = _shipped_int8(o.checkpoint) if o.onnx is None else None
-        if int8 is None:
+        if int8 is not None and not bf16_native:
+            # validated where bf16 is native (its float parts run bf16 there); run as an AVX2-only CPU (fp32 float
+            # parts, AVX2 int8 kernels) carphone frame 107 lost 0.0553 dB against ground truth, past the rule's
+            # 0.05 (benchmarks/cpu/int8_validation_avx2.json): not offered where it was not shown to meet the rule
+            notes.append("int8: the shipped INT8 model meets the accuracy rule where bf16 is native; without it one "
+                         "held-aside frame loses 0.055 dB (> 0.05) against ground truth, so it is not a candidate "
+                         "here (--precision int8 still runs it)")
+            int8 = None
+        elif int8 is None:
             notes.append("int8: no INT8 model for these weights (the shipped one belongs to the shipped weights; "
                          "python -m calib.openvino_int8 makes one, run with --onnx M.int8.xml)")
     out: list[Candidate] = []
