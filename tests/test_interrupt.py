@@ -198,6 +198,9 @@ def test_signal_in_a_held_block_ends_the_cli_after_it(own_handlers, capsys, sig,
     @cli_main
     def main():
         with deferred_sigint():
+            # never send a signal that nothing holds: its default action would end this worker, not fail the test
+            held = signal.getsignal(sig)
+            assert callable(held) and held is not signal.default_int_handler, f"{sig!r} is not held: {held!r}"
             os.kill(os.getpid(), sig)
             time.sleep(0.05)  # Python runs a handler between bytecodes: an unheld signal raises here
             steps.append("block ended")
