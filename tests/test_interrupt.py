@@ -164,62 +164,70 @@ def test_malformed_custom_node_one_line(tmp_path, ckpt, cache, also_metadata):
     assert not out.exists() or assert_complete_pngs(out) == 0
 
 
-# -- in-process: the pieces every CLI's Ctrl-C handling is made of (sfadacof.interrupts, sfadacof.errors) ------------
+# -- the pieces every CLI's Ctrl-C handling is made of (sfadacof.interrupts, sfadacof.errors), each in a fresh
+# interpreter that imports only them (~0.1 s): a real signal sent inside a pytest-xdist worker could end the worker
+# instead of failing the test (two full -n 2 runs lost a worker here, and xdist's load-group scheduler then hung)
 
-@pytest.fixture
-def own_handlers(monkeypatch):
-    """SIGINT/SIGTERM/SIGHUP handlers put back after the test (it installs the CLIs' own), and sfadacof.interrupts'
-    record of the first signal received fresh, as in a new process."""
-    from sfadacof import interrupts
+HELD_BLOCK = """
+import os, signal, sys, time
+from sfadacof.errors import cli_main
+from sfadacof.interrupts import deferred_sigint
 
-    monkeypatch.setattr(interrupts, "_received", [])
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for s, h in saved.items():
-        signal.signal(s, h)
+sig = signal.Signals[sys.argv[1]]
+# as a process started from a shell begins
+signal.signal(signal.SIGINT, signal.default_int_handler)
+for s in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_DFL)
+
+@cli_main
+def main():
+    with deferred_sigint():
+        held = signal.getsignal(sig)
+        print("held" if callable(held) and held is not signal.default_int_handler else f"not held: {held!r}",
+              flush=True)
+        os.kill(os.getpid(), sig)
+        time.sleep(0.05)  # Python runs a handler between bytecodes: an unheld signal raises here
+        print("block ended", flush=True)
+    print("after the block", flush=True)  # never reached: the held signal is raised as the block ends
+
+main()
+"""
 
 
-@pytest.mark.parametrize("sig, line, status", [(signal.SIGINT, "interrupted", 130),
-                                               (signal.SIGTERM, "interrupted (SIGTERM)", 143),
-                                               (signal.SIGHUP, "interrupted (SIGHUP)", 129)])
-def test_signal_in_a_held_block_ends_the_cli_after_it(own_handlers, capsys, sig, line, status):
-    """What the ORT custom-op callback runs under (sfadacof.interrupts.deferred_sigint): a real signal sent to this
+def _child(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("sig, line, status", [("SIGINT", "interrupted", 130),
+                                               ("SIGTERM", "interrupted (SIGTERM)", 143),
+                                               ("SIGHUP", "interrupted (SIGHUP)", 129)])
+def test_signal_in_a_held_block_ends_the_cli_after_it(sig, line, status):
+    """What the ORT custom-op callback runs under (sfadacof.interrupts.deferred_sigint): a real signal sent to the
     process inside the block is held until the block ends (the block runs to its end), then ends the command as the
     README says: its one line on stderr, exit 128 + N (cli_main)."""
-    from sfadacof.errors import cli_main
-    from sfadacof.interrupts import deferred_sigint
-
-    # as a process started from a shell begins (this one may run under nohup, or as an xdist worker)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, signal.SIG_DFL)
-    steps = []
-
-    @cli_main
-    def main():
-        with deferred_sigint():
-            # never send a signal that nothing holds: its default action would end this worker, not fail the test
-            held = signal.getsignal(sig)
-            assert callable(held) and held is not signal.default_int_handler, f"{sig!r} is not held: {held!r}"
-            os.kill(os.getpid(), sig)
-            time.sleep(0.05)  # Python runs a handler between bytecodes: an unheld signal raises here
-            steps.append("block ended")
-        steps.append("after the block")  # never reached: the held signal is raised as the block ends
-
-    with pytest.raises(SystemExit) as e:
-        main()
-    assert (e.value.code, steps) == (status, ["block ended"])
-    assert capsys.readouterr().err.splitlines() == [line]
+    r = _child(HELD_BLOCK, sig)
+    assert (r.returncode, r.stdout.splitlines()) == (status, ["held", "block ended"]), (r.returncode, r.stdout,
+                                                                                         r.stderr[-500:])
+    assert r.stderr.splitlines() == [line]
 
 
-def test_nohup_ignored_sighup_stays_ignored_in_a_cli(own_handlers):
-    """A SIGHUP the process was told to ignore (nohup) stays ignored when a CLI installs its handlers."""
-    from sfadacof.interrupts import install_termination_handlers
+NOHUP = """
+import os, signal, time
+from sfadacof.interrupts import install_termination_handlers
 
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    install_termination_handlers()
-    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-    assert callable(signal.getsignal(signal.SIGTERM))  # SIGTERM: the CLI's own handler now
-    os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing is raised
-    time.sleep(0.05)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts a process
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+install_termination_handlers()
+print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, callable(signal.getsignal(signal.SIGTERM)), flush=True)
+os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing is raised
+time.sleep(0.05)
+print("still running", flush=True)
+"""
+
+
+def test_nohup_ignored_sighup_stays_ignored_in_a_cli():
+    """A SIGHUP the process was told to ignore (nohup) stays ignored when a CLI installs its handlers; SIGTERM gets
+    the CLI's own handler."""
+    r = _child(NOHUP)
+    assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, ["True True", "still running"], "")
