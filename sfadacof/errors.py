@@ -7,6 +7,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, TypeVar
 
+# At import (a command imports this before its main runs, most before torch or Ray): interrupts registers its exit
+# step now, so that it runs after the exit steps those libraries register later (atexit runs the last first).
+from .interrupts import exiting, interrupted_line, install_termination_handlers
+
 if TYPE_CHECKING:
     import argparse
 
@@ -56,15 +60,22 @@ def cli_main(main: Callable[..., T]) -> Callable[..., T]:
 
     @wraps(main)
     def wrapper(*args, **kwargs):
-        from .interrupts import interrupted_line, install_termination_handlers
-
+        # The process's own command (`python -m X`: main is defined in __main__), not a main called in-process:
+        # from its end on, a signal ends the process in one line, never as a traceback or a kill (interrupts.exiting).
+        own = main.__module__ == "__main__"
         try:
             install_termination_handlers()
-            return main(*args, **kwargs)
+            try:
+                return main(*args, **kwargs)
+            finally:
+                if own:  # inside the outer try: a signal before this is an interrupt of the command (below)
+                    exiting(ended_by_signal=False)
         except UserError as e:
             print(f"error: {one_line(e)}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt as e:
+            if own:
+                exiting(ended_by_signal=True)  # its line follows: a second signal must not add another
             line, status = interrupted_line(e)
             print(line, file=sys.stderr)
             raise SystemExit(status) from None

@@ -14,11 +14,22 @@ std::terminate() aborts the process (SIGABRT, temp files left behind). No try/ex
 close this: the interrupt may be raised at its first instruction, before any handler is set up. So the signal is
 recorded while the call runs and delivered the moment it returns, in ordinary Python code.
 The cost: an interrupt waits for the current call (one frame) to finish.
+
+`exiting()`: a signal that arrives after a CLI's main has ended. Without it, Ctrl-C in `sys.exit(main())` raised a
+KeyboardInterrupt outside every handler (a traceback, and the interpreter killed itself by SIGINT: exit -2), in an
+exit step a library registered (a traceback, exit 0), or, once the interpreter had put the default actions back
+for its last teardown, killed the process outright (exit -2 / -15). From the end of main on, such a signal is
+recorded while Python still runs (the exit steps run on) and ends the process at sfadacof's own exit step with the
+command's one line and exit 128 + N; that step then ignores these signals for the teardown that follows, where no
+Python handler can run: a signal there leaves the finished command's status as it is.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,7 +75,10 @@ def install_termination_handlers() -> None:
 
 def interrupted_line(e: KeyboardInterrupt) -> tuple[str, int]:
     """The CLI's last line and exit status for an interrupt: 128 + the signal's number."""
-    signum = getattr(e, "signum", _received[0] if _received else signal.SIGINT)
+    return _line_for(getattr(e, "signum", _received[0] if _received else signal.SIGINT))
+
+
+def _line_for(signum: int) -> tuple[str, int]:
     if signum == signal.SIGINT:
         return "interrupted", 128 + signal.SIGINT
     return f"interrupted ({signal.Signals(signum).name})", 128 + signum
@@ -99,3 +113,60 @@ def deferred_sigint() -> Iterator[None]:
                 h(first, None)
             elif h == signal.SIG_DFL:
                 raise KeyboardInterrupt
+
+
+_exit_state: dict = {"armed": False, "ended_by_signal": False}
+_late: list[int] = []  # signals received after main ended
+
+
+def _record_late(signum, frame) -> None:
+    """After main: the exit steps run on; a second signal ends the process at once (an exit step that hangs)."""
+    _late.append(signum)
+    if len(_late) > 1:
+        _end_interrupted(_late[0])
+
+
+def _end_interrupted(signum: int) -> None:
+    line, status = _line_for(signum)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        os.write(2, (line + "\n").encode())
+    except OSError:
+        pass
+    os._exit(status)
+
+
+def exiting(ended_by_signal: bool) -> None:
+    """Called by the CLI wrapper (sfadacof.errors.cli_main) when the process's own command ends, in every way, before
+    the interpreter exits: from now on SIGINT / SIGTERM / SIGHUP never raise. After a normal end or an error, the
+    first is recorded and ends the process at the last exit step (_at_exit) with its one line and 128 + N; after an
+    interrupt (its line already printed) they are ignored. A signal the process ignores (nohup) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _exit_state["armed"] = True
+    _exit_state["ended_by_signal"] = ended_by_signal
+    for s in HELD:
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, _ignore_further if ended_by_signal else _record_late)
+
+
+@atexit.register  # at import, before the libraries a command imports later: atexit runs the last registered first
+def _at_exit() -> None:
+    """The last Python-level exit step of a CLI process: a signal recorded since main ended ends it here, in one
+    line; then the held signals are ignored for the interpreter's teardown, which runs no Python handler (it puts
+    the default actions back, which killed the process by the signal)."""
+    if not _exit_state["armed"]:
+        return
+    held = [s for s in HELD if signal.getsignal(s) is not signal.SIG_IGN]
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    pending = signal.sigpending()  # sent since the block; one sent just before it was recorded by its handler
+    for s in held:
+        signal.signal(s, signal.SIG_IGN)  # also drops the pending ones
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    first = _late[0] if _late else next((s for s in held if s in pending), None)
+    if first is not None and not _exit_state["ended_by_signal"]:
+        _end_interrupted(first)

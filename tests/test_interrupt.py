@@ -231,3 +231,59 @@ def test_nohup_ignored_sighup_stays_ignored_in_a_cli():
     the CLI's own handler."""
     r = _child(NOHUP)
     assert (r.returncode, r.stdout.splitlines(), r.stderr) == (0, ["True True", "still running"], "")
+
+
+EXIT_WINDOW = """
+import atexit, os, signal, sys, time
+from sfadacof.errors import cli_main
+
+point, sig = sys.argv[1], signal.Signals[sys.argv[2]]
+# as a process started from a shell begins
+signal.signal(signal.SIGINT, signal.default_int_handler)
+for s in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_DFL)
+
+
+def send(kill=os.kill, pid=os.getpid(), sig=sig, sleep=time.sleep):  # bound now: usable in the last teardown
+    kill(pid, sig)
+    sleep(0.05)  # Python runs a signal's handler between bytecodes: here
+
+
+class AtTeardown:
+    def __del__(self, send=send):
+        send()
+
+
+@cli_main
+def main():
+    if point == "atexit":
+        atexit.register(send)  # as a library the command imports (torch, Ray) registers its own exit step
+    print("done", flush=True)
+    return 0
+
+
+if point == "teardown":
+    last = AtTeardown()  # dropped when the interpreter clears __main__, after its last Python-level exit step
+status = main()
+if point == "return":
+    send()  # what `sys.exit(main())` in a command's `__main__` runs after main has returned
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("point, sig, status, line", [
+    ("return", "SIGINT", 130, "interrupted"),
+    ("return", "SIGTERM", 143, "interrupted (SIGTERM)"),
+    ("atexit", "SIGINT", 130, "interrupted"),
+    ("atexit", "SIGHUP", 129, "interrupted (SIGHUP)"),
+    ("teardown", "SIGINT", 0, None),
+    ("teardown", "SIGTERM", 0, None)])
+def test_a_signal_after_the_command_finished_ends_it_in_one_line(point, sig, status, line):
+    """A signal that arrives after a command's main has returned ("done" printed, its outputs complete): while the
+    interpreter still runs Python (`sys.exit(main())`, the exit steps libraries register) it ends the command with
+    its one line and exit 128 + N; once the interpreter is past its last Python-level exit step (tearing its modules
+    down, where no Python handler can run any more) it is ignored, and the finished command's status stands. Never
+    killed by the signal (exit -N), never a traceback. The signal is sent from inside the process at each point."""
+    r = _child(EXIT_WINDOW, point, sig)
+    assert (r.returncode, r.stdout.splitlines()) == (status, ["done"]), (r.returncode, r.stdout, r.stderr[-800:])
+    assert r.stderr.splitlines() == ([line] if line else []), r.stderr[-800:]
