@@ -52,10 +52,45 @@ def hermetic_cache(tmp_path_factory):
         os.environ["SFADACOF_CACHE"] = saved
 
 
+_saved_xdg: list[str | None] = []  # the controller's XDG_CACHE_HOME before the run (None: unset), put back after it
+
+
+def _user_cache_away(config) -> None:
+    """The run's XDG_CACHE_HOME (the user-cache root that libraries follow, ~/.cache by default) is a folder of the
+    run's temp dir: ONNX Runtime (1.2x+) keeps a telemetry database and a device id in
+    $XDG_CACHE_HOME/Microsoft/DeveloperTools/.onnxruntime/ (else ~/.cache/...) on every session it creates; other
+    libraries that follow XDG do the same -- tests never write ~/.cache. Set by the controller in pytest_configure,
+    before any test, any xdist worker (which inherits it) or any command a test starts; put back at the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a worker: inherited from the controller
+    factory = getattr(config, "_tmp_path_factory", None)  # pytest's tmp_path_factory, made in its own configure
+    if factory is not None:
+        root = factory.getbasetemp() / "xdg-cache"
+        root.mkdir(exist_ok=True)
+    else:
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="sfadacof-tests-xdg-cache-"))
+    _saved_xdg.append(os.environ.get("XDG_CACHE_HOME"))
+    os.environ["XDG_CACHE_HOME"] = str(root)
+
+
+def pytest_unconfigure(config):
+    if _saved_xdg:
+        saved = _saved_xdg.pop()
+        if saved is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has made tmp_path_factory
 def pytest_configure(config):
-    """Under pytest-xdist, each worker gets its share of the cores (2 workers on 2 cores: one thread each), for torch
-    here and, through OMP_NUM_THREADS, for the commands the tests start: two workers of two spinning OpenMP threads
-    each on two cores run several times slower than one thread each."""
+    """The user's cache out of reach (_user_cache_away). Under pytest-xdist, each worker gets its share of the cores
+    (2 workers on 2 cores: one thread each), for torch here and, through OMP_NUM_THREADS, for the commands the tests
+    start: two workers of two spinning OpenMP threads each on two cores run several times slower than one thread
+    each."""
+    _user_cache_away(config)
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         threads = max(1, (os.cpu_count() or 1) // int(workers))
