@@ -99,12 +99,25 @@ def _losses(log_path):
     return [json.loads(line) for line in log_path.read_text().splitlines()]
 
 
+_STRAIGHT: dict = {}
+
+
+def straight_run(tmp_path_factory, extra: list[str]) -> tuple[dict, object]:
+    """BASE + extra trained once, never interrupted: the run every interrupted-and-resumed run must equal bit for bit.
+    Trained once per worker process for all the tests that compare with it (train's result, its --out folder: read
+    only), not once per test: the same seeded command gives the same run."""
+    key = tuple(extra)
+    if key not in _STRAIGHT:
+        out = tmp_path_factory.mktemp("straight")
+        _STRAIGHT[key] = (train(BASE + extra + ["--out", str(out)]), out)
+    return _STRAIGHT[key]
+
+
 @pytest.mark.slow  # three short trainings (~5 s CPU)
 @pytest.mark.parametrize("extra", [[], ["--synthetic", "0.5"]], ids=["spec", "synthetic"])
-def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, monkeypatch, extra):
+def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, tmp_path_factory, monkeypatch, extra):
     base = BASE + extra
-    straight = tmp_path / "straight"
-    res = train(base + ["--out", str(straight)])
+    res, straight = straight_run(tmp_path_factory, extra)
     assert res["step"] == 6 and len(res["losses"]) == 6
 
     # Kill during step 5's loss computation: last.pth holds step 4 (saved every step); step 5 never finished.
@@ -219,18 +232,19 @@ main(sys.argv[3:])
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["between", "during"])
-def test_resume_after_a_real_sigkill_continues_the_same_loss_curve(tmp_path, mode):
+def test_resume_after_a_real_sigkill_continues_the_same_loss_curve(tmp_path, tmp_path_factory, mode):
     """SIGKILL of a training process after step 3's log record (before its last.pth) or halfway through writing the
     last.pth of step 3: last.pth still loads (step 2, the previous one: the write is atomic), the same command
-    resumes from it, and the run ends bit-identical to one that was never killed (log and weights)."""
+    resumes from it, and the run ends bit-identical to one that was never killed (log and weights). The killed run
+    is a process (a real SIGKILL); the resuming command runs through its main(argv) here (what reads the files a
+    killed process left is the same code in or out of a process)."""
     import os
     import subprocess
     import sys
 
-    from tests.helpers import REPO_ROOT
+    from tests.helpers import REPO_ROOT, run_main
 
-    straight = tmp_path / "straight"
-    train(BASE + ["--out", str(straight)])
+    straight = straight_run(tmp_path_factory, [])[1]
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-c", _KILLING_TRAIN, mode, "3", *BASE, "--out", str(killed)],
@@ -244,9 +258,8 @@ def test_resume_after_a_real_sigkill_continues_the_same_loss_curve(tmp_path, mod
         with pytest.raises(Exception):
             torch.load(tmp, weights_only=True)
     kept = [x for x in _losses(killed / "log.jsonl") if x["step"] <= 2]  # what the resumed run must keep as it is
-    r = subprocess.run([sys.executable, "-m", "sfadacof.train", *BASE, "--out", str(killed)], cwd=REPO_ROOT,
-                       env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    code, err = run_main("sfadacof.train", *BASE, "--out", killed)
+    assert code in (0, None), err[-20:]
     a, b = _losses(straight / "log.jsonl"), _losses(killed / "log.jsonl")
     assert [x["step"] for x in a] == [x["step"] for x in b]  # the log was cut back to step 2, then continued
     assert b[:len(kept)] == kept  # steps 1-2 not run again (their timings are the killed run's): a resume
