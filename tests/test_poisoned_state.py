@@ -119,7 +119,9 @@ def test_altered_export_cache_entry_is_detected_and_rebuilt(work, ckpt, ckpt_exp
     """runtime.infer --backend ort finds the checkpoint's export in its cache (this run's own default-exporter entry
     and its digest, copied into a cache of this test's: no export), then the entry's weights are altered in place.
     The next run says so in one note line, exports again and writes the model's frame (equal to the PyTorch
-    reference within one 8-bit step), not the altered graph's (on main: off by tens of levels, exit 0)."""
+    reference within one 8-bit step), not the altered graph's (on main: off by tens of levels, exit 0). The three
+    runs go through runtime.infer's main(argv) in this process (`run_in`): what is tested is the cache's check, the
+    same code in or out of a process (export.cache keeps nothing in memory between runs)."""
     import shutil
 
     from export.cache import digest_path
@@ -130,12 +132,12 @@ def test_altered_export_cache_entry_is_detected_and_rebuilt(work, ckpt, ckpt_exp
     for f in (ckpt_exports["default"], digest_path(ckpt_exports["default"])):
         shutil.copy2(f, cache / "onnx" / f.name)
     args = (work["pairs"], "--backend", "ort", "--checkpoint", ckpt)
-    first = run("runtime.infer", *args, "-o", tmp_path / "a", cache=cache)
+    first = run_in("runtime.infer", *args, "-o", tmp_path / "a", cache=cache)
     assert first.returncode == 0 and "exporting ONNX" not in first.stderr, first.stderr[-2000:]  # the copy was used
     entries = sorted((cache / "onnx").glob("*.onnx"))
     assert len(entries) == 1 and (cache / "onnx" / (entries[0].name + ".sha256")).is_file()
     _alter_largest_initializer(entries[0])
-    again = run("runtime.infer", *args, "-o", tmp_path / "b", cache=cache)
+    again = run_in("runtime.infer", *args, "-o", tmp_path / "b", cache=cache)
     assert again.returncode == 0, again.stderr[-2000:]
     notes = [line for line in again.stderr.splitlines() if "does not match the digest" in line]
     assert len(notes) == 1 and str(entries[0]) in notes[0]
@@ -146,7 +148,7 @@ def test_altered_export_cache_entry_is_detected_and_rebuilt(work, ckpt, ckpt_exp
         assert np.abs(got - ref.astype(int)).max() <= 1, out
     # the rebuilt entry verifies again: a third run exports nothing and says nothing about the cache
     mtime = entries[0].stat().st_mtime_ns
-    third = run("runtime.infer", *args, "-o", tmp_path / "c", cache=cache)
+    third = run_in("runtime.infer", *args, "-o", tmp_path / "c", cache=cache)
     assert third.returncode == 0 and "digest" not in third.stderr and entries[0].stat().st_mtime_ns == mtime
 
 

@@ -255,10 +255,15 @@ def pairs(tmp_path):
 
 
 @pytest.mark.skipif(tensorrt_env.tensorrt_available() is None, reason="TensorRT and a GPU are here")
-def test_auto_backend_falls_back_to_the_cpu_default_and_says_why(tmp_path, pairs, ckpt, ckpt_exports):
+def test_auto_backend_falls_back_to_the_cpu_default_and_says_why(tmp_path, pairs, ckpt, ckpt_exports, monkeypatch):
     """In-process runtime.infer (the command's logic; its process behaviour is test_infer's and test_signals'), on
-    `ckpt`, whose standard-op graph is in the session cache (conftest.py): no export here."""
+    `ckpt`, whose standard-op graph is in the session cache (conftest.py): no export here. The CPU default's
+    precision is measured at 64x64, as in test_infer.py's default-backend test (one measurement for both: the
+    session's cache holds it)."""
+    from runtime.backends import cpu_choice
     from runtime.infer import main
+
+    monkeypatch.setattr(cpu_choice, "MEASURE_SIZE", (64, 64))
 
     rep = tmp_path / "r.json"
     assert main([str(pairs), "-o", str(tmp_path / "o"), "--backend", "auto", "--checkpoint", str(ckpt),
