@@ -357,9 +357,7 @@ def test_openvino_int8_command_quantizes_all_but_the_offset_heads(tmp_path, ship
     assert len(int8) >= 0.5 * len(convs), sorted({p for p, _ in convs})  # most of the U-Net ran in int8
     head = [p for p, names in convs if offset_convs & set(names)]
     assert head and set(head) == {"f32"}  # the offset heads did not
-    with OpenVINOBackend(shipped["onnx"], precision="fp32", threads=1) as b:
-        ref = b.infer(f0, f2)
-    assert psnr(got, ref) >= 51.0
+    assert psnr(got, torch_forward(shipped["model"], f0, f2)) >= 51.0  # the fp32 model itself (no compile needed)
 
 
 def fp32_regions_convs(backend: OpenVINOBackend) -> set[str]:
