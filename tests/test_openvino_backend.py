@@ -13,11 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from export.core import export_model
 from runtime.backends import openvino_backend as ovb
 from runtime.backends.openvino_backend import OpenVINOBackend, native_bf16
 from runtime.backends.registry import CPU_DEFAULT, BackendOptions, create_backend
-from sfadacof.checkpoint import DEFAULT_CHECKPOINT
 from sfadacof.errors import UserError
 from tests.helpers import large_motion_exports, real_pair, torch_forward
 
@@ -46,15 +44,14 @@ def psnr(out: np.ndarray, ref: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory):
-    """The shipped default weights: the standard-op export (TorchScript exporter: fastest) and the torch model."""
+def shipped(shipped_exports):
+    """The shipped default weights: the standard-op export (the run's, conftest.py's shipped_exports: made once per
+    run by the default exporter, TorchScript, shared with test_large_frames and test_cpu_choice; read only) and the
+    torch model."""
     from sfadacof.checkpoint import load_checkpoint
 
-    d = tmp_path_factory.mktemp("ov_shipped")
     loaded = load_checkpoint(None)
-    export_model(loaded.model, d / "s.onnx", synthesis="onnx", exporter="torchscript",
-                 checkpoint_sha256=loaded.sha256, checkpoint_name=DEFAULT_CHECKPOINT.name)
-    return {"model": loaded.model, "onnx": d / "s.onnx", "sha": loaded.sha256}
+    return {"model": loaded.model, "onnx": shipped_exports["onnx"], "sha": loaded.sha256}
 
 
 @pytest.fixture(scope="module")
