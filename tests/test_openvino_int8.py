@@ -129,27 +129,25 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def int8_ir(tmp_path_factory):
-    """The shipped weights' standard-op export quantized with calib.shipped_int8's ignored scope (synthesis, the
-    offset heads' last convolutions, KEEP_FLOAT) on 3 bikes pairs at 224x128 (frames 0-9: training footage), with a
-    sidecar whose hashes are hashlib's; returns (xml, torch model)."""
+def int8_ir(tmp_path_factory, shipped_exports):
+    """The shipped weights' standard-op export (the run's shipped_exports entry, conftest.py: read only) quantized
+    with calib.shipped_int8's ignored scope (synthesis, the offset heads' last convolutions, KEEP_FLOAT) on 3 bikes
+    pairs at 224x128 (frames 0-9: training footage), with a sidecar whose hashes are hashlib's; returns (xml, torch
+    model)."""
     pytest.importorskip("nncf")
     from calib.openvino_int8 import quantize, save_ir
     from calib.shipped_int8 import KEEP_FLOAT, ignored_nodes
-    from export.core import export_model
     from runtime.backends.openvino_backend import OpenVINOBackend
     from sfadacof.checkpoint import load_checkpoint
     from tests.helpers import bikes_frames, crop
 
     d = tmp_path_factory.mktemp("int8")
     loaded = load_checkpoint(None)
-    export_model(loaded.model, d / "s.onnx", synthesis="onnx", exporter="torchscript",
-                 checkpoint_sha256=loaded.sha256, checkpoint_name=DEFAULT_CHECKPOINT.name)
     f = bikes_frames(9, 0)
     to = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32) / 255  # noqa: E731
     pairs = [(to(crop(f[3 * i], 224, 128, x=150 + 90 * i, y=70)), to(crop(f[3 * i + 2], 224, 128, x=150 + 90 * i, y=70)))
              for i in range(3)]
-    with OpenVINOBackend(d / "s.onnx", precision="fp32") as fp32:
+    with OpenVINOBackend(shipped_exports["onnx"], precision="fp32") as fp32:
         names, _ = ignored_nodes(fp32.model, KEEP_FLOAT)
         model, _ = quantize(fp32, pairs, names)
         save_ir(model, d / "m.int8.xml", fp32.metadata)
