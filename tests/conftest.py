@@ -134,7 +134,7 @@ MEASURED_SLOW = {
                                  "test_bf16_refuses_a_model_whose_offset_heads_would_run_in_bf16"},
     "test_cpu_info.py": {"test_avx2_cap_takes_in_openvino_and_cpu_info_follows"},
     "test_cpu_choice.py": {"test_changed_key_measures_again", "test_corrupt_or_foreign_entry_measures_again",
-                           "test_real_tiny_measurement", "test_choice_is_the_rule_on_the_recorded_figures"},
+                           "test_choice_is_the_rule_on_the_recorded_figures"},
     "test_train.py": {"test_resume_after_kill_continues_the_same_loss_curve",
                       "test_a_few_steps_reduce_the_loss_on_a_real_crop"},
     "test_tensorrt_contract.py": {"test_concurrent_runs_build_once"},

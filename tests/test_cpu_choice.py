@@ -1,7 +1,7 @@
 """`--backend auto` on a CPU chooses OpenVINO's precision by measurement (runtime/backends/cpu_choice.py): the choice
 is the rule applied to the recorded figures (fed as a cache entry under this CPU's real key), a changed key or a
-corrupt entry measures again (one note, no traceback), an explicit --precision measures nothing, and one real
-measurement at a tiny size runs end to end."""
+corrupt entry measures again (one note, no traceback), an explicit --precision measures nothing, and each real
+measurement those tests make (at a tiny size) holds end to end (assert_real_tiny_measurement)."""
 
 from __future__ import annotations
 
@@ -100,9 +100,11 @@ def test_changed_key_measures_again(export, tiny, monkeypatch, capsys):
     import openvino as ov
 
     monkeypatch.setattr(ov, "__version__", "0.0.0-another")
-    m = _auto(export)["chosen_by_measurement"]
+    d = _auto(export)
+    m = d["chosen_by_measurement"]
     assert m["from_cache"] is False and max(max(v) for v in m["calls_s"].values()) < 8.0  # real, new figures
     assert m["cache"] != str(path) and "choosing the CPU configuration" in capsys.readouterr().err
+    assert_real_tiny_measurement(d)
 
 
 @needs_bf16
@@ -116,12 +118,14 @@ def test_corrupt_or_foreign_entry_measures_again(export, tiny, capsys, content):
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
-    m = _auto(export)["chosen_by_measurement"]
+    d = _auto(export)
+    m = d["chosen_by_measurement"]
     err = capsys.readouterr().err
     assert m["from_cache"] is False and "Traceback" not in err
     assert f"note: {path}: " in err and "measuring again" in err
     entry, problem = cpu_choice.read_entry(path, key)
     assert problem is None and set(entry["seconds"]) == {"fp32", "bf16"}
+    assert_real_tiny_measurement(d)  # the measurement made here is a real one: what it must hold
 
 
 def test_explicit_precision_measures_nothing(export, tiny, capsys):
@@ -131,11 +135,10 @@ def test_explicit_precision_measures_nothing(export, tiny, capsys):
     assert not cpu_choice.outputs.cache_dir("cpu_choice").exists()
 
 
-@needs_bf16
-def test_real_tiny_measurement(export, tiny):
-    """A real measurement at 64x64: positive figures, the winner is the argmin of the medians unless a more
-    accurate candidate ties within the recorded margin, and the cache holds exactly those figures."""
-    d = _auto(export)
+def assert_real_tiny_measurement(d: dict) -> None:
+    """A real measurement at 64x64 (each test above that measures makes one: no test of its own measures again just
+    for this): positive figures, the winner is the argmin of the medians unless a more accurate candidate ties within
+    the recorded margin, and the cache holds exactly those figures."""
     m = d["chosen_by_measurement"]
     calls = m["calls_s"]
     assert set(calls) == {"fp32", "bf16"} and all(len(v) == cpu_choice.CALLS for v in calls.values())
