@@ -388,16 +388,20 @@ def test_gpu_train_recognises_its_own_files():
                         f"{BEST_NAME}.part1": False}
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "bikes.mp4"])
-@pytest.mark.slow  # a real process: see the module doc
-def test_gpu_train_prepare_keeps_a_users_file(tmp_path, cache, name):
+@pytest.mark.parametrize("name, real", [pytest.param("manifest.json", True, marks=pytest.mark.slow),
+                                         ("bikes.mp4", False)])
+def test_gpu_train_prepare_keeps_a_users_file(tmp_path, cache, name, real):
     """--prepare DIR writes the split's clips and manifest.json: a user's file of that name is refused in one line
-    before any copy or decode; a byte-exact copy of the clip (an earlier --prepare's) is not refused."""
+    before any copy or decode; a byte-exact copy of the clip (an earlier --prepare's) is not refused. The command
+    once as a real process (slow: see the module doc), the other case through its main in this process."""
     dest = tmp_path / "prep"
     dest.mkdir()
     (dest / name).write_text("mine\n")
     before = snapshot(tmp_path)
-    code, err = run("sfadacof.gpu_train", "--prepare", dest, cache=cache, timeout=120)
+    if real:
+        code, err = run("sfadacof.gpu_train", "--prepare", dest, cache=cache, timeout=120)
+    else:
+        code, err = run_main("sfadacof.gpu_train", "--prepare", dest)
     assert_refused(code, err, str(dest / name), "did not write")
     assert snapshot(tmp_path) == before
 
