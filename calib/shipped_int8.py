@@ -2,7 +2,7 @@
 every held-aside frame against the accuracy rule.
 
     python -m calib.shipped_int8 -o DIR [--footage DIR] [--gaps 1,2] [--report R.json] [--no-validate]
-    python -m calib.shipped_int8 --validate-only MODEL.int8.xml [--gaps 1,2] [--report R.json]
+    python -m calib.shipped_int8 --validate-only MODEL.int8.xml [--gaps 1,2] [--report R.json] [--numerics this]
 
 Writes DIR/sf_adacof_default.int8.xml, .bin and the sidecar .json that runtime/backends/openvino_int8.py checks
 (SHA-256 of the weights and of both IR files, OpenVINO and NNCF versions, the ignored scope and why, the calibration
@@ -19,6 +19,14 @@ Ignored scope (kept float; OpenVINOBackend --precision int8 runs float parts in 
     layer group restored to float alone, on training-footage triplets at 448x256, ranked by how much of the int8
     error it removes.
 
+Validation per class of arithmetic (runtime/cpu_info.py, INT8_NUMERICS): the same INT8 model gives other frames
+where its float parts run bf16 or fp32, and where its int8 sums are exact (VNNI, AMX) or go through VPMADDUBSW
+(AVX2, AVX-512 without VNNI). Every class this CPU reaches is validated -- its own in this process, each lower one
+in a child process run with the oneDNN ISA cap that makes this CPU compute as that class (a Xeon with AMX reaches
+all three: as it is, ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI and =AVX2) -- and the sidecar records each class's
+figures; `--backend auto` offers the shipped model only on a CPU whose class met the rule (`--numerics this`:
+this process's class alone).
+
 Validation (the rule, as for bf16): on every triplet of every held-aside segment (split.json's validation and test
 shots, at their own size, gaps --gaps), the INT8 model against eager fp32 PyTorch of the same weights: every frame
 >= 45 dB (clipped float outputs, as runtime.accuracy), and no frame loses more than 0.05 dB against the ground truth
@@ -34,12 +42,16 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
+from runtime.cpu_info import CAP_VARIABLES, INT8_NUMERICS, int8_numerics, isa_cap, numerics_caps
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
 from sfadacof.outputs import atomic_write_bytes, atomic_write_text, check_outputs, output_file
@@ -80,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-triplets", type=cli_args.positive_int, default=None,
                    help="validate only this many evenly spaced triplets per clip (a quick look; the rule is on all)")
     p.add_argument("--report", type=Path, default=None, help="write the validation's per-frame JSON here")
+    p.add_argument("--numerics", choices=("all", "this"), default="all",
+                   help="validate every class of INT8 arithmetic this CPU reaches by an ISA cap (default), or only "
+                        "the class this process computes as")
     return p
 
 
@@ -192,7 +207,8 @@ def validate(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int 
     weights = file_sha256(DEFAULT_CHECKPOINT)
     if reference_cache is not None:
         reference_cache.mkdir(parents=True, exist_ok=True)
-    with OpenVINOBackend(xml, precision="int8") as q, TorchBackend(None) as ref, heartbeat("validating") as phase:
+    ref = None  # eager PyTorch, built at its first use: children that read every output from the cache never do
+    with OpenVINOBackend(xml, precision="int8") as q, heartbeat("validating") as phase, ExitStack() as stack:
         desc = q.describe()
         for role in ("validation", "test"):
             for seg in split.role(role).segments:
@@ -208,6 +224,7 @@ def validate(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int 
                         if cached is not None and cached.is_file():
                             r = np.load(cached)
                         else:
+                            ref = ref or stack.enter_context(TorchBackend(None))
                             r = ref.infer(x0, x2)
                             if cached is not None:
                                 atomic_write_bytes(cached, lambda p, r=r: _save_npy(p, r))
@@ -231,7 +248,36 @@ def validate(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int 
             "passed": passed, "gaps": list(gaps), "max_triplets": max_triplets, "backend": {k: desc[k] for k in
                                                              ("precision", "inference_precision_hint", "openvino")},
             "reference": "eager fp32 PyTorch (runtime.backends.torch_backend), the same weights",
+            "numerics": int8_numerics(), "numerics_means": INT8_NUMERICS[int8_numerics()], "isa_cap": isa_cap(),
             "cpu": cpu_record(), "seconds": time.perf_counter() - t0, "clips": clips}
+
+
+def validate_every_class(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int | None,
+                         reference_cache: Path | None) -> dict[str, dict]:
+    """{class: validate()'s result} for every class of INT8 arithmetic this CPU reaches (cpu_info.numerics_caps):
+    this process's class here, each other one in a child process run with its ISA cap (oneDNN reads the cap once,
+    at start). The children read eager PyTorch's outputs from the reference cache this process filled."""
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="sfadacof-int8-validation.") as tmp:
+        refs = reference_cache or Path(tmp) / "reference"
+        results[int8_numerics()] = validate(xml, footage, gaps, max_triplets, refs)
+        for cls, cap in numerics_caps().items():
+            if cls in results:
+                continue
+            report = Path(tmp) / f"{cls}.json"
+            env = {k: v for k, v in os.environ.items() if k not in CAP_VARIABLES}
+            env["ONEDNN_MAX_CPU_ISA"] = cap or "ALL"
+            cmd = [sys.executable, "-m", "calib.shipped_int8", "--validate-only", str(xml), "--numerics", "this",
+                   "--gaps", ",".join(map(str, gaps)), "--footage", str(footage), "--reference-cache", str(refs),
+                   "--report", str(report)] + (["--max-triplets", str(max_triplets)] if max_triplets else [])
+            print(f"validating as {cls} ({INT8_NUMERICS[cls]}): ONEDNN_MAX_CPU_ISA={env['ONEDNN_MAX_CPU_ISA']}",
+                  flush=True)
+            rc = subprocess.run(cmd, env=env).returncode
+            if rc not in (0, 1) or not report.is_file():
+                raise UserError(f"{xml}: the validation as {cls} (ONEDNN_MAX_CPU_ISA={env['ONEDNN_MAX_CPU_ISA']}) "
+                                f"ended with exit status {rc}")
+            results[cls] = json.loads(report.read_text())
+    return results
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -246,6 +292,8 @@ def summary(validation: dict) -> dict:
 
 
 def print_validation(v: dict) -> None:
+    print(f"as {v['numerics']} ({v['numerics_means']}"
+          + (f"; ONEDNN_MAX_CPU_ISA={v['isa_cap']}" if v.get("isa_cap") else "") + "):")
     for c in v["clips"]:
         ok = c["min_psnr_vs_fp32"] >= MIN_PSNR_DB and c["worst_delta_gt"] >= -GT_LOSS_DB
         print(f"  {c['clip']:<28} {c['size']:>9} {c['triplets']:4d} triplets  min vs fp32 {c['min_psnr_vs_fp32']:6.2f} dB"
@@ -271,12 +319,36 @@ def main(args: argparse.Namespace) -> int:
     footage = footage_path(args.footage, load_split())
     if args.validate_only is not None:
         check_outputs([args.validate_only], [output_file("--report", args.report)])
-        v = validate(args.validate_only, footage, gaps, args.max_triplets, args.reference_cache)
-        print_validation(v)
+        if args.numerics == "this":
+            v = validate(args.validate_only, footage, gaps, args.max_triplets, args.reference_cache)
+            print_validation(v)
+            if args.report:
+                atomic_write_text(args.report, json.dumps(v, indent=1) + "\n")
+            return 0 if v["passed"] else 1
+        vs = _validate_and_print(args.validate_only, footage, gaps, args)
         if args.report:
-            atomic_write_text(args.report, json.dumps(v, indent=1) + "\n")
-        return 0 if v["passed"] else 1
+            atomic_write_text(args.report, json.dumps(_report(vs), indent=1) + "\n")
+        return 0 if all(v["passed"] for v in vs.values()) else 1
     return _build(args, footage, gaps)
+
+
+def _validate_and_print(xml: Path, footage: Path, gaps: tuple[int, ...], args) -> dict[str, dict]:
+    if args.numerics == "this":
+        vs = {int8_numerics(): validate(xml, footage, gaps, args.max_triplets, args.reference_cache)}
+    else:
+        vs = validate_every_class(xml, footage, gaps, args.max_triplets, args.reference_cache)
+    for v in vs.values():
+        print_validation(v)
+    met = [c for c, v in vs.items() if v["passed"]]
+    print(f"rule met as {', '.join(met) or 'no class'}" + (f"; NOT met as {', '.join(c for c in vs if c not in met)}"
+                                                          if len(met) < len(vs) else ""))
+    return vs
+
+
+def _report(vs: dict[str, dict]) -> dict:
+    """The --report of a validation of several classes: each class's per-frame figures."""
+    return {"passed": all(v["passed"] for v in vs.values()), "passed_as": [c for c, v in vs.items() if v["passed"]],
+            "validations": vs}
 
 
 def _build(args, footage: Path, gaps: tuple[int, ...]) -> int:
@@ -328,12 +400,12 @@ def _build(args, footage: Path, gaps: tuple[int, ...]) -> int:
           f"calibrated on {len(pairs)} pairs ({seconds:.0f} s)")
     passed = True
     if not args.no_validate:
-        v = validate(xml, footage, gaps, args.max_triplets, args.reference_cache)
-        print_validation(v)
-        record["validation"] = summary(v)
-        passed = v["passed"]
+        vs = _validate_and_print(xml, footage, gaps, args)
+        # the classes this model met the rule as: runtime/backends/cpu_choice.py offers it on those CPUs only
+        record["validations"] = {c: summary(v) for c, v in vs.items()}
+        passed = all(v["passed"] for v in vs.values())
         if args.report:
-            atomic_write_text(args.report, json.dumps(v, indent=1) + "\n")
+            atomic_write_text(args.report, json.dumps(_report(vs), indent=1) + "\n")
     atomic_write_text(side, json.dumps(record, indent=1) + "\n")
     return 0 if passed else 1
 

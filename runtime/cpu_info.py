@@ -5,6 +5,8 @@
     isa_cap()            the oneDNN ISA cap in force (ONEDNN_MAX_CPU_ISA, else DNNL_MAX_CPU_ISA), or None
     effective_flags()    cpu_flags() less what the cap forbids: what OpenVINO's kernels may use
     native_bf16()        bf16 computed natively (AVX512_BF16 or AMX-BF16 among the effective flags)
+    int8_numerics()      how an INT8 model's arithmetic runs here: "bf16+vnni", "fp32+vnni" or "fp32+novnni"
+    numerics_caps()      the ISA cap that makes this CPU compute like each class it can reach (for validations)
     facts()              model, family/model/stepping, the flags that matter, the cap, cores, clock (a dict)
     peak_gflops(p)       the peak rate of precision p (fp32 / bf16 / int8) on the cores used, with how it was reckoned
 
@@ -152,6 +154,38 @@ def clock_ghz() -> tuple[float | None, str]:
         return float(mhz) / 1e3, "/proc/cpuinfo cpu MHz (no cpufreq in /sys: the clock the hypervisor reports)"
     except (TypeError, ValueError):
         return None, "unknown (no cpufreq in /sys, no cpu MHz in /proc/cpuinfo)"
+
+
+# How OpenVINO computes an INT8 model (calib.shipped_int8) on a CPU, in the two ways its results can differ:
+#  * its float parts (the layers left unquantized) run bf16 where bf16 is native, else fp32;
+#  * its int8 dot products: VNNI / AMX (VPDPBUSD, TDPBUSD) sum u8*s8 products straight into int32, exactly; without
+#    VNNI, oneDNN pairs them with VPMADDUBSW, whose int16 pair sums saturate (2 x 255 x 127 > 32767) unless the
+#    weights use 7 bits (NNCF's overflow fix) -- so the same model can give other frames there.
+# An INT8 model's validation holds for the class it ran as; calib.shipped_int8 validates every class this CPU
+# reaches by an ISA cap, and --backend auto offers the shipped model only on a CPU of a validated class.
+INT8_NUMERICS = {"bf16+vnni": "float parts bf16, int8 sums exact (VNNI/AMX)",
+                 "fp32+vnni": "float parts fp32, int8 sums exact (AVX512_VNNI/AVX-VNNI)",
+                 "fp32+novnni": "float parts fp32, int8 sums through VPMADDUBSW (AVX2 or AVX-512 without VNNI)"}
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def int8_numerics(flags: set[str] | None = None) -> str:
+    """This CPU's class of INT8 arithmetic (a key of INT8_NUMERICS), after any ISA cap."""
+    flags = effective_flags() if flags is None else flags
+    if native_bf16(flags):
+        return "bf16+vnni"  # every CPU with native bf16 (AVX512_BF16, AMX) has AVX512_VNNI too
+    return "fp32+vnni" if VNNI_FLAGS & flags else "fp32+novnni"
+
+
+def numerics_caps(flags: set[str] | None = None) -> dict[str, str | None]:
+    """{class: the oneDNN cap that makes this CPU compute as that class (None: as it is)}, for every class this CPU
+    reaches: a cap only removes features, so a CPU reaches its own class and the ones below it."""
+    flags = cpu_flags() if flags is None else flags
+    caps: dict[str, str | None] = {int8_numerics(effective_flags(flags, cap="ALL")): None}
+    for cap in ("AVX512_CORE_VNNI", "AVX2_VNNI", "AVX2"):
+        if {"AVX512_CORE_VNNI": "avx512_vnni", "AVX2_VNNI": "avx_vnni", "AVX2": "avx2"}[cap] in flags:
+            caps.setdefault(int8_numerics(effective_flags(flags, cap=cap)), cap)
+    return caps
 
 
 def facts() -> dict:

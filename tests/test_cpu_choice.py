@@ -161,17 +161,41 @@ def test_without_native_bf16_bf16_is_not_a_candidate(export, tiny, monkeypatch):
     assert any("bf16: not measured: no avx512_bf16 or amx_bf16" in n for n in notes)
 
 
-def test_shipped_int8_is_a_candidate_only_where_bf16_is_native(shipped_exports, monkeypatch):
-    """The shipped INT8 model met the rule where bf16 is native, not on an AVX2-only CPU (one frame 0.0553 dB over
-    the bound, benchmarks/cpu/int8_validation_avx2.json): auto offers it only where bf16 is native, with a note."""
-    from runtime.backends.openvino_int8 import shipped_int8_ir
+@pytest.mark.parametrize("numerics", ["bf16+vnni", "fp32+vnni", "fp32+novnni"])
+def test_shipped_int8_is_a_candidate_only_where_its_class_was_validated(shipped_exports, monkeypatch, numerics):
+    """The shipped INT8 model is offered on a CPU only when its sidecar records a full validation (every held-aside
+    triplet) that met the rule as this CPU's class of INT8 arithmetic (read here straight from the JSON); elsewhere
+    it is left out with a note naming the class."""
+    from runtime.backends.openvino_int8 import shipped_int8_ir, sidecar_of
 
-    if shipped_int8_ir() is None:
+    xml = shipped_int8_ir()
+    if xml is None:
         pytest.fail("no shipped INT8 model for the shipped weights (sfadacof/weights/*.int8.xml)")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    native, _, _ = cpu_choice.candidates(BackendOptions(), True)
-    assert [c.name for c in native] == ["fp32", "bf16", "int8"]
-    assert native[-1].model == shipped_int8_ir()
-    avx2, _, notes = cpu_choice.candidates(BackendOptions(), False)
-    assert [c.name for c in avx2] == ["fp32"]
-    assert any(n.startswith("int8: the shipped INT8 model meets the accuracy rule where bf16 is native") for n in notes)
+    v = json.loads(sidecar_of(xml).read_text()).get("validations", {}).get(numerics)
+    met = bool(v) and v["passed"] is True and v["max_triplets"] is None and all(
+        c["min_psnr_vs_fp32"] >= 45.0 and c["worst_delta_gt"] >= -0.05 for c in v["clips"]) and len(v["clips"]) == 4
+    bf16 = numerics.startswith("bf16")
+    cands, _, notes = cpu_choice.candidates(BackendOptions(), bf16, numerics=numerics)
+    assert [c.name for c in cands] == ["fp32"] + (["bf16"] if bf16 else []) + (["int8"] if met else [])
+    if met:
+        assert cands[-1].model == xml
+    else:
+        assert any(n.startswith(f"int8: this CPU computes the shipped INT8 model as {numerics}") for n in notes)
+
+
+def test_validated_numerics_counts_full_validations_that_met_the_rule(tmp_path):
+    """A sidecar's class counts only with passed true on every triplet: a failed one, a sample (max_triplets) or a
+    malformed entry does not."""
+    from runtime.backends.openvino_int8 import validated_numerics
+
+    xml = tmp_path / "m.int8.xml"
+    xml.write_text("<net/>")
+    assert validated_numerics(xml) == []  # no sidecar
+    full = {"passed": True, "max_triplets": None}
+    (tmp_path / "m.int8.json").write_text(json.dumps({"weights_sha256": "0" * 64, "files": {}, "validations": {
+        "bf16+vnni": full, "fp32+vnni": {**full, "passed": False}, "fp32+novnni": {**full, "max_triplets": 5},
+        "x": "passed"}}))
+    assert validated_numerics(xml) == ["bf16+vnni"]
+
+

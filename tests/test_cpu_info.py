@@ -40,6 +40,37 @@ def test_effective_flags_under_a_cap(cap, kept, gone):
     assert kept <= eff and not (gone & eff)
 
 
+ZEN3 = {"fma", "avx2", "sse4_2"}  # an AVX2-only EPYC: no AVX-512, no VNNI
+ALDER = {"fma", "avx2", "avx_vnni", "sse4_2"}  # a client core with AVX-VNNI, no AVX-512
+CASCADE = {"fma", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512_vnni"}
+SKYLAKE = {"fma", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"}  # AVX-512 without VNNI
+
+
+@pytest.mark.parametrize("flags, cap, numerics", [
+    (SPR, None, "bf16+vnni"), (SPR, "AVX512_CORE_BF16", "bf16+vnni"), (SPR, "AVX512_CORE_VNNI", "fp32+vnni"),
+    (SPR, "AVX2_VNNI", "fp32+vnni"), (SPR, "AVX2", "fp32+novnni"),
+    (ZEN3, None, "fp32+novnni"), (ALDER, None, "fp32+vnni"), (CASCADE, None, "fp32+vnni"),
+    (SKYLAKE, None, "fp32+novnni"), (set(), None, "fp32+novnni"),
+])
+def test_int8_numerics_class(flags, cap, numerics):
+    """The class of INT8 arithmetic follows the two things that change an INT8 model's frames: bf16 or fp32 float
+    parts (native bf16 or not) and exact or saturating int8 sums (VNNI/AMX or VPMADDUBSW)."""
+    assert cpu_info.int8_numerics(cpu_info.effective_flags(flags, cap=cap or "ALL")) == numerics
+
+
+def test_numerics_caps_reach_each_lower_class_by_a_cap_that_gives_it():
+    """calib.shipped_int8 validates every class a CPU reaches: a Xeon with AMX reaches all three (as it is,
+    AVX512_CORE_VNNI, AVX2), an AVX2-only CPU only its own; each cap named gives its class."""
+    assert cpu_info.numerics_caps(SPR) == {"bf16+vnni": None, "fp32+vnni": "AVX512_CORE_VNNI", "fp32+novnni": "AVX2"}
+    assert cpu_info.numerics_caps(CASCADE) == {"fp32+vnni": None, "fp32+novnni": "AVX2"}
+    assert cpu_info.numerics_caps(ALDER) == {"fp32+vnni": None, "fp32+novnni": "AVX2"}
+    assert cpu_info.numerics_caps(ZEN3) == {"fp32+novnni": None}
+    for flags in (SPR, CASCADE, ALDER, ZEN3):
+        for cls, cap in cpu_info.numerics_caps(flags).items():
+            assert cpu_info.int8_numerics(cpu_info.effective_flags(flags, cap=cap or "ALL")) == cls
+    assert set(cpu_info.INT8_NUMERICS) == {"bf16+vnni", "fp32+vnni", "fp32+novnni"}
+
+
 def test_peaks_are_the_vector_unit_arithmetic():
     """Per core per cycle: fp32 2 FMA units x lanes x 2; bf16/int8 Intel's AMX figures, else the dot-product
     instructions' rates; at 2 cores and 2.6 GHz (GFLOP/s = per cycle x cores x GHz)."""

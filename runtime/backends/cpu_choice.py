@@ -7,7 +7,9 @@ measured once per CPU and cached.
 Candidates: fp32 always; bf16 where the CPU computes bf16 natively (AVX512_BF16 or AMX, and no ONEDNN_MAX_CPU_ISA
 cap hiding them: runtime/cpu_info.py) -- emulated bf16 is never measured; int8 where an INT8 model exists for the
 weights: the user's own IR (`--onnx MODEL.int8.xml`, from calib.openvino_int8), else the shipped INT8 model for
-the shipped weights (runtime/backends/openvino_int8.py). int8 is measured on every CPU, VNNI or not: without VNNI
+the shipped weights (runtime/backends/openvino_int8.py) where this CPU computes it in a way it was validated on
+(its sidecar's validations by class of arithmetic, runtime/cpu_info.py INT8_NUMERICS: bf16 or fp32 float parts,
+exact VNNI/AMX or saturating VPMADDUBSW int8 sums). int8 is measured on every such CPU, VNNI or not: without VNNI
 it may still win (fewer bytes moved), and only the measurement says.
 
 The measurement: each candidate compiled at MEASURE_SIZE and run once untimed (compile, first-call allocation),
@@ -110,9 +112,12 @@ def _openvino(path: Path, precision: str) -> Callable[[], Backend]:
     return make
 
 
-def candidates(o, bf16_native: bool) -> tuple[list[Candidate], str, list[str]]:
-    """The candidates for options `o`, the checkpoint SHA-256 they share, and notes on what was left out and why."""
+def candidates(o, bf16_native: bool, numerics: str | None = None) -> tuple[list[Candidate], str, list[str]]:
+    """The candidates for options `o`, the checkpoint SHA-256 they share, and notes on what was left out and why
+    (numerics: this CPU's class of INT8 arithmetic, default cpu_info.int8_numerics())."""
+    from ..cpu_info import INT8_NUMERICS, int8_numerics
     from .openvino_backend import _onnx_metadata
+    from .openvino_int8 import validated_numerics
 
     notes: list[str] = []
     user_int8 = o.onnx is not None and _is_int8_ir(Path(o.onnx))
@@ -125,13 +130,15 @@ def candidates(o, bf16_native: bool) -> tuple[list[Candidate], str, list[str]]:
         meta = {} if float_model.suffix.lower() == ".xml" else _onnx_metadata(float_model)
         sha = meta.get("checkpoint_sha256", "")
         int8 = _shipped_int8(o.checkpoint) if o.onnx is None else None
-        if int8 is not None and not bf16_native:
-            # validated where bf16 is native (its float parts run bf16 there); run as an AVX2-only CPU (fp32 float
-            # parts, AVX2 int8 kernels) carphone frame 107 lost 0.0553 dB against ground truth, past the rule's
-            # 0.05 (benchmarks/cpu/int8_validation_avx2.json): not offered where it was not shown to meet the rule
-            notes.append("int8: the shipped INT8 model meets the accuracy rule where bf16 is native; without it one "
-                         "held-aside frame loses 0.055 dB (> 0.05) against ground truth, so it is not a candidate "
-                         "here (--precision int8 still runs it)")
+        here = numerics or int8_numerics()
+        if int8 is not None and here not in (valid := validated_numerics(int8)):
+            # the same model gives other frames with fp32 float parts or without VNNI (a model validated with bf16
+            # float parts once lost 0.0553 dB on a frame run as an AVX2-only CPU): offered only where it was shown
+            # to meet the rule
+            notes.append(f"int8: this CPU computes the shipped INT8 model as {here} ({INT8_NUMERICS[here]}), where "
+                         "it was not shown to meet the accuracy rule (its sidecar records it met as "
+                         f"{', '.join(valid) or 'no class'}), so it is not a candidate here (--precision int8 still "
+                         "runs it)")
             int8 = None
         elif int8 is None:
             notes.append("int8: no INT8 model for these weights (the shipped one belongs to the shipped weights; "

@@ -380,8 +380,14 @@ class OpenVINOBackend(Backend):
         if self.int8:
             d["int8"] = self.metadata.get("int8", "FakeQuantize nodes in the graph")
             if self.sidecar is not None:
+                from ..cpu_info import int8_numerics
+                from .openvino_int8 import validated_numerics_of
+
                 d["int8_sidecar"] = {k: self.sidecar[k] for k in ("weights_sha256", "ignored_scope")
                                      if k in self.sidecar}
+                # whether the accuracy rule was shown for the way this CPU computes it (calib.shipped_int8)
+                d["int8_sidecar"]["validated_as"] = validated_numerics_of(self.sidecar)
+                d["int8_sidecar"]["this_cpu_computes_as"] = int8_numerics()
         if self.precision in ("bf16", "int8"):
             d["kept_fp32"] = {**self.kept_fp32, "how": "DisablePrecisionConversion rt_info, checked on the "
                                                        "compiled runtime graph"}

@@ -3,6 +3,7 @@
     shipped_int8_ir(checkpoint=None) -> Path | None   # the shipped IR for the shipped weights; None for any other
     check_int8_ir(xml, weights_sha256=None) -> dict   # its sidecar, after checking the files' and weights' SHA-256
     offset_outputs(model) -> set[int]                 # the offset heads' last convolutions (and their bias Adds)
+    validated_numerics(xml) -> list[str]              # the classes of INT8 arithmetic its sidecar says met the rule
 
 `sfadacof/weights/sf_adacof_default.int8.xml` (+ .bin) is NNCF's post-training quantization of the shipped weights
 (`python -m calib.shipped_int8`, calib/README.md); its sidecar `sf_adacof_default.int8.json` records the SHA-256 of
@@ -98,6 +99,21 @@ def check_int8_ir(xml: Path, weights_sha256: str | None = None) -> dict | None:
         raise UserError(f"{xml}: this INT8 model belongs to weights {rec['weights_sha256'][:12]}, not "
                         f"{weights_sha256[:12]}; quantize these weights with python -m calib.openvino_int8")
     return rec
+
+
+def validated_numerics(xml: Path) -> list[str]:
+    """The classes of INT8 arithmetic (runtime/cpu_info.py, INT8_NUMERICS) on which the sidecar of IR `xml` records a
+    validation that met the accuracy rule (calib.shipped_int8); [] without a sidecar or such a record."""
+    return validated_numerics_of(read_sidecar(Path(xml)))
+
+
+def validated_numerics_of(rec: dict | None) -> list[str]:
+    """validated_numerics on a sidecar record already read."""
+    vs = rec.get("validations") if rec else None
+    if not isinstance(vs, dict):
+        return []
+    return sorted(c for c, v in vs.items() if isinstance(v, dict) and v.get("passed") is True
+                  and v.get("max_triplets") is None)  # a sample is a look, not the rule
 
 
 def offset_outputs(model) -> set[int]:
