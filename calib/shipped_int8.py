@@ -76,10 +76,6 @@ KEEP_FLOAT: dict[str, str] = {
        for n in range(1, 6)},
     **{f"get_kernel.flowconv{n}_{k}.{i}": "feature-differencing convolutions of the encoder, kept float with it"
        for n in range(1, 6) for k in ("pr", "FD", "ne") for i in (0, 2)},
-    **{f"get_kernel.module{h}.0": "the offset heads' first convolutions, which read the decoder's output: int8 "
-       "there (the decoder's features in one u8 scale) put the worst training frame 0.046 dB below fp32 against the "
-       "truth with fp32 float parts (an AVX2-only CPU), float 0.011 dB; restoring any other group left it at "
-       "0.032-0.056 dB (calib/README.md); 36 of the 310 GFLOP" for h in ("Alpha1", "Beta1", "Alpha2", "Beta2")},
 }
 
 
@@ -276,7 +272,8 @@ def validate_every_class(xml: Path, footage: Path, gaps: tuple[int, ...], max_tr
                    "--report", str(report)] + (["--max-triplets", str(max_triplets)] if max_triplets else [])
             print(f"validating as {cls} ({INT8_NUMERICS[cls]}): ONEDNN_MAX_CPU_ISA={env['ONEDNN_MAX_CPU_ISA']}",
                   flush=True)
-            rc = subprocess.run(cmd, env=env).returncode
+            # the child's own table is left out (printed once for every class at the end); its progress shows
+            rc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode
             if rc not in (0, 1) or not report.is_file():
                 raise UserError(f"{xml}: the validation as {cls} (ONEDNN_MAX_CPU_ISA={env['ONEDNN_MAX_CPU_ISA']}) "
                                 f"ended with exit status {rc}")
