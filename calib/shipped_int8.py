@@ -3,6 +3,7 @@ every held-aside frame against the accuracy rule.
 
     python -m calib.shipped_int8 -o DIR [--footage DIR] [--gaps 1,2] [--report R.json] [--no-validate]
     python -m calib.shipped_int8 --validate-only MODEL.int8.xml [--gaps 1,2] [--report R.json] [--numerics this]
+                                 [--max-triplets N] [--clip NAME ...]     # a quick look, never the rule
 
 Writes DIR/sf_adacof_default.int8.xml, .bin and the sidecar .json that runtime/backends/openvino_int8.py checks
 (SHA-256 of the weights and of both IR files, OpenVINO and NNCF versions, the ignored scope and why, the calibration
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder keeping eager PyTorch's outputs between validations (keyed by weights, clip, frame)")
     p.add_argument("--max-triplets", type=cli_args.positive_int, default=None,
                    help="validate only this many evenly spaced triplets per clip (a quick look; the rule is on all)")
+    p.add_argument("--clip", action="append", default=None, metavar="NAME",
+                   help="validate only this held-aside clip (repeatable; e.g. carphone_pristine[0:120] or a prefix "
+                        "such as carphone): a quick look, never the rule")
     p.add_argument("--report", type=Path, default=None, help="write the validation's per-frame JSON here")
     p.add_argument("--numerics", choices=("all", "this"), default="all",
                    help="validate every class of INT8 arithmetic this CPU reaches by an ISA cap (default), or only "
@@ -183,7 +187,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def validate(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int | None = None,
-             reference_cache: Path | None = None) -> dict:
+             reference_cache: Path | None = None, clips_wanted: list[str] | None = None) -> dict:
     """The rule on every held-aside triplet: per frame PSNR vs fp32 PyTorch and the loss against ground truth."""
     import torch
 
@@ -214,6 +218,8 @@ def validate(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int 
             for seg in split.role(role).segments:
                 for sc in seg.scales:
                     src = open_source(seg.spec(footage, sc), gaps)
+                    if clips_wanted and not any(src.name.startswith(c) for c in clips_wanted):
+                        continue
                     phase(f"{src.name}, {len(src)} triplets")
                     rows = []
                     for i, (f0, f1, f2) in iter_eval_triplets(src, max_triplets):
@@ -241,11 +247,14 @@ def validate(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int 
                                   "worst_delta_gt": min(r["delta_gt"] for r in rows),
                                   "mean_delta_gt": float(np.mean([r["delta_gt"] for r in rows])),
                                   "rows": rows})
+    if not clips:
+        raise UserError(f"--clip {' '.join(clips_wanted or [])}: no held-aside clip of split.json has that name")
     passed = all(c["min_psnr_vs_fp32"] >= MIN_PSNR_DB and c["worst_delta_gt"] >= -GT_LOSS_DB for c in clips) \
-        and max_triplets is None  # a sample is a look, not the rule
+        and max_triplets is None and not clips_wanted  # a sample is a look, not the rule
     return {"rule": f"every frame >= {MIN_PSNR_DB:g} dB against fp32 PyTorch and no frame loses more than "
                     f"{GT_LOSS_DB:g} dB against ground truth, on every held-aside clip",
-            "passed": passed, "gaps": list(gaps), "max_triplets": max_triplets, "backend": {k: desc[k] for k in
+            "passed": passed, "gaps": list(gaps), "max_triplets": max_triplets, "clips_wanted": clips_wanted,
+            "backend": {k: desc[k] for k in
                                                              ("precision", "inference_precision_hint", "openvino")},
             "reference": "eager fp32 PyTorch (runtime.backends.torch_backend), the same weights",
             "numerics": int8_numerics(), "numerics_means": INT8_NUMERICS[int8_numerics()], "isa_cap": isa_cap(),
@@ -253,14 +262,14 @@ def validate(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int 
 
 
 def validate_every_class(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int | None,
-                         reference_cache: Path | None) -> dict[str, dict]:
+                         reference_cache: Path | None, clips_wanted: list[str] | None = None) -> dict[str, dict]:
     """{class: validate()'s result} for every class of INT8 arithmetic this CPU reaches (cpu_info.numerics_caps):
     this process's class here, each other one in a child process run with its ISA cap (oneDNN reads the cap once,
     at start). The children read eager PyTorch's outputs from the reference cache this process filled."""
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="sfadacof-int8-validation.") as tmp:
         refs = reference_cache or Path(tmp) / "reference"
-        results[int8_numerics()] = validate(xml, footage, gaps, max_triplets, refs)
+        results[int8_numerics()] = validate(xml, footage, gaps, max_triplets, refs, clips_wanted)
         for cls, cap in numerics_caps().items():
             if cls in results:
                 continue
@@ -269,7 +278,8 @@ def validate_every_class(xml: Path, footage: Path, gaps: tuple[int, ...], max_tr
             env["ONEDNN_MAX_CPU_ISA"] = cap or "ALL"
             cmd = [sys.executable, "-m", "calib.shipped_int8", "--validate-only", str(xml), "--numerics", "this",
                    "--gaps", ",".join(map(str, gaps)), "--footage", str(footage), "--reference-cache", str(refs),
-                   "--report", str(report)] + (["--max-triplets", str(max_triplets)] if max_triplets else [])
+                   "--report", str(report)] + (["--max-triplets", str(max_triplets)] if max_triplets else []) \
+                + [a for c in clips_wanted or [] for a in ("--clip", c)]
             print(f"validating as {cls} ({INT8_NUMERICS[cls]}): ONEDNN_MAX_CPU_ISA={env['ONEDNN_MAX_CPU_ISA']}",
                   flush=True)
             # the child's own table is left out (printed once for every class at the end); its progress shows
@@ -321,7 +331,7 @@ def main(args: argparse.Namespace) -> int:
     if args.validate_only is not None:
         check_outputs([args.validate_only], [output_file("--report", args.report)])
         if args.numerics == "this":
-            v = validate(args.validate_only, footage, gaps, args.max_triplets, args.reference_cache)
+            v = validate(args.validate_only, footage, gaps, args.max_triplets, args.reference_cache, args.clip)
             print_validation(v)
             if args.report:
                 atomic_write_text(args.report, json.dumps(v, indent=1) + "\n")
@@ -335,9 +345,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _validate_and_print(xml: Path, footage: Path, gaps: tuple[int, ...], args) -> dict[str, dict]:
     if args.numerics == "this":
-        vs = {int8_numerics(): validate(xml, footage, gaps, args.max_triplets, args.reference_cache)}
+        vs = {int8_numerics(): validate(xml, footage, gaps, args.max_triplets, args.reference_cache, args.clip)}
     else:
-        vs = validate_every_class(xml, footage, gaps, args.max_triplets, args.reference_cache)
+        vs = validate_every_class(xml, footage, gaps, args.max_triplets, args.reference_cache, args.clip)
     for v in vs.values():
         print_validation(v)
     met = [c for c, v in vs.items() if v["passed"]]

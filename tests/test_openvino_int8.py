@@ -279,7 +279,8 @@ def test_shipped_ir_matches_its_sidecar_and_the_shipped_weights():
 
 @pytest.mark.slow
 def test_validation_runs_each_other_class_in_a_child_under_its_cap(tmp_path, monkeypatch):
-    """calib.shipped_int8's validation of several classes of INT8 arithmetic: this process's class here, another one
+    """calib.shipped_int8's validation of several classes of INT8 arithmetic (on carphone, 2 triplets: a look at the
+    mechanism): this process's class here, another one
     (fp32+novnni, as an AVX2-only CPU computes; on such a CPU, fp32+vnni's cap, which it lacks, is not asked for) in
     a child run with that ISA cap, which reads eager PyTorch's outputs from the reference cache this process filled
     (equal ground-truth figures); a sample (max_triplets) never counts as the rule."""
@@ -296,15 +297,16 @@ def test_validation_runs_each_other_class_in_a_child_under_its_cap(tmp_path, mon
                     "below it to run in a child")
     # two of the classes numerics_caps() would give: this one, and the AVX2 one in a child (one child, not every one)
     monkeypatch.setattr(shipped_int8, "numerics_caps", lambda: {here: None, "fp32+novnni": "AVX2"})
-    vs = shipped_int8.validate_every_class(oi.SHIPPED_INT8, footage_path(None, load_split()), (1,), 1,
-                                           tmp_path / "ref")
+    vs = shipped_int8.validate_every_class(oi.SHIPPED_INT8, footage_path(None, load_split()), (1,), 2,
+                                           tmp_path / "ref", ["carphone"])  # 2 small triplets: the mechanism
     assert list(vs) == [here, "fp32+novnni"]
     assert vs[here]["isa_cap"] is None and vs["fp32+novnni"]["isa_cap"] == "AVX2"
     assert vs["fp32+novnni"]["numerics"] == "fp32+novnni" and vs["fp32+novnni"]["backend"][
         "inference_precision_hint"] == "f32"
     rows = {c: [(r["frame"], r["psnr_gt_fp32"]) for clip in v["clips"] for r in clip["rows"]] for c, v in vs.items()}
-    assert rows[here] == rows["fp32+novnni"] and len(rows[here]) == 4  # one triplet per clip, the same references
-    assert len(list((tmp_path / "ref").glob("*.npy"))) == 4
+    assert rows[here] == rows["fp32+novnni"] and len(rows[here]) == 2  # the same references, read from the cache
+    assert len(list((tmp_path / "ref").glob("*.npy"))) == 2
     for v in vs.values():
-        assert v["max_triplets"] == 1 and v["passed"] is False
+        assert v["max_triplets"] == 2 and v["clips_wanted"] == ["carphone"] and v["passed"] is False
+        assert [c["clip"] for c in v["clips"]] == ["carphone_pristine[0:120]"]
         assert all(c["min_psnr_vs_fp32"] >= 45.0 for c in v["clips"])
