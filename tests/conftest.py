@@ -282,3 +282,41 @@ def shipped_exports(hermetic_cache, tmp_path_factory):
     with run_once(tmp_path_factory, "shipped_exports"):
         return {"plugin": onnx_for_checkpoint(None, synthesis="plugin", also=("onnx",)),
                 "onnx": onnx_for_checkpoint(None, synthesis="onnx")}
+
+
+# One local Ray cluster for every test that asks for `ray_cluster` (test_batch.py, test_batch_faults.py: one xdist
+# group, so one worker, one test after another): started by the first such test, stopped after the last one in
+# collection order (pytest_runtest_teardown below), or at the session's end. Each module used to start its own, and
+# Ray's start costs ~7 s here (3.5 s of it CPU: the rest is waiting) and its stop ~1.4 s.
+_ray: list = []  # [(the local_ray_cluster context, its address)] while one is up
+
+
+@pytest.fixture
+def ray_cluster() -> str:
+    """The shared local Ray cluster's address, for `runtime.batch --ray-address` (started by this process: its
+    workers are this process's descendants, never another run's)."""
+    if not _ray:
+        from tests.helpers import local_ray_cluster
+
+        context = local_ray_cluster()
+        _ray.append((context, context.__enter__()))
+    return _ray[0][1]
+
+
+def _stop_ray_cluster() -> None:
+    if _ray:
+        _ray.pop()[0].__exit__(None, None, None)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    if not _ray:
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1:] if item in items else []
+    if not any("ray_cluster" in getattr(i, "fixturenames", ()) for i in later):
+        _stop_ray_cluster()
+
+
+def pytest_sessionfinish(session):
+    _stop_ray_cluster()

@@ -1,8 +1,8 @@
 """runtime.batch on a real local Ray cluster: two pair folders and a short clip with --workers 2 give exactly what
 runtime.infer gives (same backend: torch, deterministic on one thread per worker); a worker process killed with
 SIGKILL mid-run loses nothing; a bad unit fails alone; a re-run resumes. Ray takes 10-30 s to start here, so the
-cases share runs where they can, and one local cluster that this module starts (the driver joins it with
---ray-address); they are slow. runtime.infer's reference outputs are made in-process (its main(argv)). The driver's cut into units and the worker's side of a unit are also run
+cases share runs where they can, and one local cluster that this process starts (conftest.py's ray_cluster, shared
+with test_batch_faults.py; the driver joins it with --ray-address); they are slow. runtime.infer's reference outputs are made in-process (its main(argv)). The driver's cut into units and the worker's side of a unit are also run
 in-process, without Ray (fast).
 
 Video frames are compared losslessly (--video-output frames against runtime.infer's PNG frames): H.264 through
@@ -26,7 +26,7 @@ from PIL import Image
 
 pytest.importorskip("ray", reason="Ray is part of the dev extra")
 
-from tests.helpers import bikes_frames, crop, local_ray_cluster, run_main, seeded_checkpoint  # noqa: E402
+from tests.helpers import bikes_frames, crop, run_main, seeded_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,11 +105,11 @@ def data(tmp_path_factory):
     return {"dir": d, "ckpt": ckpt, "a": a, "b": b, "clip": clip, "ref": ref}
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """One local Ray cluster for this module's runs (started by this process: its workers are our descendants)."""
-    with local_ray_cluster() as address:
-        yield address
+@pytest.fixture
+def cluster(ray_cluster):
+    """The local Ray cluster this run's Ray tests share (conftest.py's ray_cluster: started by this process, its
+    workers our descendants), for the cases that need no driver-owned cluster."""
+    return ray_cluster
 
 
 def _assert_same(out: Path, data, video: str) -> None:

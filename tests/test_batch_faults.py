@@ -3,8 +3,8 @@ while the good ones are processed; a full disk (a real tmpfs) is a failed write 
 lost worker; SIGTERM / SIGHUP to the driver end as Ctrl-C does (one line, exit 128 + N, no staging left); a SIGKILLed
 driver takes its local cluster with it (runtime.ray_watchdog).
 
-Ray takes 10-30 s to start on a 2-core machine: the first two cases share one cluster this module starts in-process
-(the driver joins it with --ray-address); the signal cases need the driver's own local cluster and start one each.
+Ray takes 10-30 s to start on a 2-core machine: the cases that need no cluster of the driver's own share one that
+this process starts (conftest.py's ray_cluster, shared with test_batch.py; the driver joins it with --ray-address); the signal cases need the driver's own local cluster and start one each.
 All of those are slow; the planning and the worker's side of a fault are also run in-process, without Ray (fast)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("ray", reason="Ray is part of the batch extra")
 psutil = pytest.importorskip("psutil", reason="psutil is part of the batch extra")
 
-from tests.helpers import (assert_ended_by, local_ray_cluster, reaped, seeded_checkpoint, signal_and_wait,  # noqa: E402
+from tests.helpers import (assert_ended_by, reaped, seeded_checkpoint, signal_and_wait,  # noqa: E402
                            write_bikes_pair)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,11 +44,11 @@ def data(tmp_path_factory):
     return {"ckpt": seeded_checkpoint(d / "m.pth"), "root": d}
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """One local Ray cluster for the cases that need no driver-owned cluster."""
-    with local_ray_cluster() as address:
-        yield address
+@pytest.fixture
+def cluster(ray_cluster):
+    """The local Ray cluster this run's Ray tests share (conftest.py's ray_cluster: started by this process, its
+    workers our descendants), for the cases that need no driver-owned cluster."""
+    return ray_cluster
 
 
 def batch(*argv, timeout: int = 600) -> subprocess.CompletedProcess:
