@@ -54,8 +54,9 @@ def _as_f32(name: str, x) -> np.ndarray:
 
 
 def adacof_synthesis_cpu(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion,
-                         kernel_size: int, dilation: int = 1, num_threads: int = 0) -> np.ndarray:
-    """The fused op (see module doc). num_threads <= 0 uses every hardware thread."""
+                         kernel_size: int, dilation: int = 1, num_threads: int = 0, out=None) -> np.ndarray:
+    """The fused op (see module doc). num_threads <= 0 uses every hardware thread. `out`: a C-contiguous float32
+    array of frame0's shape to write into (an engine's own output buffer), else a new array."""
     k, d = check_attributes(kernel_size, dilation)
     names = ("frame0", "frame2", "weight1", "alpha1", "beta1", "weight2", "alpha2", "beta2", "occlusion")
     arrays = [_as_f32(n, x) for n, x in zip(names, (frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2,
@@ -72,7 +73,11 @@ def adacof_synthesis_cpu(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2
         if arr.shape != expected[name]:
             raise ValueError(f"{name} has shape {arr.shape}, expected {expected[name]} "
                              f"(frame0 {f0.shape}, kernel_size {k})")
-    out = np.empty((b, c, h, w), dtype=np.float32)
+    if out is None:
+        out = np.empty((b, c, h, w), dtype=np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (b, c, h, w)
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {(b, c, h, w)}")
     if out.size == 0:
         return out
     lib = _lib()

@@ -127,7 +127,7 @@ SLOW_FIXTURES = {"ckpt_exports", "exported", "shipped_exports"}
 MEASURED_SLOW = {
     "test_openvino_backend.py": {"test_bf16_offsets_are_computed_in_fp32",
                                  "test_auto_picks_openvino_on_this_machine_and_says_why",
-                                 "test_gather_synthesis_equals_the_export_lowering_with_large_offsets",
+                                 "test_kernel_and_gather_synthesis_equal_the_export_lowering_with_large_offsets",
                                  "test_compiled_models_are_cached_per_shape", "test_bf16_accuracy_and_fp32_offsets",
                                  "test_fp32_matches_pytorch_on_real_frames",
                                  "test_fp32_batch_equals_onnx_runtime_on_the_same_graph",

@@ -45,3 +45,13 @@ def naive_adacof(p: np.ndarray, w: np.ndarray, alpha: np.ndarray, beta: np.ndarr
 
 def replication_pad(x: np.ndarray, pad: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
+
+
+def naive_fused(f0, f2, w1, a1, b1, w2, a2, b2, occ, k, d):
+    """Spec 'Whole model' steps 4-5 with the spec op, in float64: replication-pad, synthesise, blend."""
+    pad = ((k - 1) * d) // 2
+    f64 = [np.asarray(x, dtype=np.float64) for x in (f0, f2, w1, a1, b1, w2, a2, b2, occ)]
+    o1 = naive_adacof(replication_pad(f64[0], pad), f64[2], f64[3], f64[4], d)
+    o2 = naive_adacof(replication_pad(f64[1], pad), f64[5], f64[6], f64[7], d)
+    v = f64[8]
+    return v * o1 + (1 - v) * o2

@@ -115,9 +115,9 @@ def test_sigint_during_to_onnx(tmp_path, ckpt):
 @pytest.mark.parametrize("backend", ["ort", "torch", "openvino"])
 def test_sigint_mid_pairs(tmp_path, ckpt, backend, request):
     """Mid-run: with ort the graph's custom node calls back into Python from C++; a KeyboardInterrupt raised
-    there used to abort the process (SIGABRT). Frames are 128x128 so most of the time is inside session.run
-    (openvino, the CPU default: inside its C++ infer call, which calls no Python back). torch needs no export, so
-    it asks for no cache fixture."""
+    there used to abort the process (SIGABRT); openvino (the CPU default) likewise calls back into Python from its
+    C++ infer for the synthesis's kernel node. Frames are 128x128 so most of the time is inside those C++ calls.
+    torch needs no export, so it asks for no cache fixture."""
     root = None if backend == "torch" else request.getfixturevalue("cache")[0]
     pairs, out = write_pairs(tmp_path / "pairs", 40, 128), tmp_path / "out"
     code, err = interrupt_when(["runtime.infer", pairs, "-o", out, "--checkpoint", ckpt, "--backend", backend],

@@ -71,7 +71,7 @@ def test_fp32_matches_pytorch_on_real_frames(shipped):
     assert out.shape == f0.shape and out.dtype == np.float32
     assert float(np.abs(out - torch_forward(shipped["model"], f0, f2)).max()) <= 1e-3
     assert desc["backend"] == "openvino" and desc["precision"] == "fp32" and desc["threads"] == 1
-    assert desc["checkpoint_sha256"] == shipped["sha"] and "standard ops" in desc["synthesis"]
+    assert desc["checkpoint_sha256"] == shipped["sha"] and "C++ CPU kernel" in desc["synthesis"]
 
 
 @pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
@@ -100,18 +100,86 @@ def test_fp32_batch_equals_onnx_runtime_on_the_same_graph(shipped):
 
 
 @pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
-def test_gather_synthesis_equals_the_export_lowering_with_large_offsets(moving):
-    """OpenVINO's Gather synthesis (openvino_synthesis.py) against PyTorch and against the export's own standard-op
-    lowering, with offsets of several pixels both ways (reads across the edges, clamped corners)."""
+def test_kernel_and_gather_synthesis_equal_the_export_lowering_with_large_offsets(moving):
+    """The default synthesis (the C++ kernel as an OpenVINO node) and OpenVINO's Gather form (openvino_synthesis.py)
+    against PyTorch and against the export's own standard-op lowering, batch 2, with offsets of several pixels both
+    ways (reads across the edges, clamped corners)."""
     f0, f2 = real_pair(101, 70, batch=2)
-    with OpenVINOBackend(moving["onnx"], threads=1, gather_synthesis=True) as b:
-        fast = b.infer(f0, f2)
-        assert "Gather(batch_dims=1)" in b.describe()["synthesis"]
-    with OpenVINOBackend(moving["onnx"], threads=1) as b:
+    with OpenVINOBackend(moving["onnx"], threads=1, synthesis="ops") as b:
         lowered = b.infer(f0, f2)
         assert "standard ops" in b.describe()["synthesis"]
-    assert float(np.abs(fast - lowered).max()) <= 1e-5  # float32 summation order only
-    assert float(np.abs(fast - torch_forward(moving["model"], f0, f2)).max()) <= 1e-3
+    with OpenVINOBackend(moving["onnx"], threads=1, synthesis="gather") as b:
+        gather = b.infer(f0, f2)
+        assert "Gather(batch_dims=1)" in b.describe()["synthesis"]
+    with OpenVINOBackend(moving["onnx"], threads=2) as b:  # the default form, the kernel on 2 threads
+        kernel = b.infer(f0, f2)
+        assert b.synthesis_form == "kernel" and "C++ CPU kernel" in b.describe()["synthesis"]
+        # the node ran as the plugin's Reference node, in f32; none of the lowering's gathers is left
+        executed = b.runtime_precisions(f0.shape)
+        assert [p for layer, p, _ in executed if layer == "Reference"] == ["f32"]
+        assert not any(layer in ("Gather", "GatherElements") for layer, _, _ in executed)
+    reference = torch_forward(moving["model"], f0, f2)
+    for fast in (gather, kernel):
+        assert float(np.abs(fast - lowered).max()) <= 1e-5  # float32 summation order only
+        assert float(np.abs(fast - reference).max()) <= 1e-3
+
+
+def _kernel_node_model(kernel_size: int, dilation: int, shape):
+    """A graph of the fused op's nine named inputs whose synthesis output is a placeholder, with the kernel node
+    swapped in (replace_synthesis) -- the node alone, apart from any export -- and the list its errors go to."""
+    import openvino as ov
+    from openvino import opset13 as o
+
+    from export.core import NODE_INPUT_TENSORS, NODE_OUTPUT_TENSOR
+    from runtime.backends.openvino_synthesis import replace_synthesis
+
+    b, c, h, w = shape
+    shapes = [(b, c, h, w)] * 2 + [(b, kernel_size ** 2, h, w)] * 6 + [(b, 1, h, w)]
+    params = [o.parameter(list(sh), np.float32, name=n) for sh, n in zip(shapes, NODE_INPUT_TENSORS)]
+    for p, n in zip(params, NODE_INPUT_TENSORS):
+        p.output(0).get_tensor().set_names({n})
+    placeholder = o.multiply(params[0], o.constant(np.float32(2.0)))
+    placeholder.output(0).get_tensor().set_names({NODE_OUTPUT_TENSOR})
+    model = ov.Model([o.result(placeholder)], params)
+    errors: list = []
+    assert replace_synthesis(model, NODE_INPUT_TENSORS, NODE_OUTPUT_TENSOR, kernel_size, dilation, form="kernel",
+                             threads=2, errors=errors)
+    return ov.Core().compile_model(model, "CPU").create_infer_request(), errors
+
+
+@pytest.mark.parametrize("k,d", [(5, 1), (3, 2)])
+def test_kernel_node_computes_the_spec_formula(k, d):
+    """The kernel node inside OpenVINO against the spec's formula as a float64 loop (tests/naive_synthesis.py):
+    batch 2, offsets up to +-6 px both ways (taps beyond the edges, clamped corners), weights of both signs."""
+    from runtime.backends.openvino_synthesis import infer_with_kernel
+    from tests.naive_synthesis import naive_fused
+
+    shape = (2, 3, 9, 11)
+    request, errors = _kernel_node_model(k, d, shape)
+    rng = np.random.default_rng(7)
+    b, c, h, w = shape
+    maps = [rng.uniform(-1, 1, (b, k * k, h, w)), rng.uniform(-6, 6, (b, k * k, h, w)),
+            rng.uniform(-6, 6, (b, k * k, h, w))]
+    inputs = [rng.random(shape), rng.random(shape), *maps, *[m[:, ::-1] for m in maps], rng.random((b, 1, h, w))]
+    inputs = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+    infer_with_kernel(request, dict(enumerate(inputs)), errors)
+    out = request.get_output_tensor(0).data
+    # float32 arithmetic against float64: 25 taps of values in [0, 1] with weights in [-1, 1]
+    assert float(np.abs(out - naive_fused(*inputs, k, d)).max()) <= 1e-5
+    assert errors == []
+
+
+def test_kernel_node_error_is_raised_in_python_not_aborted():
+    """A failing evaluate() (kernel_size 4: (K-1)*d odd, which the kernel refuses) must not unwind into OpenVINO's
+    C++: the node records it, infer fails, and infer_with_kernel raises the node's own message as one line."""
+    from runtime.backends.openvino_synthesis import infer_with_kernel
+
+    shape = (1, 3, 5, 6)
+    request, errors = _kernel_node_model(4, 1, shape)
+    feed = {i: np.zeros(t.get_shape(), np.float32) for i, t in enumerate(request.input_tensors)}
+    with pytest.raises(RuntimeError, match=r"synthesis node \(C\+\+ CPU kernel\): .*kernel_size") as e:
+        infer_with_kernel(request, feed, errors)
+    assert "\n" not in str(e.value) and errors == []  # raised once, then cleared for the next call
 
 
 def _offsets(backend: OpenVINOBackend, f0, f2) -> np.ndarray:
@@ -126,7 +194,8 @@ def _offsets(backend: OpenVINOBackend, f0, f2) -> np.ndarray:
 @needs_bf16
 def test_bf16_accuracy_and_fp32_offsets(shipped):
     """bf16 on real frames: >= 45 dB against fp32 PyTorch; in the compiled runtime graph every offset-head
-    convolution and every synthesis gather runs in f32 while the trunk's convolutions run in bf16."""
+    convolution and the synthesis (the kernel node; or, as the export's ops, every gather) run in f32 while the
+    trunk's convolutions run in bf16."""
     f0, f2 = real_pair(320, 192)
     with OpenVINOBackend(shipped["onnx"], precision="bf16", threads=1) as b:
         out = b.infer(f0, f2)
@@ -140,8 +209,15 @@ def test_bf16_accuracy_and_fp32_offsets(shipped):
     head_convs = [prec for prec, names in convs if offset_convs & set(names)]
     assert head_convs and all(p == "f32" for p in head_convs)
     assert {p for p, names in convs if not offset_convs & set(names)} == {"bf16"}
-    gathers = [prec for layer, prec, _ in executed if layer in ("Gather", "GatherElements")]
+    # the synthesis: the default's kernel node runs as the plugin's Reference node in f32; the export's lowering
+    # (synthesis="ops") keeps every gather of its taps f32
+    assert [p for layer, p, _ in executed if layer == "Reference"] == ["f32"]
+    with OpenVINOBackend(shipped["onnx"], precision="bf16", threads=1, synthesis="ops") as b:
+        lowered = b.infer(f0, f2)
+        gathers = [prec for layer, prec, _ in b.runtime_precisions(f0.shape)
+                   if layer in ("Gather", "GatherElements")]
     assert len(gathers) >= 4 * 25 * 2 and set(gathers) == {"f32"}
+    assert float(np.abs(lowered - out).max()) <= 1e-5  # the same bf16 network, the same synthesis up to rounding
 
 
 @pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
@@ -347,7 +423,7 @@ def test_openvino_int8_command_quantizes_all_but_the_offset_heads(tmp_path, ship
         got = b.infer(f0, f2)
         executed = b.runtime_precisions(f0.shape)
         offset_convs = fp32_regions_convs(b)
-    assert desc["precision"] == "int8" and "nncf" in desc["int8"] and "standard ops" in desc["synthesis"]
+    assert desc["precision"] == "int8" and "nncf" in desc["int8"] and "C++ CPU kernel" in desc["synthesis"]
     assert desc["checkpoint_sha256"] == shipped["sha"]
     convs = [(p, names) for layer, p, names in executed if layer == "Convolution"]
     int8 = [p for p, _ in convs if p in ("u8", "i8")]

@@ -171,8 +171,8 @@ def test_the_shipped_ir_has_the_scope_the_code_computes(shipped_exports):
 def test_int8_runs_int8_keeps_offsets_and_synthesis_fp32(int8_ir):
     """--precision int8 with --onnx: the compiled graph executes most convolutions in int8 (u8/i8 runtime
     precision), the four offset heads' last convolutions (found here by their weights' parameter names) in f32 and
-    every synthesis gather in f32; on a real bikes pair (frames 40/42, 224x128, not calibrated on) it is >= 45 dB
-    from fp32 PyTorch."""
+    the synthesis (the kernel node) in f32; on a real bikes pair (frames 40/42, 224x128, not calibrated on) it is
+    >= 45 dB from fp32 PyTorch."""
     import openvino as ov
 
     from tests.helpers import real_pair, torch_forward
@@ -203,8 +203,7 @@ def test_int8_runs_int8_keeps_offsets_and_synthesis_fp32(int8_ir):
     assert {p for p, names in convs if kept & set(names)} <= {"bf16", "f32"}
     head = [p for p, names in convs if last & set(names)]
     assert head == ["f32"] * 4
-    gathers = [p for layer, p, _ in executed if layer in ("Gather", "GatherElements")]
-    assert len(gathers) >= 4 * 25 * 2 and set(gathers) == {"f32"}
+    assert [p for layer, p, _ in executed if layer == "Reference"] == ["f32"]  # the synthesis: the kernel node, f32
     assert psnr(np.clip(out, 0, 1), np.clip(torch_forward(torch_model, f0, f2), 0, 1)) >= 45.0
 
 

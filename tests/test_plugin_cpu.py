@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from plugins import _libs
-from tests.naive_synthesis import naive_adacof, replication_pad
+from tests.naive_synthesis import naive_fused
 
 # max |kernel - reference| <= REL_TOL * max(1, max |reference|)
 REL_TOL = 1e-6
@@ -35,16 +35,6 @@ def make_inputs(rng, b, c, h, w, k, offset_scale, signed_weights=False, dtype=np
         maps += [wgt.astype(dtype), alpha.astype(dtype), beta.astype(dtype)]
     occ = rng.random((b, 1, h, w)).astype(dtype)
     return frames[0], frames[1], *maps, occ
-
-
-def naive_fused(f0, f2, w1, a1, b1, w2, a2, b2, occ, k, d):
-    """Spec 'Whole model' steps 4-5 with the spec op, in float64: replication-pad, synthesise, blend."""
-    pad = ((k - 1) * d) // 2
-    f64 = [np.asarray(x, dtype=np.float64) for x in (f0, f2, w1, a1, b1, w2, a2, b2, occ)]
-    o1 = naive_adacof(replication_pad(f64[0], pad), f64[2], f64[3], f64[4], d)
-    o2 = naive_adacof(replication_pad(f64[1], pad), f64[5], f64[6], f64[7], d)
-    v = f64[8]
-    return v * o1 + (1 - v) * o2
 
 
 def assert_close(out, ref, what):

@@ -27,6 +27,7 @@ median) among the candidates' calls, at least MIN_TIE and at most MAX_TIE.
 
 The cache: one JSON file per key under $SFADACOF_CACHE/cpu_choice (beside the export cache, default
 ~/.cache/sfadacof/cpu_choice), written atomically (sfadacof.outputs). The key covers what changes the answer:
+the synthesis the candidates run (the C++ kernel library's SHA-256, or the export's ops where it is not built),
 the CPU model string and family/model/stepping, the ISA flags that matter (after any cap), the cap, the cores this
 process may use, the OpenVINO version, the candidates (each with its model file's SHA-256), the checkpoint's
 SHA-256 and the measurement's own settings. Another checkpoint, IR, OpenVINO or core count measures again. An
@@ -204,7 +205,12 @@ def cache_key(cands: list[Candidate], checkpoint_sha: str) -> dict:
     from ..cpu_info import facts
 
     f = facts()
-    return {"cpu": f["model"], "family_model_stepping": f["family_model_stepping"],
+    from sfadacof.checkpoint import file_sha256
+
+    from .openvino_synthesis import kernel_library
+
+    lib = kernel_library()  # the synthesis the candidates run: the C++ kernel node (this build of it) or the ops
+    return {"synthesis": f"kernel {file_sha256(lib)}" if lib else "ops", "cpu": f["model"], "family_model_stepping": f["family_model_stepping"],
             "flags": f["effective_flags"], "isa_cap": f["isa_cap"], "cores": f["cores"],
             "openvino": ov.__version__, "checkpoint_sha256": checkpoint_sha,
             "candidates": {c.name: _file_digest(c.model) for c in cands},

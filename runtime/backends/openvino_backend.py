@@ -1,11 +1,15 @@
 """OpenVINO backend (`--backend openvino`): the standard-op export on OpenVINO's CPU plugin, fp32 or bf16.
 
-    OpenVINOBackend(onnx_path, precision="fp32", threads=None, verify_io=True, max_shapes=2, gather_synthesis=False)
+    OpenVINOBackend(onnx_path, precision="fp32", threads=None, verify_io=True, max_shapes=2, synthesis="auto")
 
 Without `--onnx`, the registry exports the checkpoint in the standard-op form
 (export.cache.onnx_for_checkpoint(..., synthesis="onnx"), cached): OpenVINO has no use for the plugin form's
-custom node, and the standard-op synthesis runs in its own kernels (gather_synthesis=True: an OpenVINO-native form,
-faster but heavier, see openvino_synthesis.py).
+custom node. The synthesis (synthesis=):
+  * "kernel": the project's C++ CPU kernel as an OpenVINO node put in place of the export's lowering at compile
+    time (openvino_synthesis.py), fp32 whatever the precision; "auto" (the default) takes it where the kernel
+    library is built (pip install builds it), else
+  * "ops": the export's standard-op lowering as it is (the graph's own GatherElements);
+  * "gather": an OpenVINO-native Gather(batch_dims) form (openvino_synthesis.py; opt-in, heavier at 1080p).
 
 Compiled models: one per input shape (N, H, W), compiled on first use with static shapes and kept (the last
 `max_shapes` shapes; each holds its activation buffers), so a folder of same-size pairs or a video compiles once.
@@ -34,7 +38,8 @@ float runs in bf16 where the CPU has native bf16, else fp32; the offset heads' l
 synthesis reads) and the synthesis are marked fp32 as above and checked on every compiled graph (their convolutions
 f32, and the model must execute int8 convolutions at all). An INT8 IR run with `--precision fp32/bf16` (the earlier
 way) still runs, that hint for what stayed float; describe() says precision "int8" either way.
-Interrupts: Ctrl-C during a frame arrives when the C++ call returns (OpenVINO calls no Python code back).
+Interrupts: Ctrl-C during a frame arrives when the C++ call returns (with the kernel node, OpenVINO calls Python
+back: the signals are held during infer, sfadacof.interrupts.deferred_sigint).
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ from sfadacof.errors import UserError, require
 from .base import Backend, available_cores, cpu_flags, reported_metadata
 
 PRECISIONS = ("fp32", "bf16", "int8")
+SYNTHESIS_FORMS = ("auto", "kernel", "ops", "gather")
+_SYNTHESIS_TEXT = {"kernel": "the C++ CPU kernel (plugins/adacof_cpu.cpp) as an OpenVINO node, fp32",
+                   "ops": "standard ops (the export's lowering)",
+                   "gather": "OpenVINO Gather(batch_dims=1), one per tap (openvino_synthesis.py)"}
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 INT8_RUNTIME = ("u8", "i8")  # runtime precisions of a convolution executed in int8 (its input's type)
 LOWERED_RUNTIME = ("bf16", "f16", "u8", "i8")  # runtime precisions below fp32 (the synthesis must show none)
@@ -221,7 +230,7 @@ class OpenVINOBackend(Backend):
         return self.onnx_path.suffix.lower() == ".xml"
 
     def __init__(self, onnx_path: str | os.PathLike, precision: str = "fp32", threads: int | None = None,
-                 verify_io: bool = True, max_shapes: int = 2, gather_synthesis: bool = False) -> None:
+                 verify_io: bool = True, max_shapes: int = 2, synthesis: str = "auto") -> None:
         ov = import_openvino()
         if precision not in PRECISIONS:
             raise UserError(f"--backend openvino --precision {precision}: choose {', '.join(PRECISIONS)}")
@@ -270,20 +279,36 @@ class OpenVINOBackend(Backend):
             if problem:
                 raise UserError(f"{self.onnx_path}: not an SF-AdaCoF graph: {problem}")
         self.metadata = meta
-        # The export's standard-op lowering of the synthesis runs as it is by default; gather_synthesis=True swaps in
-        # OpenVINO's Gather with batch_dims (runtime/backends/openvino_synthesis.py): ~0.1 s a 960x507 frame
-        # faster (5%), but 0.57 GB more peak memory at 1920x1080 (2.52 against 1.95 GB), which the CPU default's
-        # memory bound (1080p within 2.5 GB, issue 14) cannot afford. A graph without the export's tensor names
-        # keeps its lowering either way.
-        self.synthesis = "standard ops (the export's lowering)"
-        if meta.get("synthesis") == "openvino-gather":  # an IR written from this backend's model (calib.openvino_int8)
-            self.synthesis = "OpenVINO Gather(batch_dims=1), one per tap (openvino_synthesis.py)"
-        elif gather_synthesis:
-            from .openvino_synthesis import replace_synthesis
+        # The synthesis form (module docstring). The kernel node goes into a clone at compile time (_compile), so
+        # self.model keeps the export's ops: calib.openvino_int8 quantizes and saves it, and the fp32 marks of
+        # keep_fp32 below (which round-trip the model through an IR) must see the plain graph.
+        if synthesis not in SYNTHESIS_FORMS:
+            raise UserError(f"OpenVINO synthesis {synthesis!r}: choose {', '.join(SYNTHESIS_FORMS)}")
+        from .openvino_synthesis import kernel_library, replace_synthesis
 
-            k, d = int(meta.get("kernel_size", 0) or 0), int(meta.get("dilation", 1) or 1)
-            if k > 0 and replace_synthesis(model, _synthesis_tensors(), _synthesis_output(), k, d):
-                self.synthesis = "OpenVINO Gather(batch_dims=1), one per tap (openvino_synthesis.py)"
+        self._kd = int(meta.get("kernel_size", 0) or 0), int(meta.get("dilation", 1) or 1)
+        self.synthesis = _SYNTHESIS_TEXT["ops"]
+        if meta.get("synthesis") == "openvino-gather":  # an IR written from this backend's model (calib.openvino_int8)
+            self.synthesis = _SYNTHESIS_TEXT["gather"]
+        self.synthesis_form = "ops"
+        self._kernel_errors: list = []
+        if synthesis == "gather":
+            k, d = self._kd
+            if k > 0 and replace_synthesis(model, _synthesis_tensors(), _synthesis_output(), k, d, form="gather"):
+                self.synthesis, self.synthesis_form = _SYNTHESIS_TEXT["gather"], "gather"
+        elif synthesis in ("auto", "kernel"):
+            library = kernel_library()
+            if library is None and synthesis == "kernel":
+                raise UserError("OpenVINO synthesis 'kernel': the C++ CPU kernel is not built "
+                                "(python -m plugins.build, or pip install .)")
+            names = {n for node in model.get_ordered_ops() for o in node.outputs() for n in o.get_names()}
+            if library is not None and self._kd[0] > 0 and \
+                    set(_synthesis_tensors()) | {_synthesis_output()} <= names:
+                self.synthesis, self.synthesis_form = _SYNTHESIS_TEXT["kernel"], "kernel"
+                self.kernel_library = library
+            elif synthesis == "kernel":
+                raise UserError(f"{self.onnx_path}: OpenVINO synthesis 'kernel': the graph lacks the export's named "
+                                "synthesis tensors")
         self.kept_fp32: dict[str, int] = {}
         self._offset_convs: set[str] = set()
         self._synthesis_nodes: set[str] = set()  # int8: checked for a lowered precision after every compile
@@ -325,8 +350,15 @@ class OpenVINOBackend(Backend):
         while len(self._compiled) >= self.max_shapes:
             self._compiled.popitem(last=False)  # drop the oldest shape's compiled model and its buffers
         self.model.reshape({name: list(shape) for name in self.input_names})
+        model = self.model
+        if self.synthesis_form == "kernel":
+            from .openvino_synthesis import replace_synthesis
+
+            model = self.model.clone()
+            replace_synthesis(model, _synthesis_tensors(), _synthesis_output(), *self._kd, form="kernel",
+                              threads=self.threads, errors=self._kernel_errors)
         try:
-            compiled = self.core.compile_model(self.model, "CPU", self.config())
+            compiled = self.core.compile_model(model, "CPU", self.config())
         except Exception as e:
             raise UserError(f"{self.onnx_path}: OpenVINO cannot compile it for {shape} ({_first_line(e)})") from None
         if self.precision in ("bf16", "int8"):
@@ -348,6 +380,9 @@ class OpenVINOBackend(Backend):
                             "the offsets must stay fp32: use --precision fp32")
         low = sorted({name for _, prec, names in executed if prec in LOWERED_RUNTIME
                       for name in names if name in self._synthesis_nodes})
+        # the kernel node runs as the plugin's "Reference" node (the only one in this graph): in f32, or refuse
+        low += sorted({f"the kernel node ({prec})" for layer, prec, _ in executed
+                       if self.synthesis_form == "kernel" and layer == "Reference" and prec != "f32"})
         if low:
             raise UserError(f"OpenVINO ran synthesis nodes below fp32 ({', '.join(low[:3])}); the synthesis must stay "
                             "fp32: use --precision fp32")
@@ -367,8 +402,13 @@ class OpenVINOBackend(Backend):
         if frame0.ndim != 4 or frame0.shape[1] != 3:
             raise UserError(f"frames must be N x 3 x H x W, got {frame0.shape}")
         request = self._request(frame0.shape)
-        request.infer({0: np.ascontiguousarray(frame0, dtype=np.float32),
-                       1: np.ascontiguousarray(frame2, dtype=np.float32)})
+        feed = {0: np.ascontiguousarray(frame0, dtype=np.float32), 1: np.ascontiguousarray(frame2, dtype=np.float32)}
+        if self.synthesis_form != "kernel":
+            request.infer(feed)
+        else:  # the kernel node calls back into Python (openvino_synthesis.py)
+            from .openvino_synthesis import infer_with_kernel
+
+            infer_with_kernel(request, feed, self._kernel_errors)
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def describe(self) -> dict:

@@ -1,12 +1,30 @@
-"""The AdaCoF synthesis as an OpenVINO subgraph, put in place of the standard-op export's lowering.
+"""The AdaCoF synthesis on OpenVINO: the fused op as a node that runs the project's C++ CPU kernel (the default),
+or an OpenVINO-native subgraph, either put in place of the standard-op export's lowering.
 
-    replace_synthesis(model, kernel_size, dilation) -> int   # nodes of the new subgraph
+    replace_synthesis(model, input_tensors, output_tensor, kernel_size, dilation, form="kernel") -> bool
+    infer_with_kernel(request, feed, errors)         # infer, signals held, the node's error raised here
 
-Opt-in (OpenVINOBackend(..., gather_synthesis=True)); the CPU default keeps the export's lowering. Measured on the
+Why a kernel node (form "kernel", the CPU default's since issue 26): the export's lowering runs 50 taps x 4
+bilinear corners as GatherElements with Expand-ed indices, reference (non-JIT) kernels on OpenVINO's CPU plugin:
+per-node profiles (benchmarks/cpu/node_profile_*.json) put it at 73% of the INT8 default's time on AMX and ~27% of
+the fp32 model's under an AVX2 cap. The C++ kernel (plugins/adacof_cpu.cpp, the arithmetic the CUDA kernels and
+the TensorRT plugin share, plugins/adacof_math.h) computes the same op directly, multi-threaded, in fp32.
+How: an openvino.Op subclass (OpenVINO's Python custom-op API) whose evaluate() hands the nine input buffers and
+the output buffer to the kernel (plugins.cpu_op, ctypes: the GIL is released while it runs). The CPU plugin runs
+such a node as a "Reference" node in the precision of its declared types, f32, also in bf16 or int8 models (the
+backend checks that on every compiled graph). It exists only in memory: OpenVINOBackend swaps it into a clone of
+its model right before each compile, so the model it holds (what calib.openvino_int8 quantizes and saves as IR)
+keeps the export's standard ops.
+Errors and signals: evaluate() is called from C++ inside infer(); a Python exception must not unwind through
+OpenVINO, so the node records it and returns False, and raise_errors() re-raises it after infer returns. Ctrl-C,
+SIGTERM and SIGHUP are held during infer (sfadacof.interrupts.deferred_sigint: a signal delivered inside the
+callback would otherwise be raised there).
+
+Form "gather" (opt-in, OpenVINOBackend(..., synthesis="gather")): measured on the
 project's 2-core machine, interleaved in one process, 960x507: bf16 1.72 s against 1.81 s a frame, fp32 2.30 against
 2.43 s; but peak memory at 1920x1080 2.52 GB against 1.95 GB (bf16; fp32 2.45 against 1.88) -- not from the Gather
 itself (GatherElements in this structure measured the same) nor from the edge pad (per-corner clamps likewise);
-where OpenVINO's memory planner loses the 0.57 GB was not found. The default's 1080p bound (2.5 GB) decides.
+where OpenVINO's memory planner loses the 0.57 GB was not found.
 
 The standard-op export (export/standard_synthesis.py) writes the synthesis in plain ONNX ops, one GatherElements
 per bilinear corner of each tap with its index Expand-ed over the channels: ONNX's Gather has no batch dimensions,
@@ -31,6 +49,8 @@ so the extra memory is a few frame-sized tensors at any K. Indices are int32: (H
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -106,18 +126,119 @@ def build_synthesis(f0, f2, w1, a1, b1, w2, a2, b2, occ, kernel_size: int, dilat
     return o.add(o.multiply(occ, out1), o.multiply(o.subtract(one, occ), out2))
 
 
+def raise_errors(errors: list) -> None:
+    """Re-raise (and clear) what a KernelSynthesis node recorded in `errors` during the last infer:
+    KeyboardInterrupt as is, anything else as one RuntimeError line."""
+    if not errors:
+        return
+    e = errors[0]
+    errors.clear()
+    if isinstance(e, (KeyboardInterrupt, MemoryError)):  # as they are: the CLIs end these in their own line
+        raise e
+    from sfadacof.errors import one_line
+
+    raise RuntimeError(f"the AdaCoF synthesis node (C++ CPU kernel): {one_line(e)}") from None
+
+
+def infer_with_kernel(request, feed, errors: list) -> None:
+    """request.infer(feed) for a model holding a kernel node whose evaluate() records into `errors`: signals held
+    until infer returns (the node calls back into Python), the node's own error raised in its place."""
+    from sfadacof.interrupts import deferred_sigint
+
+    with deferred_sigint():
+        try:
+            request.infer(feed)
+        except RuntimeError:
+            raise_errors(errors)  # the node's own error, where it was the node that failed
+            raise
+    raise_errors(errors)
+
+
+def kernel_library() -> str | None:
+    """Path of the C++ CPU kernel library, or None when this install has none (then the lowering runs)."""
+    from plugins._libs import LibraryNotBuilt
+    from plugins.cpu_op import library_path
+
+    try:
+        return library_path()
+    except LibraryNotBuilt:
+        return None
+
+
+def _kernel_op_class():
+    """The openvino.Op subclass, defined on first use (importing this module must not need OpenVINO)."""
+    global _KernelSynthesis
+    if _KernelSynthesis is not None:
+        return _KernelSynthesis
+    from openvino import Op
+
+    from plugins.cpu_op import adacof_synthesis_cpu
+
+    class KernelSynthesis(Op):
+        """The fused op (nine inputs, MODEL.md order) computed by plugins/adacof_cpu.cpp."""
+
+        def __init__(self, inputs=None, kernel_size: int = 5, dilation: int = 1, threads: int = 0,
+                     errors: list | None = None):
+            super().__init__(self, inputs)
+            self.kernel_size, self.dilation, self.threads = int(kernel_size), int(dilation), int(threads)
+            # where evaluate() records an exception, owned by the caller: evaluate may run on an OpenVINO thread
+            self.errors = errors if errors is not None else []
+
+        def validate_and_infer_types(self):
+            self.set_output_type(0, self.get_input_element_type(0), self.get_input_partial_shape(0))
+
+        def clone_with_new_inputs(self, new_inputs):
+            return KernelSynthesis(new_inputs, self.kernel_size, self.dilation, self.threads, self.errors)
+
+        def visit_attributes(self, visitor):
+            return True
+
+        def has_evaluate(self):
+            return True
+
+        def evaluate(self, outputs, inputs):
+            try:
+                arrays = [t.data for t in inputs]
+                outputs[0].shape = inputs[0].shape
+                adacof_synthesis_cpu(*arrays, self.kernel_size, self.dilation, num_threads=self.threads,
+                                     out=outputs[0].data)
+                return True
+            except BaseException as e:  # noqa: BLE001 -- nothing may unwind into OpenVINO's C++ (module docstring)
+                with _lock:
+                    self.errors.append(e)
+                return False
+
+    _KernelSynthesis = KernelSynthesis
+    return KernelSynthesis
+
+
+_KernelSynthesis = None
+_lock = threading.Lock()
+FORMS = ("kernel", "gather")
+
+
 def replace_synthesis(model, input_tensors: tuple[str, ...], output_tensor: str, kernel_size: int,
-                      dilation: int) -> bool:
+                      dilation: int, form: str = "kernel", threads: int = 0, errors: list | None = None) -> bool:
     """Swap the subgraph between the tensors `input_tensors` (the fused node's nine inputs) and `output_tensor` for
-    build_synthesis. False (model unchanged) when any of the tensors is missing."""
+    the kernel node (form "kernel": `threads` for the kernel, 0 for every hardware thread; `errors`, the list its
+    evaluate() records exceptions in, for raise_errors) or build_synthesis ("gather").
+    False (model unchanged) when any of the tensors is missing."""
+    if form not in FORMS:
+        raise ValueError(f"synthesis form {form!r}: choose {', '.join(FORMS)}")
     outputs = {}
     for node in model.get_ordered_ops():
+        if node.get_type_name() == "Result":  # a Result shares its input's tensor names (extra outputs of a test)
+            continue
         for out in node.outputs():
             for name in out.get_names():
                 outputs[name] = out
     if any(t not in outputs for t in (*input_tensors, output_tensor)):
         return False
-    new = build_synthesis(*(outputs[t] for t in input_tensors), kernel_size=kernel_size, dilation=dilation)
+    inputs = [outputs[t] for t in input_tensors]
+    if form == "kernel":
+        new = _kernel_op_class()(inputs, kernel_size, dilation, threads, errors)
+    else:
+        new = build_synthesis(*inputs, kernel_size=kernel_size, dilation=dilation)
     old = outputs[output_tensor]
     old.get_tensor().set_names(set())
     for target in list(old.get_target_inputs()):
