@@ -15,7 +15,7 @@ extern "C" {
 #endif
 
 // Bumped when a signature below changes; plugins/cpu_op.py refuses a library with another version.
-#define SFADACOF_CPU_ABI_VERSION 1
+#define SFADACOF_CPU_ABI_VERSION 2
 
 enum SfadacofCpuStatus
 {
@@ -27,6 +27,9 @@ enum SfadacofCpuStatus
 
 SFADACOF_CPU_API int32_t sfadacof_cpu_abi_version(void);
 SFADACOF_CPU_API char const* sfadacof_cpu_status_string(int32_t status);
+// The path sfadacof_cpu_synthesis_f32 takes on this CPU now: "avx2" (8 pixels a step) or "scalar" (no AVX2, a
+// non-x86 build, or SFADACOF_CPU_SIMD=0 in the environment). Both give bit-identical results.
+SFADACOF_CPU_API char const* sfadacof_cpu_simd_path(void);
 
 // frame1 = V * o1 + (1 - V) * o2 with o1 = AdaCoF(frame0 replication-padded, weight1, alpha1, beta1), o2 likewise.
 // frame0, frame2, out: (B, C, H, W); weight*, alpha*, beta*: (B, K*K, H, W); occlusion: (B, 1, H, W).

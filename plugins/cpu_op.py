@@ -18,7 +18,7 @@ import numpy as np
 from . import _libs
 from .onnx_node import check_attributes
 
-ABI_VERSION = 1  # SFADACOF_CPU_ABI_VERSION in adacof_cpu.h
+ABI_VERSION = 2  # SFADACOF_CPU_ABI_VERSION in adacof_cpu.h
 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 
@@ -34,6 +34,8 @@ def _lib() -> ctypes.CDLL:
             f"{lib._name} has ABI version {found}, this wrapper needs {ABI_VERSION}; rebuild it with "
             f"`{_libs.BUILD_COMMAND}`"
         )
+    lib.sfadacof_cpu_simd_path.restype = ctypes.c_char_p
+    lib.sfadacof_cpu_simd_path.argtypes = []
     lib.sfadacof_cpu_status_string.restype = ctypes.c_char_p
     lib.sfadacof_cpu_status_string.argtypes = [ctypes.c_int32]
     lib.sfadacof_cpu_synthesis_f32.restype = ctypes.c_int32
@@ -44,6 +46,12 @@ def _lib() -> ctypes.CDLL:
 def library_path() -> str:
     """Path of the CPU library that adacof_synthesis_cpu uses (raises LibraryNotBuilt if there is none)."""
     return _lib()._name
+
+
+def simd_path() -> str:
+    """The path the kernel takes on this CPU now: "avx2" (8 pixels a step, gathers) or "scalar" (no AVX2, a non-x86
+    build, or SFADACOF_CPU_SIMD=0 in the environment, read at every call). Both give bit-identical results."""
+    return _lib().sfadacof_cpu_simd_path().decode()
 
 
 def _as_f32(name: str, x) -> np.ndarray:

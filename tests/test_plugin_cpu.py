@@ -52,6 +52,9 @@ CASES = [
     pytest.param(1, 5, 5, 7, 3, 1, 6.0, False, id="K3d1-C5-two-channel-passes"),
     pytest.param(2, 1, 6, 4, 1, 1, 4.0, False, id="K1-even-size"),
     pytest.param(1, 3, 8, 10, 2, 2, 5.0, False, id="K2d2-even-K-even-product"),
+    # rows of 8 pixels and more: the AVX2 path's 8-pixel steps and a scalar tail (where the CPU has AVX2)
+    pytest.param(2, 3, 7, 21, 5, 1, 9.0, True, id="K5d1-b2-7x21-avx2-steps-and-tail"),
+    pytest.param(1, 5, 6, 16, 3, 2, 7.0, False, id="K3d2-C5-6x16-avx2-steps-only"),
 ]
 
 
@@ -68,7 +71,7 @@ def test_cpu_kernel_integer_and_huge_offsets(cpu_op):
     """Integer offsets (fa = 0), offsets just below/above integers of both signs and offsets far beyond the frame
     (every index clamps to the border; no int overflow)."""
     rng = np.random.default_rng(7)
-    b, c, h, w, k, d = 2, 3, 6, 7, 5, 1
+    b, c, h, w, k, d = 2, 3, 6, 13, 5, 1  # 13 columns: one AVX2 step and a scalar tail
     inputs = list(make_inputs(rng, b, c, h, w, k, 4.0))
     special = np.array([0.0, 1.0, -1.0, 2.999999, -2.999999, 0.5, -0.5, 1e-7, -1e-7, 3e4, -3e4, 1e9, -1e9, 3e38,
                         -3e38], dtype=np.float32)
@@ -81,13 +84,14 @@ def test_cpu_kernel_integer_and_huge_offsets(cpu_op):
 
 def test_cpu_kernel_nan_offset_gives_nan_pixel(cpu_op):
     rng = np.random.default_rng(3)
-    inputs = list(make_inputs(rng, 1, 3, 5, 6, 3, 2.0))
+    inputs = list(make_inputs(rng, 1, 3, 5, 10, 3, 2.0))
     inputs[3] = inputs[3].copy()
-    inputs[3][0, 4, 2, 3] = np.nan  # alpha1 at pixel (2, 3)
+    inputs[3][0, 4, 2, 3] = np.nan  # alpha1 at pixel (2, 3): in an AVX2 step
+    inputs[3][0, 4, 1, 9] = np.nan  # and at (1, 9): in the scalar tail
     out = cpu_op.adacof_synthesis_cpu(*inputs, kernel_size=3, dilation=1)
-    assert np.all(np.isnan(out[0, :, 2, 3]))
+    assert np.all(np.isnan(out[0, :, 2, 3])) and np.all(np.isnan(out[0, :, 1, 9]))
     mask = np.ones(out.shape, dtype=bool)
-    mask[0, :, 2, 3] = False
+    mask[0, :, 2, 3] = mask[0, :, 1, 9] = False
     assert np.all(np.isfinite(out[mask]))
 
 
@@ -113,6 +117,24 @@ def test_cpu_kernel_threads_are_bitwise_identical(cpu_op):
     outs = [cpu_op.adacof_synthesis_cpu(*inputs, kernel_size=5, dilation=1, num_threads=n) for n in (1, 2, 3, 0)]
     for o in outs[1:]:
         assert np.array_equal(o, outs[0])
+
+
+def test_cpu_kernel_avx2_path_is_bit_identical_to_scalar(cpu_op, monkeypatch):
+    """Where the CPU has AVX2 the kernel steps 8 pixels at a time with gathers; it must give the scalar path's
+    frames bit for bit (the same operations in the same order, no FMA), tails, NaN and huge offsets included."""
+    if cpu_op.simd_path() != "avx2":
+        pytest.skip(f"the kernel takes its {cpu_op.simd_path()} path on this CPU (no AVX2): nothing to compare")
+    rng = np.random.default_rng(21)
+    for (b, c, h, w, k, d, scale) in [(2, 3, 9, 45, 5, 1, 12.0), (1, 5, 7, 19, 3, 2, 6.0), (1, 3, 6, 8, 7, 1, 30.0)]:
+        inputs = list(make_inputs(rng, b, c, h, w, k, scale, signed_weights=True))
+        inputs[3] = inputs[3].copy()
+        inputs[3][0, 0, 1, :5] = [np.nan, np.inf, -np.inf, 3e38, -1e9]
+        fast = cpu_op.adacof_synthesis_cpu(*inputs, kernel_size=k, dilation=d, num_threads=2)
+        monkeypatch.setenv("SFADACOF_CPU_SIMD", "0")  # read by the library at every call
+        assert cpu_op.simd_path() == "scalar"
+        scalar = cpu_op.adacof_synthesis_cpu(*inputs, kernel_size=k, dilation=d, num_threads=2)
+        monkeypatch.delenv("SFADACOF_CPU_SIMD")
+        assert np.isnan(fast).any() and np.array_equal(fast, scalar, equal_nan=True), (b, c, h, w, k, d)
 
 
 def test_cpu_op_never_modifies_inputs_and_accepts_any_layout(cpu_op):
