@@ -260,6 +260,9 @@ def validate(xml: Path, footage: Path, gaps: tuple[int, ...], max_triplets: int 
                     f"{GT_LOSS_DB:g} dB against ground truth, on every held-aside clip",
             "passed": passed, "gaps": list(gaps), "max_triplets": max_triplets, "clips_wanted": clips_wanted,
             "backend": {k: desc[k] for k in ("precision", "inference_precision_hint", "openvino")},
+            # the synthesis form it ran (the C++ kernel node by default): a validation counts for that form only
+            # (runtime/backends/openvino_int8.py, validated_numerics_of)
+            "synthesis": q.synthesis_form,
             "reference": "eager fp32 PyTorch (runtime.backends.torch_backend), the same weights",
             "numerics": numerics, "numerics_means": INT8_NUMERICS[numerics], "isa_cap": isa_cap(),
             "cpu": cpu_record(), "seconds": time.perf_counter() - t0, "clips": clips}

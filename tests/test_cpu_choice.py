@@ -196,8 +196,10 @@ def test_a_shipped_model_validated_on_one_class_is_offered_there_only(shipped_ex
         pytest.fail("no shipped INT8 model for the shipped weights (sfadacof/weights/*.int8.xml)")
     for suffix in (".xml", ".bin"):
         (tmp_path / real.with_suffix(suffix).name).symlink_to(real.with_suffix(suffix))
+    from runtime.backends.openvino_synthesis import synthesis_form_here
+
     rec = json.loads(oi.sidecar_of(real).read_text())
-    full = {"passed": True, "max_triplets": None}
+    full = {"passed": True, "max_triplets": None, "synthesis": synthesis_form_here()}
     rec["validations"] = {"bf16+vnni": full, "fp32+vnni": {**full, "passed": False}}
     (tmp_path / oi.sidecar_of(real).name).write_text(json.dumps(rec))
     monkeypatch.setattr(oi, "SHIPPED_INT8", tmp_path / real.name)
@@ -216,10 +218,15 @@ def test_validated_numerics_counts_full_validations_that_met_the_rule(tmp_path):
     xml = tmp_path / "m.int8.xml"
     xml.write_text("<net/>")
     assert validated_numerics(xml) == []  # no sidecar
-    full = {"passed": True, "max_triplets": None}
+    full = {"passed": True, "max_triplets": None, "synthesis": "kernel"}
     (tmp_path / "m.int8.json").write_text(json.dumps({"weights_sha256": "0" * 64, "files": {}, "validations": {
         "bf16+vnni": full, "fp32+vnni": {**full, "passed": False}, "fp32+novnni": {**full, "max_triplets": 5},
         "x": "passed"}}))
-    assert validated_numerics(xml) == ["bf16+vnni"]
+    assert validated_numerics(xml, "kernel") == ["bf16+vnni"]
+    # a validation counts only for the synthesis form it ran; a record without one ran the export's ops
+    assert validated_numerics(xml, "ops") == []
+    (tmp_path / "m.int8.json").write_text(json.dumps({"weights_sha256": "0" * 64, "files": {}, "validations": {
+        "bf16+vnni": {"passed": True, "max_triplets": None}, "fp32+vnni": full}}))
+    assert validated_numerics(xml, "ops") == ["bf16+vnni"] and validated_numerics(xml, "kernel") == ["fp32+vnni"]
 
 

@@ -417,6 +417,10 @@ class OpenVINOBackend(Backend):
         d = {"backend": self.name, "onnx": str(self.onnx_path), "openvino": ov.__version__, "device": "CPU",
              "threads": self.threads, "precision": "int8" if self.int8 else self.precision,
              "synthesis": self.synthesis, "inference_precision_hint": _OV_PRECISION[self.float_precision]}
+        if self.synthesis_form == "kernel":
+            from plugins.cpu_op import simd_path
+
+            d["synthesis_kernel"] = {"library": self.kernel_library, "path": simd_path(), "threads": self.threads}
         if self.int8:
             d["int8"] = self.metadata.get("int8", "FakeQuantize nodes in the graph")
             if self.sidecar is not None:
@@ -426,7 +430,7 @@ class OpenVINOBackend(Backend):
                 d["int8_sidecar"] = {k: self.sidecar[k] for k in ("weights_sha256", "ignored_scope")
                                      if k in self.sidecar}
                 # whether the accuracy rule was shown for the way this CPU computes it (calib.shipped_int8)
-                d["int8_sidecar"]["validated_as"] = validated_numerics_of(self.sidecar)
+                d["int8_sidecar"]["validated_as"] = validated_numerics_of(self.sidecar, self.synthesis_form)
                 d["int8_sidecar"]["this_cpu_computes_as"] = int8_numerics()
         if self.precision in ("bf16", "int8"):
             d["kept_fp32"] = {**self.kept_fp32, "how": "DisablePrecisionConversion rt_info, checked on the "

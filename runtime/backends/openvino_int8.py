@@ -4,6 +4,7 @@
     check_int8_ir(xml, weights_sha256=None) -> dict   # its sidecar, after checking the files' and weights' SHA-256
     offset_outputs(model) -> set[int]                 # the offset heads' last convolutions (and their bias Adds)
     validated_numerics(xml) -> list[str]              # the classes of INT8 arithmetic its sidecar says met the rule
+                                                      # (with the synthesis form this install runs)
 
 `sfadacof/weights/sf_adacof_default.int8.xml` (+ .bin) is NNCF's post-training quantization of the shipped weights
 (`python -m calib.shipped_int8`, calib/README.md); its sidecar `sf_adacof_default.int8.json` records the SHA-256 of
@@ -101,19 +102,27 @@ def check_int8_ir(xml: Path, weights_sha256: str | None = None) -> dict | None:
     return rec
 
 
-def validated_numerics(xml: Path) -> list[str]:
+def validated_numerics(xml: Path, synthesis: str | None = None) -> list[str]:
     """The classes of INT8 arithmetic (runtime/cpu_info.py, INT8_NUMERICS) on which the sidecar of IR `xml` records a
-    validation that met the accuracy rule (calib.shipped_int8); [] without a sidecar or such a record."""
-    return validated_numerics_of(read_sidecar(Path(xml)))
+    validation that met the accuracy rule (calib.shipped_int8) with the synthesis form `synthesis` (default: the
+    one OpenVINOBackend runs here, openvino_synthesis.synthesis_form_here); [] without a sidecar or such a record."""
+    return validated_numerics_of(read_sidecar(Path(xml)), synthesis)
 
 
-def validated_numerics_of(rec: dict | None) -> list[str]:
-    """validated_numerics on a sidecar record already read."""
+def validated_numerics_of(rec: dict | None, synthesis: str | None = None) -> list[str]:
+    """validated_numerics on a sidecar record already read. A record without "synthesis" was made with the
+    export's standard ops ("ops"), the only form before the kernel node: the two differ by float32 rounding
+    (~3e-7), which can flip 8-bit output levels and so move a near-static frame's PSNR by hundredths of a dB, so a
+    validation counts only for the form it ran."""
+    from .openvino_synthesis import synthesis_form_here
+
+    form = synthesis or synthesis_form_here()
     vs = rec.get("validations") if rec else None
     if not isinstance(vs, dict):
         return []
     return sorted(c for c, v in vs.items() if isinstance(v, dict) and v.get("passed") is True
-                  and v.get("max_triplets") is None)  # a sample is a look, not the rule
+                  and v.get("max_triplets") is None  # a sample is a look, not the rule
+                  and v.get("synthesis", "ops") == form)
 
 
 def offset_outputs(model) -> set[int]:

@@ -165,6 +165,12 @@ def kernel_library() -> str | None:
         return None
 
 
+def synthesis_form_here() -> str:
+    """The form OpenVINOBackend's default ("auto") runs on this install: "kernel" where the library is built,
+    else "ops" (the export's lowering)."""
+    return "kernel" if kernel_library() is not None else "ops"
+
+
 def _kernel_op_class():
     """The openvino.Op subclass, defined on first use (importing this module must not need OpenVINO)."""
     global _KernelSynthesis
