@@ -62,7 +62,7 @@ def moving(tmp_path_factory):
 
 
 @pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
-def test_fp32_matches_pytorch_on_real_frames(shipped):
+def test_fp32_matches_pytorch_on_real_frames(cpu_op, shipped):
     """Shipped weights, real bikes frames at an odd size (pad-and-crop): within 1e-3 of PyTorch."""
     f0, f2 = real_pair(203, 131)
     with OpenVINOBackend(shipped["onnx"], precision="fp32", threads=1) as b:
@@ -100,7 +100,7 @@ def test_fp32_batch_equals_onnx_runtime_on_the_same_graph(shipped):
 
 
 @pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
-def test_kernel_and_gather_synthesis_equal_the_export_lowering_with_large_offsets(moving):
+def test_kernel_and_gather_synthesis_equal_the_export_lowering_with_large_offsets(cpu_op, moving):
     """The default synthesis (the C++ kernel as an OpenVINO node) and OpenVINO's Gather form (openvino_synthesis.py)
     against PyTorch and against the export's own standard-op lowering, batch 2, with offsets of several pixels both
     ways (reads across the edges, clamped corners)."""
@@ -148,7 +148,7 @@ def _kernel_node_model(kernel_size: int, dilation: int, shape):
 
 
 @pytest.mark.parametrize("k,d", [(5, 1), (3, 2)])
-def test_kernel_node_computes_the_spec_formula(k, d):
+def test_kernel_node_computes_the_spec_formula(cpu_op, k, d):
     """The kernel node inside OpenVINO against the spec's formula as a float64 loop (tests/naive_synthesis.py):
     batch 2, offsets up to +-6 px both ways (taps beyond the edges, clamped corners), weights of both signs."""
     from runtime.backends.openvino_synthesis import infer_with_kernel
@@ -169,7 +169,7 @@ def test_kernel_node_computes_the_spec_formula(k, d):
     assert errors == []
 
 
-def test_kernel_node_error_is_raised_in_python_not_aborted():
+def test_kernel_node_error_is_raised_in_python_not_aborted(cpu_op):
     """A failing evaluate() (kernel_size 4: (K-1)*d odd, which the kernel refuses) must not unwind into OpenVINO's
     C++: the node records it, infer fails, and infer_with_kernel raises the node's own message as one line."""
     from runtime.backends.openvino_synthesis import infer_with_kernel
@@ -192,7 +192,7 @@ def _offsets(backend: OpenVINOBackend, f0, f2) -> np.ndarray:
 
 @pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 @needs_bf16
-def test_bf16_accuracy_and_fp32_offsets(shipped):
+def test_bf16_accuracy_and_fp32_offsets(cpu_op, shipped):
     """bf16 on real frames: >= 45 dB against fp32 PyTorch; in the compiled runtime graph every offset-head
     convolution and the synthesis (the kernel node; or, as the export's ops, every gather) run in f32 while the
     trunk's convolutions run in bf16."""
@@ -396,7 +396,7 @@ def test_benchmark_lists_every_cpu_backend_with_ratios(tmp_path, capsys, cpu_op,
 
 
 @pytest.mark.slow
-def test_openvino_int8_command_quantizes_all_but_the_offset_heads(tmp_path, shipped):
+def test_openvino_int8_command_quantizes_all_but_the_offset_heads(tmp_path, cpu_op, shipped):
     """calib.openvino_int8 on real frames (a pairs folder of bikes triplets) with the shipped weights: the IR runs on
     --backend openvino as int8 -- the compiled model executes u8/i8 convolutions (int8 really ran), its offset-head
     convolutions in f32 -- and agrees with the fp32 model on a held-aside real pair at >= 51 dB (README's figure

@@ -168,7 +168,7 @@ def test_the_shipped_ir_has_the_scope_the_code_computes(shipped_exports):
 
 
 @pytest.mark.slow
-def test_int8_runs_int8_keeps_offsets_and_synthesis_fp32(int8_ir):
+def test_int8_runs_int8_keeps_offsets_and_synthesis_fp32(cpu_op, int8_ir):
     """--precision int8 with --onnx: the compiled graph executes most convolutions in int8 (u8/i8 runtime
     precision), the four offset heads' last convolutions (found here by their weights' parameter names) in f32 and
     the synthesis (the kernel node) in f32; on a real bikes pair (frames 40/42, 224x128, not calibrated on) it is
