@@ -38,27 +38,61 @@ struct CpuLoader
     }
 };
 
+// What one call computes, per pixel (o_a, o_b: the AdaCoF sums of directions a and b, MODEL.md):
+//   fused  (frame_b set):          out = V * o_a + (1 - V) * o_b       the whole op
+//   first  (no occlusion):         out = o_a                           direction 1 alone
+//   second (first and occlusion):  out = V * first + (1 - V) * o_a     direction 2, blended with direction 1's
+// The first/second pair gives the fused result bit for bit (o_1 is stored as the float32 the fused path holds).
+struct Job
+{
+    float const* frame_a;
+    float const* weight_a;
+    float const* alpha_a;
+    float const* beta_a;
+    float const* frame_b; // fused only
+    float const* weight_b;
+    float const* alpha_b;
+    float const* beta_b;
+    float const* first;     // second only
+    float const* occlusion; // fused and second
+    float* out;
+};
+
 template <int KC>
-void run_rows(sfadacof::SynthesisTensors<float, float> const& t, sfadacof::SynthesisShape const& s, int64_t row_begin,
-    int64_t row_end)
+void run_rows(Job const& t, sfadacof::SynthesisShape const& s, int64_t row_begin, int64_t row_end, int j_begin = 0)
 {
     size_t const plane = static_cast<size_t>(s.H) * static_cast<size_t>(s.W);
+    size_t const maps = static_cast<size_t>(s.kernel_size) * static_cast<size_t>(s.kernel_size) * plane;
     for (int64_t row = row_begin; row < row_end; ++row) // row = b * H + i
     {
         int const b = static_cast<int>(row / s.H);
         int const i = static_cast<int>(row % s.H);
-        float* out_b = t.out + static_cast<size_t>(b) * static_cast<size_t>(s.C) * plane
-            + static_cast<size_t>(i) * static_cast<size_t>(s.W);
-        for (int j = 0; j < s.W; ++j)
+        size_t const frame_off = static_cast<size_t>(b) * static_cast<size_t>(s.C) * plane;
+        size_t const row_off = static_cast<size_t>(i) * static_cast<size_t>(s.W);
+        for (int j = j_begin; j < s.W; ++j)
         {
+            size_t const pix = row_off + static_cast<size_t>(j);
+            size_t const map_off = static_cast<size_t>(b) * maps + pix;
+            float const v = t.occlusion ? t.occlusion[static_cast<size_t>(b) * plane + pix] : 0.0f;
             for (int c0 = 0; c0 < s.C; c0 += sfadacof::kChannelsPerPass)
             {
                 int const nc = std::min(sfadacof::kChannelsPerPass, s.C - c0);
-                float px[sfadacof::kChannelsPerPass];
-                sfadacof::synthesis_pixel<KC, CpuLoader>(t, s, b, i, j, c0, nc, px);
+                float oa[sfadacof::kChannelsPerPass] = {0.0f, 0.0f, 0.0f, 0.0f};
+                float ob[sfadacof::kChannelsPerPass] = {0.0f, 0.0f, 0.0f, 0.0f};
+                sfadacof::accumulate_direction<KC, CpuLoader>(t.frame_a + frame_off, plane, c0, nc, s.H, s.W,
+                    t.weight_a + map_off, t.alpha_a + map_off, t.beta_a + map_off, plane, s.kernel_size, s.dilation,
+                    i, j, oa);
+                if (t.frame_b)
+                {
+                    sfadacof::accumulate_direction<KC, CpuLoader>(t.frame_b + frame_off, plane, c0, nc, s.H, s.W,
+                        t.weight_b + map_off, t.alpha_b + map_off, t.beta_b + map_off, plane, s.kernel_size,
+                        s.dilation, i, j, ob);
+                }
                 for (int c = 0; c < nc; ++c)
                 {
-                    out_b[static_cast<size_t>(c0 + c) * plane + static_cast<size_t>(j)] = px[c];
+                    size_t const at = frame_off + static_cast<size_t>(c0 + c) * plane + pix;
+                    t.out[at] = t.frame_b ? sfadacof::blend(v, oa[c], ob[c])
+                                          : (t.first ? sfadacof::blend(v, t.first[at], oa[c]) : oa[c]);
                 }
             }
         }
@@ -128,58 +162,61 @@ __attribute__((target("avx2"))) inline void accumulate8(float const* planes, siz
     }
 }
 
-// Rows [row_begin, row_end) with the AVX2 step; the last W % 8 pixels of a row go through the scalar pixel.
-__attribute__((target("avx2"))) void run_rows_avx2(sfadacof::SynthesisTensors<float, float> const& t,
-    sfadacof::SynthesisShape const& s, int64_t row_begin, int64_t row_end)
+// Rows [row_begin, row_end) with the AVX2 step; the last W % 8 pixels of a row go through the scalar path.
+__attribute__((target("avx2"))) void run_rows_avx2(
+    Job const& t, sfadacof::SynthesisShape const& s, int64_t row_begin, int64_t row_end)
 {
     size_t const plane = static_cast<size_t>(s.H) * static_cast<size_t>(s.W);
     size_t const maps = static_cast<size_t>(s.kernel_size) * static_cast<size_t>(s.kernel_size) * plane;
     __m256 const one = _mm256_set1_ps(1.0f);
+    int const tail = s.W - s.W % 8;
     for (int64_t row = row_begin; row < row_end; ++row) // row = b * H + i
     {
         int const b = static_cast<int>(row / s.H);
         int const i = static_cast<int>(row % s.H);
         size_t const frame_off = static_cast<size_t>(b) * static_cast<size_t>(s.C) * plane;
         size_t const row_off = static_cast<size_t>(i) * static_cast<size_t>(s.W);
-        float* out_b = t.out + frame_off + row_off;
-        int j = 0;
-        for (; j + 8 <= s.W; j += 8)
+        for (int j = 0; j < tail; j += 8)
         {
-            size_t const map_off = static_cast<size_t>(b) * maps + row_off + static_cast<size_t>(j);
-            __m256 const v = _mm256_loadu_ps(t.occlusion + static_cast<size_t>(b) * plane + row_off + j);
+            size_t const pix = row_off + static_cast<size_t>(j);
+            size_t const map_off = static_cast<size_t>(b) * maps + pix;
+            __m256 const v = t.occlusion ? _mm256_loadu_ps(t.occlusion + static_cast<size_t>(b) * plane + pix)
+                                         : _mm256_setzero_ps();
             __m256 const gv = _mm256_sub_ps(one, v);
             for (int c0 = 0; c0 < s.C; c0 += sfadacof::kChannelsPerPass)
             {
                 int const nc = std::min(sfadacof::kChannelsPerPass, s.C - c0);
-                __m256 o1[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-                __m256 o2[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-                float const* p1 = t.frame0 + frame_off + static_cast<size_t>(c0) * plane;
-                float const* p2 = t.frame2 + frame_off + static_cast<size_t>(c0) * plane;
-                accumulate8(p1, plane, nc, s.H, s.W, t.weight1 + map_off, t.alpha1 + map_off, t.beta1 + map_off,
-                    s.kernel_size, s.dilation, i, j, o1);
-                accumulate8(p2, plane, nc, s.H, s.W, t.weight2 + map_off, t.alpha2 + map_off, t.beta2 + map_off,
-                    s.kernel_size, s.dilation, i, j, o2);
+                __m256 oa[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+                __m256 ob[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+                size_t const planes_off = frame_off + static_cast<size_t>(c0) * plane;
+                accumulate8(t.frame_a + planes_off, plane, nc, s.H, s.W, t.weight_a + map_off, t.alpha_a + map_off,
+                    t.beta_a + map_off, s.kernel_size, s.dilation, i, j, oa);
+                if (t.frame_b)
+                {
+                    accumulate8(t.frame_b + planes_off, plane, nc, s.H, s.W, t.weight_b + map_off,
+                        t.alpha_b + map_off, t.beta_b + map_off, s.kernel_size, s.dilation, i, j, ob);
+                }
                 for (int c = 0; c < nc; ++c)
                 {
+                    size_t const at = planes_off + static_cast<size_t>(c) * plane + row_off + static_cast<size_t>(j);
+                    __m256 px = oa[c];
                     // blend: v * o1 + (1 - v) * o2
-                    __m256 const px = _mm256_add_ps(_mm256_mul_ps(v, o1[c]), _mm256_mul_ps(gv, o2[c]));
-                    _mm256_storeu_ps(out_b + static_cast<size_t>(c0 + c) * plane + j, px);
+                    if (t.frame_b)
+                    {
+                        px = _mm256_add_ps(_mm256_mul_ps(v, oa[c]), _mm256_mul_ps(gv, ob[c]));
+                    }
+                    else if (t.first)
+                    {
+                        px = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(t.first + at)), _mm256_mul_ps(gv, oa[c]));
+                    }
+                    _mm256_storeu_ps(t.out + at, px);
                 }
             }
         }
-        for (; j < s.W; ++j)
-        {
-            for (int c0 = 0; c0 < s.C; c0 += sfadacof::kChannelsPerPass)
-            {
-                int const nc = std::min(sfadacof::kChannelsPerPass, s.C - c0);
-                float px[sfadacof::kChannelsPerPass];
-                sfadacof::synthesis_pixel<0, CpuLoader>(t, s, b, i, j, c0, nc, px);
-                for (int c = 0; c < nc; ++c)
-                {
-                    out_b[static_cast<size_t>(c0 + c) * plane + static_cast<size_t>(j)] = px[c];
-                }
-            }
-        }
+    }
+    if (tail < s.W) // the scalar path for the last columns: the same rows, one pixel at a time
+    {
+        run_rows<0>(t, s, row_begin, row_end, tail);
     }
 }
 #endif
@@ -200,8 +237,7 @@ bool use_avx2()
 #endif
 }
 
-void run_rows_dispatch(sfadacof::SynthesisTensors<float, float> const& t, sfadacof::SynthesisShape const& s,
-    int64_t row_begin, int64_t row_end, bool avx2)
+void run_rows_dispatch(Job const& t, sfadacof::SynthesisShape const& s, int64_t row_begin, int64_t row_end, bool avx2)
 {
 #if SFADACOF_CPU_AVX2
     if (avx2)
@@ -217,6 +253,57 @@ void run_rows_dispatch(sfadacof::SynthesisTensors<float, float> const& t, sfadac
     case 5: run_rows<5>(t, s, row_begin, row_end); break;
     default: run_rows<0>(t, s, row_begin, row_end); break;
     }
+}
+
+int32_t run_job(Job const& t, bool null_pointer, int32_t B, int32_t C, int32_t H, int32_t W, int32_t kernel_size,
+    int32_t dilation, int32_t num_threads)
+{
+    if (!sfadacof::adacof_params_valid(kernel_size, dilation))
+    {
+        return SFADACOF_CPU_BAD_PARAMS;
+    }
+    if (B < 0 || C < 0 || H < 0 || W < 0)
+    {
+        return SFADACOF_CPU_BAD_SHAPE;
+    }
+    // Row/column indices are int (plane index r * W + c): one plane must stay below 2^31 elements.
+    if (static_cast<int64_t>(H) * W > std::numeric_limits<int32_t>::max())
+    {
+        return SFADACOF_CPU_BAD_SHAPE;
+    }
+    int64_t const rows = static_cast<int64_t>(B) * H;
+    if (rows == 0 || W == 0 || C == 0)
+    {
+        return SFADACOF_CPU_OK;
+    }
+    if (null_pointer)
+    {
+        return SFADACOF_CPU_NULL_POINTER;
+    }
+    sfadacof::SynthesisShape const s{B, C, H, W, kernel_size, dilation};
+    bool const avx2 = use_avx2();
+    int64_t n = num_threads > 0 ? num_threads : static_cast<int64_t>(std::thread::hardware_concurrency());
+    n = std::max<int64_t>(1, std::min<int64_t>(n, rows));
+    if (n == 1)
+    {
+        run_rows_dispatch(t, s, 0, rows, avx2);
+        return SFADACOF_CPU_OK;
+    }
+    std::vector<std::thread> workers;
+    workers.reserve(static_cast<size_t>(n - 1));
+    int64_t const chunk = (rows + n - 1) / n;
+    for (int64_t w = 1; w < n; ++w)
+    {
+        int64_t const begin = std::min(rows, w * chunk);
+        int64_t const end = std::min(rows, begin + chunk);
+        workers.emplace_back(run_rows_dispatch, std::cref(t), std::cref(s), begin, end, avx2);
+    }
+    run_rows_dispatch(t, s, 0, std::min(rows, chunk), avx2);
+    for (auto& worker : workers)
+    {
+        worker.join();
+    }
+    return SFADACOF_CPU_OK;
 }
 
 } // namespace
@@ -252,55 +339,19 @@ int32_t sfadacof_cpu_synthesis_f32(float const* frame0, float const* frame2, flo
     float const* occlusion, float* out, int32_t B, int32_t C, int32_t H, int32_t W, int32_t kernel_size,
     int32_t dilation, int32_t num_threads)
 {
-    if (!sfadacof::adacof_params_valid(kernel_size, dilation))
-    {
-        return SFADACOF_CPU_BAD_PARAMS;
-    }
-    if (B < 0 || C < 0 || H < 0 || W < 0)
-    {
-        return SFADACOF_CPU_BAD_SHAPE;
-    }
-    // Row/column indices are int (plane index r * W + c): one plane must stay below 2^31 elements.
-    if (static_cast<int64_t>(H) * W > std::numeric_limits<int32_t>::max())
-    {
-        return SFADACOF_CPU_BAD_SHAPE;
-    }
-    int64_t const rows = static_cast<int64_t>(B) * H;
-    if (rows == 0 || W == 0 || C == 0)
-    {
-        return SFADACOF_CPU_OK;
-    }
-    if (!frame0 || !frame2 || !weight1 || !alpha1 || !beta1 || !weight2 || !alpha2 || !beta2 || !occlusion || !out)
-    {
-        return SFADACOF_CPU_NULL_POINTER;
-    }
-    sfadacof::SynthesisTensors<float, float> const t{
-        frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion, out};
-    sfadacof::SynthesisShape const s{B, C, H, W, kernel_size, dilation};
+    bool const null = !frame0 || !frame2 || !weight1 || !alpha1 || !beta1 || !weight2 || !alpha2 || !beta2
+        || !occlusion || !out;
+    Job const t{frame0, weight1, alpha1, beta1, frame2, weight2, alpha2, beta2, nullptr, occlusion, out};
+    return run_job(t, null, B, C, H, W, kernel_size, dilation, num_threads);
+}
 
-    bool const avx2 = use_avx2();
-    int64_t n = num_threads > 0 ? num_threads : static_cast<int64_t>(std::thread::hardware_concurrency());
-    n = std::max<int64_t>(1, std::min<int64_t>(n, rows));
-    if (n == 1)
-    {
-        run_rows_dispatch(t, s, 0, rows, avx2);
-        return SFADACOF_CPU_OK;
-    }
-    std::vector<std::thread> workers;
-    workers.reserve(static_cast<size_t>(n - 1));
-    int64_t const chunk = (rows + n - 1) / n;
-    for (int64_t w = 1; w < n; ++w)
-    {
-        int64_t const begin = std::min(rows, w * chunk);
-        int64_t const end = std::min(rows, begin + chunk);
-        workers.emplace_back(run_rows_dispatch, std::cref(t), std::cref(s), begin, end, avx2);
-    }
-    run_rows_dispatch(t, s, 0, std::min(rows, chunk), avx2);
-    for (auto& worker : workers)
-    {
-        worker.join();
-    }
-    return SFADACOF_CPU_OK;
+int32_t sfadacof_cpu_direction_f32(float const* frame, float const* weight, float const* alpha, float const* beta,
+    float const* first, float const* occlusion, float* out, int32_t B, int32_t C, int32_t H, int32_t W,
+    int32_t kernel_size, int32_t dilation, int32_t num_threads)
+{
+    bool const null = !frame || !weight || !alpha || !beta || !out || (!first != !occlusion);
+    Job const t{frame, weight, alpha, beta, nullptr, nullptr, nullptr, nullptr, first, occlusion, out};
+    return run_job(t, null, B, C, H, W, kernel_size, dilation, num_threads);
 }
 
 } // extern "C"

@@ -39,6 +39,14 @@ SFADACOF_CPU_API int32_t sfadacof_cpu_synthesis_f32(float const* frame0, float c
     float const* occlusion, float* out, int32_t B, int32_t C, int32_t H, int32_t W, int32_t kernel_size,
     int32_t dilation, int32_t num_threads);
 
+// The op in two steps, for callers that hold one direction's maps at a time: with first and occlusion null,
+// out = AdaCoF(frame replication-padded, weight, alpha, beta) (direction 1's o1); with both set,
+// out = V * first + (1 - V) * AdaCoF(frame, ...) (direction 2, blended with first = o1). Chained, the two steps give
+// sfadacof_cpu_synthesis_f32's frame1 bit for bit. One of first/occlusion set without the other: NULL_POINTER.
+SFADACOF_CPU_API int32_t sfadacof_cpu_direction_f32(float const* frame, float const* weight, float const* alpha,
+    float const* beta, float const* first, float const* occlusion, float* out, int32_t B, int32_t C, int32_t H,
+    int32_t W, int32_t kernel_size, int32_t dilation, int32_t num_threads);
+
 #ifdef __cplusplus
 }
 #endif

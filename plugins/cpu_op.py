@@ -40,6 +40,8 @@ def _lib() -> ctypes.CDLL:
     lib.sfadacof_cpu_status_string.argtypes = [ctypes.c_int32]
     lib.sfadacof_cpu_synthesis_f32.restype = ctypes.c_int32
     lib.sfadacof_cpu_synthesis_f32.argtypes = [_FLOAT_P] * 10 + [ctypes.c_int32] * 7
+    lib.sfadacof_cpu_direction_f32.restype = ctypes.c_int32
+    lib.sfadacof_cpu_direction_f32.argtypes = [_FLOAT_P] * 7 + [ctypes.c_int32] * 7
     return lib
 
 
@@ -93,4 +95,39 @@ def adacof_synthesis_cpu(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2
     status = lib.sfadacof_cpu_synthesis_f32(*ptrs, b, c, h, w, k, d, int(num_threads))
     if status != 0:
         raise RuntimeError(f"sfadacof_cpu_synthesis_f32 failed: {lib.sfadacof_cpu_status_string(status).decode()}")
+    return out
+
+
+def adacof_direction_cpu(frame, weight, alpha, beta, kernel_size: int, dilation: int = 1, first=None,
+                         occlusion=None, num_threads: int = 0, out=None) -> np.ndarray:
+    """The op in two steps (adacof_cpu.h, sfadacof_cpu_direction_f32): without first/occlusion, one direction's
+    AdaCoF sum (o1); with both, V * first + (1 - V) * this direction's sum. Chained, the two calls equal
+    adacof_synthesis_cpu bit for bit while only one direction's maps need to exist at a time."""
+    k, d = check_attributes(kernel_size, dilation)
+    if (first is None) != (occlusion is None):
+        raise ValueError("give first and occlusion together (the second step), or neither (the first)")
+    f = _as_f32("frame", frame)
+    b, c, h, w = f.shape
+    arrays = [f] + [_as_f32(n, x) for n, x in (("weight", weight), ("alpha", alpha), ("beta", beta))]
+    for name, arr in zip(("weight", "alpha", "beta"), arrays[1:]):
+        if arr.shape != (b, k * k, h, w):
+            raise ValueError(f"{name} has shape {arr.shape}, expected {(b, k * k, h, w)} (frame {f.shape})")
+    extra = [None, None]
+    if first is not None:
+        extra = [_as_f32("first", first), _as_f32("occlusion", occlusion)]
+        if extra[0].shape != f.shape or extra[1].shape != (b, 1, h, w):
+            raise ValueError(f"first {extra[0].shape} / occlusion {extra[1].shape} do not fit frame {f.shape}")
+    if out is None:
+        out = np.empty((b, c, h, w), dtype=np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (b, c, h, w)
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {(b, c, h, w)}")
+    if out.size == 0:
+        return out
+    lib = _lib()
+    ptrs = [a.ctypes.data_as(_FLOAT_P) for a in arrays] + [
+        None if x is None else x.ctypes.data_as(_FLOAT_P) for x in extra] + [out.ctypes.data_as(_FLOAT_P)]
+    status = lib.sfadacof_cpu_direction_f32(*ptrs, b, c, h, w, k, d, int(num_threads))
+    if status != 0:
+        raise RuntimeError(f"sfadacof_cpu_direction_f32 failed: {lib.sfadacof_cpu_status_string(status).decode()}")
     return out

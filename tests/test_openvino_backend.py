@@ -114,10 +114,19 @@ def test_kernel_and_gather_synthesis_equal_the_export_lowering_with_large_offset
     with OpenVINOBackend(moving["onnx"], threads=2) as b:  # the default form, the kernel on 2 threads
         kernel = b.infer(f0, f2)
         assert b.synthesis_form == "kernel" and "C++ CPU kernel" in b.describe()["synthesis"]
-        # the node ran as the plugin's Reference node, in f32; none of the lowering's gathers is left
+        # the two kernel nodes ran as the plugin's Reference nodes, in f32; none of the lowering's gathers is left
         executed = b.runtime_precisions(f0.shape)
-        assert [p for layer, p, _ in executed if layer == "Reference"] == ["f32"]
+        assert [p for layer, p, _ in executed if layer == "Reference"] == ["f32"] * 2
         assert not any(layer in ("Gather", "GatherElements") for layer, _, _ in executed)
+        # in the order that keeps one direction's maps alive at a time (the 1080p peak, openvino_synthesis.py):
+        # direction 1's heads, its kernel node, direction 2's heads, the second node
+        refs = [i for i, (layer, _, _) in enumerate(executed) if layer == "Reference"]
+
+        def convs_of(direction):
+            return [i for i, (layer, _, names) in enumerate(executed) if layer == "Convolution" and any(
+                f"/module{h}{direction}/" in n for h in ("Weight", "Alpha", "Beta") for n in names)]
+        assert len(convs_of(1)) == len(convs_of(2)) == 3 * 4
+        assert max(convs_of(1)) < refs[0] < min(convs_of(2)) and max(convs_of(2)) < refs[1]
     reference = torch_forward(moving["model"], f0, f2)
     for fast in (gather, kernel):
         assert float(np.abs(fast - lowered).max()) <= 1e-5  # float32 summation order only
@@ -211,7 +220,7 @@ def test_bf16_accuracy_and_fp32_offsets(cpu_op, shipped):
     assert {p for p, names in convs if not offset_convs & set(names)} == {"bf16"}
     # the synthesis: the default's kernel node runs as the plugin's Reference node in f32; the export's lowering
     # (synthesis="ops") keeps every gather of its taps f32
-    assert [p for layer, p, _ in executed if layer == "Reference"] == ["f32"]
+    assert [p for layer, p, _ in executed if layer == "Reference"] == ["f32"] * 2
     with OpenVINOBackend(shipped["onnx"], precision="bf16", threads=1, synthesis="ops") as b:
         lowered = b.infer(f0, f2)
         gathers = [prec for layer, prec, _ in b.runtime_precisions(f0.shape)

@@ -380,7 +380,7 @@ class OpenVINOBackend(Backend):
                             "the offsets must stay fp32: use --precision fp32")
         low = sorted({name for _, prec, names in executed if prec in LOWERED_RUNTIME
                       for name in names if name in self._synthesis_nodes})
-        # the kernel node runs as the plugin's "Reference" node (the only one in this graph): in f32, or refuse
+        # the kernel nodes run as the plugin's "Reference" nodes (the only ones in this graph): in f32, or refuse
         low += sorted({f"the kernel node ({prec})" for layer, prec, _ in executed
                        if self.synthesis_form == "kernel" and layer == "Reference" and prec != "f32"})
         if low:
