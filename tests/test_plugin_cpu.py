@@ -137,6 +137,25 @@ def test_cpu_kernel_avx2_path_is_bit_identical_to_scalar(cpu_op, monkeypatch):
         assert np.isnan(fast).any() and np.array_equal(fast, scalar, equal_nan=True), (b, c, h, w, k, d)
 
 
+@pytest.mark.parametrize("simd", ["default", "0"])
+def test_cpu_kernel_in_two_steps_equals_the_fused_op(cpu_op, monkeypatch, simd):
+    """Direction 1 alone, then direction 2 blended with it (what OpenVINO's two kernel nodes run): the fused op's
+    frame bit for bit, on both paths (AVX2 where the CPU has it, and scalar), tails and two channel passes."""
+    if simd == "0":
+        monkeypatch.setenv("SFADACOF_CPU_SIMD", "0")
+    rng = np.random.default_rng(33)
+    for (b, c, h, w, k, d, scale) in [(2, 3, 7, 21, 5, 1, 9.0), (1, 5, 6, 11, 3, 2, 5.0)]:
+        f0, f2, w1, a1, b1, w2, a2, b2, occ = make_inputs(rng, b, c, h, w, k, scale, signed_weights=True)
+        fused = cpu_op.adacof_synthesis_cpu(f0, f2, w1, a1, b1, w2, a2, b2, occ, kernel_size=k, dilation=d)
+        o1 = cpu_op.adacof_direction_cpu(f0, w1, a1, b1, k, d)
+        two = cpu_op.adacof_direction_cpu(f2, w2, a2, b2, k, d, first=o1, occlusion=occ)
+        assert np.array_equal(two, fused)
+        # o1 alone is the spec's direction-1 sum: the fused op with V = 1 (to float32 rounding)
+        assert_close(o1, naive_fused(f0, f2, w1, a1, b1, w2, a2, b2, np.ones_like(occ), k, d), "direction 1")
+    with pytest.raises(ValueError, match="together"):
+        cpu_op.adacof_direction_cpu(f0, w1, a1, b1, k, d, first=o1)
+
+
 def test_cpu_op_never_modifies_inputs_and_accepts_any_layout(cpu_op):
     rng = np.random.default_rng(9)
     inputs = make_inputs(rng, 2, 3, 6, 8, 3, 5.0, dtype=np.float64)  # float64: converted copies
