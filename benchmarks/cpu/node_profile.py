@@ -1,7 +1,7 @@
 """Where a CPU configuration's time goes: OpenVINO's per-node profile (PERF_COUNT) of one 960x512 call, summed by
 part of the model.
 
-    python benchmarks/cpu/node_profile.py MODEL.xml|MODEL.onnx f32|bf16 [--json R.json]
+    python benchmarks/cpu/node_profile.py MODEL.xml|MODEL.onnx f32|bf16 [--synthesis ops|kernel] [--json R.json]
     ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/cpu/node_profile.py ...      # as an AVX2-only CPU computes
 
 Parts, from the node names the export keeps (the checkpoint's module names): the encoder (moduleConv*, modulePool*,
@@ -37,6 +37,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path)
     p.add_argument("hint", choices=("f32", "bf16"), help="INFERENCE_PRECISION_HINT (int8 IRs: of the float parts)")
+    p.add_argument("--synthesis", choices=("ops", "kernel"), default="ops",
+                   help="the export's standard ops (default) or the C++ kernel nodes (runtime/backends/openvino_synthesis.py)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import openvino as ov
@@ -46,7 +48,19 @@ def main() -> int:
     core = ov.Core()
     model = core.read_model(str(args.model))
     model.reshape({i: [1, 3, 512, 960] for i in model.inputs})
-    compiled = core.compile_model(model, "CPU", {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": args.hint})
+    if args.synthesis == "kernel":
+        from export.core import NODE_INPUT_TENSORS, NODE_OUTPUT_TENSOR
+        from runtime.backends.openvino_backend import _onnx_metadata, ir_metadata
+        from runtime.backends.openvino_synthesis import replace_synthesis
+
+        meta = ir_metadata(model) if args.model.suffix.lower() == ".xml" else _onnx_metadata(args.model)
+        k, d = int(meta.get("kernel_size", 5)), int(meta.get("dilation", 1))
+        if not replace_synthesis(model, NODE_INPUT_TENSORS, NODE_OUTPUT_TENSOR, k, d, form="kernel"):
+            raise SystemExit(f"{args.model}: no synthesis tensors to swap the kernel in for")
+    config = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": args.hint}
+    if args.synthesis == "kernel":
+        config["ENABLE_CPU_PINNING"] = False  # as OpenVINOBackend sets it for the kernel nodes' threads
+    compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     rng = np.random.default_rng(0)
     x0, x2 = (rng.random((1, 3, 512, 960), dtype=np.float32) for _ in range(2))
@@ -65,7 +79,7 @@ def main() -> int:
         print(f"  {r['part']:30s} {r['ms']:7.0f} ms {100 * r['share']:5.1f}%")
     if args.json:
         args.json.write_text(json.dumps({"command": " ".join(["python benchmarks/cpu/node_profile.py", args.model.name,
-                                                              args.hint]), "cpu": facts(), "size": "960x512",
+                                                              args.hint, "--synthesis", args.synthesis]), "cpu": facts(), "size": "960x512",
                                          "total_ms": round(total, 1), "parts": rows}, indent=1) + "\n")
     return 0
 
