@@ -139,7 +139,8 @@ def estimated_gb_in_pieces(pixels: int, video: bool = False) -> float:
     6000x4000 (peak RSS, 2 cores), i.e. ~1.0 GB plus ~0.35 GB per megapixel -- but 1.53 GB at 1280x720 in a clean
     clone on a loaded 2-core machine (issue 24) and 1.66 GB later (the process's fixed share -- imports, threads,
     allocator arenas -- varies and has grown), so 1.5 GB plus 0.36 per megapixel: the budget is a promise, the
-    estimate keeps a margin (1.83 GB at 1280x720) above what was measured."""
+    estimate keeps a margin (1.83 GB at 1280x720) above what was measured. Re-measured after the pieces path's
+    upsampling went to whole-row copies (issue 24): 8.96 GB at 6000x4000 (estimate 10.1 GB)."""
     return 1.5 + (0.36 + (VIDEO_GB_PER_MEGAPIXEL if video else 0.0)) * pixels / 1e6
 
 

@@ -6,8 +6,8 @@ A pair whose whole-frame peak (WHOLE_FRAME_GB for the inner backend, else sfadac
 memory budget runs on `inner` as usual. A larger one runs through sfadacof.large_frames.interpolate_in_pieces on the
 same checkpoint in fp32 PyTorch: level 1 of the encoder in strips, the rest of the U-Net whole, the heads and the
 synthesis in tiles, which reproduces the whole-frame forward (float32 summation order aside: max|Δ| 3.6e-7 on a real
-613x251 frame) at ~0.36 GB per megapixel instead of ~2.0 (a 6000x4000 pair: 9.25 GB peak RSS for the whole
-runtime.infer process, 291 s). Frames that do not fit even so are refused from their header before decoding
+613x251 frame) at ~0.36 GB per megapixel instead of ~2.0 (a 6000x4000 pair: 8.96 GB peak RSS for the whole
+runtime.infer process, 235 s). Frames that do not fit even so are refused from their header before decoding
 (sfadacof.images.check_pixel_budget). The report's backend says how many frames went which way (`large_frames`).
 
 Why not tiles of the inner backend: the model's x2 upsamplings use align_corners=True, whose sampling grid depends
