@@ -184,11 +184,13 @@ def test_shipped_int8_is_a_candidate_only_where_its_class_was_validated(shipped_
         assert any(n.startswith(f"int8: this CPU computes the shipped INT8 model as {numerics}") for n in notes)
 
 
-@pytest.mark.parametrize("numerics, offered", [("bf16+vnni", True), ("fp32+vnni", False), ("fp32+novnni", False)])
+@pytest.mark.parametrize("numerics, offered, same_form", [("bf16+vnni", True, True), ("fp32+vnni", False, True),
+                                                         ("fp32+novnni", False, True), ("bf16+vnni", False, False)])
 def test_a_shipped_model_validated_on_one_class_is_offered_there_only(shipped_exports, tmp_path, monkeypatch,
-                                                                      numerics, offered):
+                                                                      numerics, offered, same_form):
     """A shipped INT8 model whose sidecar met the rule as bf16+vnni, failed as fp32+vnni and was never validated as
-    fp32+novnni (the shipped files, linked beside that sidecar): auto offers it on the first class only."""
+    fp32+novnni (the shipped files, linked beside that sidecar): auto offers it on the first class only -- and not
+    even there when those validations ran the other synthesis form than this install runs (same_form False)."""
     from runtime.backends import openvino_int8 as oi
 
     real = oi.SHIPPED_INT8
@@ -199,15 +201,19 @@ def test_a_shipped_model_validated_on_one_class_is_offered_there_only(shipped_ex
     from runtime.backends.openvino_synthesis import synthesis_form_here
 
     rec = json.loads(oi.sidecar_of(real).read_text())
-    full = {"passed": True, "max_triplets": None, "synthesis": synthesis_form_here()}
+    form = synthesis_form_here() if same_form else {"kernel": "ops", "ops": "kernel"}[synthesis_form_here()]
+    full = {"passed": True, "max_triplets": None, "synthesis": form}
     rec["validations"] = {"bf16+vnni": full, "fp32+vnni": {**full, "passed": False}}
     (tmp_path / oi.sidecar_of(real).name).write_text(json.dumps(rec))
     monkeypatch.setattr(oi, "SHIPPED_INT8", tmp_path / real.name)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     cands, _, notes = cpu_choice.candidates(BackendOptions(), numerics.startswith("bf16"), numerics=numerics)
     assert ("int8" in [c.name for c in cands]) is offered
-    if not offered:
+    if not offered and same_form:
         assert any(f"as {numerics} (" in n and "met as bf16+vnni)" in n for n in notes), notes
+    if not same_form:
+        assert any(n.startswith(f"int8: the shipped INT8 model met the accuracy rule as {numerics} with the synthesis")
+                   for n in notes), notes
 
 
 def test_validated_numerics_counts_full_validations_that_met_the_rule(tmp_path):

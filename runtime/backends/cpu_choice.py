@@ -136,10 +136,22 @@ def candidates(o, bf16_native: bool, numerics: str | None = None) -> tuple[list[
             # the same model gives other frames with fp32 float parts or without VNNI (a model validated with bf16
             # float parts once lost 0.0553 dB on a frame run as an AVX2-only CPU): offered only where it was shown
             # to meet the rule
-            notes.append(f"int8: this CPU computes the shipped INT8 model as {here} ({INT8_NUMERICS[here]}), where "
-                         "it was not shown to meet the accuracy rule (its sidecar records it met as "
-                         f"{', '.join(valid) or 'no class'}), so it is not a candidate here (--precision int8 still "
-                         "runs it)")
+            from .openvino_synthesis import synthesis_form_here
+
+            form = synthesis_form_here()
+            other = "ops" if form == "kernel" else "kernel"
+            if here in validated_numerics(int8, other):  # shown, but with the synthesis form this install lacks
+                notes.append(f"int8: the shipped INT8 model met the accuracy rule as {here} with the synthesis "
+                             f"as {'the C++ kernel' if other == 'kernel' else 'standard ops'}, and this install runs "
+                             f"{'standard ops' if form == 'ops' else 'the C++ kernel'} (the two differ by float32 "
+                             "rounding, which can move a frame's 8-bit levels), so it is not a candidate here"
+                             + (" (build the kernel: python -m plugins.build, or pip install .)" if form == "ops"
+                                else "") + "; --precision int8 still runs it")
+            else:
+                notes.append(f"int8: this CPU computes the shipped INT8 model as {here} ({INT8_NUMERICS[here]}), "
+                             "where it was not shown to meet the accuracy rule (its sidecar records it met as "
+                             f"{', '.join(valid) or 'no class'}), so it is not a candidate here (--precision int8 "
+                             "still runs it)")
             int8 = None
         elif int8 is None:
             notes.append("int8: no INT8 model for these weights (the shipped one belongs to the shipped weights; "
