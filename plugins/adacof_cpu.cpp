@@ -100,12 +100,13 @@ void run_rows(Job const& t, sfadacof::SynthesisShape const& s, int64_t row_begin
 }
 
 #if SFADACOF_CPU_AVX2
-// One direction's taps for 8 pixels (j .. j+7 of row i, all in the frame) and up to kChannelsPerPass channels:
-// acc[c] += w * bilinear(...) in tap order, as sfadacof::accumulate_direction does per pixel.
-__attribute__((target("avx2"))) inline void accumulate8(float const* planes, size_t plane, int nc, int H, int W,
-    float const* weight, float const* alpha, float const* beta, int K, int dilation, int i, int j, __m256 (&acc)[4])
+// One tap of one direction for the 8-pixel steps of a row: acc[c][j..] += w * bilinear(...). The loop runs tap by
+// tap over the whole row (not pixel by pixel over all taps): each pixel still adds its taps in tap order, so the
+// sums are the scalar path's, while only this tap's three map rows stream from memory at a time (all 75 of a
+// direction at once overran the hardware prefetcher).
+__attribute__((target("avx2"))) inline void tap_row8(float const* planes, size_t plane, int C, int H, int W, int steps,
+    float const* weight, float const* alpha, float const* beta, int row_base, int col_base, float* acc)
 {
-    int const pad = sfadacof::adacof_kernel_pad(K, dilation);
     __m256 const max_off = _mm256_set1_ps(sfadacof::kMaxOffset);
     __m256 const min_off = _mm256_set1_ps(-sfadacof::kMaxOffset);
     __m256 const one = _mm256_set1_ps(1.0f);
@@ -115,101 +116,115 @@ __attribute__((target("avx2"))) inline void accumulate8(float const* planes, siz
     __m256i const w_last = _mm256_set1_epi32(W - 1);
     __m256i const w_i = _mm256_set1_epi32(W);
     __m256i const lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (int k = 0; k < K; ++k)
+    __m256i const rb = _mm256_set1_epi32(row_base);
+    for (int s = 0; s < steps; ++s)
     {
-        __m256i const row_base = _mm256_set1_epi32(i + k * dilation - pad);
-        for (int l = 0; l < K; ++l)
+        int const j = s * 8;
+        __m256 const w = _mm256_loadu_ps(weight + j);
+        __m256 const a = _mm256_loadu_ps(alpha + j);
+        __m256 const e = _mm256_loadu_ps(beta + j);
+        // split_offset: min_ps(M, v) keeps a NaN v, max_ps(., -M) then gives -M, as fmaxf/fminf do there
+        __m256 const ac = _mm256_max_ps(_mm256_min_ps(max_off, a), min_off);
+        __m256 const ec = _mm256_max_ps(_mm256_min_ps(max_off, e), min_off);
+        __m256i const A = _mm256_cvttps_epi32(ac);
+        __m256i const E = _mm256_cvttps_epi32(ec);
+        __m256 const fa = _mm256_add_ps(_mm256_sub_ps(ac, _mm256_cvtepi32_ps(A)), _mm256_sub_ps(a, a));
+        __m256 const fe = _mm256_add_ps(_mm256_sub_ps(ec, _mm256_cvtepi32_ps(E)), _mm256_sub_ps(e, e));
+        __m256i const r = _mm256_add_epi32(rb, A);
+        __m256i const c = _mm256_add_epi32(_mm256_add_epi32(_mm256_set1_epi32(col_base + j), lanes), E);
+        __m256i const r0 = _mm256_mullo_epi32(_mm256_min_epi32(_mm256_max_epi32(r, zero_i), h_last), w_i);
+        __m256i const r1 = _mm256_mullo_epi32(
+            _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(r, one_i), zero_i), h_last), w_i);
+        __m256i const c0 = _mm256_min_epi32(_mm256_max_epi32(c, zero_i), w_last);
+        __m256i const c1 = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(c, one_i), zero_i), w_last);
+        __m256i const i00 = _mm256_add_epi32(r0, c0);
+        __m256i const i10 = _mm256_add_epi32(r1, c0);
+        __m256i const i01 = _mm256_add_epi32(r0, c1);
+        __m256i const i11 = _mm256_add_epi32(r1, c1);
+        __m256 const ga = _mm256_sub_ps(one, fa);
+        __m256 const ge = _mm256_sub_ps(one, fe);
+        for (int ch = 0; ch < C; ++ch)
         {
-            size_t const t = static_cast<size_t>(k * K + l) * plane;
-            __m256 const w = _mm256_loadu_ps(weight + t);
-            __m256 const a = _mm256_loadu_ps(alpha + t);
-            __m256 const e = _mm256_loadu_ps(beta + t);
-            // split_offset: min_ps(M, v) keeps a NaN v, max_ps(., -M) then gives -M, as fmaxf/fminf do there
-            __m256 const ac = _mm256_max_ps(_mm256_min_ps(max_off, a), min_off);
-            __m256 const ec = _mm256_max_ps(_mm256_min_ps(max_off, e), min_off);
-            __m256i const A = _mm256_cvttps_epi32(ac);
-            __m256i const E = _mm256_cvttps_epi32(ec);
-            __m256 const fa = _mm256_add_ps(_mm256_sub_ps(ac, _mm256_cvtepi32_ps(A)), _mm256_sub_ps(a, a));
-            __m256 const fe = _mm256_add_ps(_mm256_sub_ps(ec, _mm256_cvtepi32_ps(E)), _mm256_sub_ps(e, e));
-            __m256i const r = _mm256_add_epi32(row_base, A);
-            __m256i const c = _mm256_add_epi32(_mm256_add_epi32(_mm256_set1_epi32(j + l * dilation - pad), lanes), E);
-            __m256i const r0 = _mm256_mullo_epi32(_mm256_min_epi32(_mm256_max_epi32(r, zero_i), h_last), w_i);
-            __m256i const r1 = _mm256_mullo_epi32(
-                _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(r, one_i), zero_i), h_last), w_i);
-            __m256i const c0 = _mm256_min_epi32(_mm256_max_epi32(c, zero_i), w_last);
-            __m256i const c1 = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(c, one_i), zero_i), w_last);
-            __m256i const i00 = _mm256_add_epi32(r0, c0);
-            __m256i const i10 = _mm256_add_epi32(r1, c0);
-            __m256i const i01 = _mm256_add_epi32(r0, c1);
-            __m256i const i11 = _mm256_add_epi32(r1, c1);
-            __m256 const ga = _mm256_sub_ps(one, fa);
-            __m256 const ge = _mm256_sub_ps(one, fe);
-            for (int ch = 0; ch < nc; ++ch)
-            {
-                float const* p = planes + static_cast<size_t>(ch) * plane;
-                __m256 const p00 = _mm256_i32gather_ps(p, i00, 4);
-                __m256 const p10 = _mm256_i32gather_ps(p, i10, 4);
-                __m256 const p01 = _mm256_i32gather_ps(p, i01, 4);
-                __m256 const p11 = _mm256_i32gather_ps(p, i11, 4);
-                // bilinear: p00 * ga * ge + p10 * fa * ge + p01 * ga * fe + p11 * fa * fe, left to right
-                __m256 bil = _mm256_mul_ps(_mm256_mul_ps(p00, ga), ge);
-                bil = _mm256_add_ps(bil, _mm256_mul_ps(_mm256_mul_ps(p10, fa), ge));
-                bil = _mm256_add_ps(bil, _mm256_mul_ps(_mm256_mul_ps(p01, ga), fe));
-                bil = _mm256_add_ps(bil, _mm256_mul_ps(_mm256_mul_ps(p11, fa), fe));
-                acc[ch] = _mm256_add_ps(acc[ch], _mm256_mul_ps(w, bil));
-            }
+            float const* p = planes + static_cast<size_t>(ch) * plane;
+            __m256 const p00 = _mm256_i32gather_ps(p, i00, 4);
+            __m256 const p10 = _mm256_i32gather_ps(p, i10, 4);
+            __m256 const p01 = _mm256_i32gather_ps(p, i01, 4);
+            __m256 const p11 = _mm256_i32gather_ps(p, i11, 4);
+            // bilinear: p00 * ga * ge + p10 * fa * ge + p01 * ga * fe + p11 * fa * fe, left to right
+            __m256 bil = _mm256_mul_ps(_mm256_mul_ps(p00, ga), ge);
+            bil = _mm256_add_ps(bil, _mm256_mul_ps(_mm256_mul_ps(p10, fa), ge));
+            bil = _mm256_add_ps(bil, _mm256_mul_ps(_mm256_mul_ps(p01, ga), fe));
+            bil = _mm256_add_ps(bil, _mm256_mul_ps(_mm256_mul_ps(p11, fa), fe));
+            float* acc_c = acc + static_cast<size_t>(ch) * static_cast<size_t>(W) + j;
+            _mm256_storeu_ps(acc_c, _mm256_add_ps(_mm256_loadu_ps(acc_c), _mm256_mul_ps(w, bil)));
         }
     }
 }
 
-// Rows [row_begin, row_end) with the AVX2 step; the last W % 8 pixels of a row go through the scalar path.
+// One direction's sums for the 8-pixel steps of row i (C x W floats in acc, zeroed here).
+__attribute__((target("avx2"))) void direction_row8(float const* frame, size_t plane, sfadacof::SynthesisShape const& s,
+    float const* weight, float const* alpha, float const* beta, int i, int steps, float* acc)
+{
+    std::fill(acc, acc + static_cast<size_t>(s.C) * static_cast<size_t>(s.W), 0.0f);
+    int const K = s.kernel_size;
+    int const pad = sfadacof::adacof_kernel_pad(K, s.dilation);
+    for (int k = 0; k < K; ++k)
+    {
+        for (int l = 0; l < K; ++l)
+        {
+            size_t const t = static_cast<size_t>(k * K + l) * plane;
+            tap_row8(frame, plane, s.C, s.H, s.W, steps, weight + t, alpha + t, beta + t, i + k * s.dilation - pad,
+                l * s.dilation - pad, acc);
+        }
+    }
+}
+
+// Rows [row_begin, row_end) with the AVX2 steps; the last W % 8 pixels of a row go through the scalar path.
 __attribute__((target("avx2"))) void run_rows_avx2(
     Job const& t, sfadacof::SynthesisShape const& s, int64_t row_begin, int64_t row_end)
 {
     size_t const plane = static_cast<size_t>(s.H) * static_cast<size_t>(s.W);
     size_t const maps = static_cast<size_t>(s.kernel_size) * static_cast<size_t>(s.kernel_size) * plane;
+    size_t const row_floats = static_cast<size_t>(s.C) * static_cast<size_t>(s.W);
+    std::vector<float> oa(row_floats), ob(t.frame_b ? row_floats : 0);
     __m256 const one = _mm256_set1_ps(1.0f);
-    int const tail = s.W - s.W % 8;
+    int const steps = s.W / 8;
+    int const tail = steps * 8;
     for (int64_t row = row_begin; row < row_end; ++row) // row = b * H + i
     {
         int const b = static_cast<int>(row / s.H);
         int const i = static_cast<int>(row % s.H);
         size_t const frame_off = static_cast<size_t>(b) * static_cast<size_t>(s.C) * plane;
         size_t const row_off = static_cast<size_t>(i) * static_cast<size_t>(s.W);
-        for (int j = 0; j < tail; j += 8)
+        size_t const map_off = static_cast<size_t>(b) * maps + row_off;
+        if (steps > 0)
         {
-            size_t const pix = row_off + static_cast<size_t>(j);
-            size_t const map_off = static_cast<size_t>(b) * maps + pix;
-            __m256 const v = t.occlusion ? _mm256_loadu_ps(t.occlusion + static_cast<size_t>(b) * plane + pix)
-                                         : _mm256_setzero_ps();
-            __m256 const gv = _mm256_sub_ps(one, v);
-            for (int c0 = 0; c0 < s.C; c0 += sfadacof::kChannelsPerPass)
+            direction_row8(t.frame_a + frame_off, plane, s, t.weight_a + map_off, t.alpha_a + map_off,
+                t.beta_a + map_off, i, steps, oa.data());
+            if (t.frame_b)
             {
-                int const nc = std::min(sfadacof::kChannelsPerPass, s.C - c0);
-                __m256 oa[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-                __m256 ob[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-                size_t const planes_off = frame_off + static_cast<size_t>(c0) * plane;
-                accumulate8(t.frame_a + planes_off, plane, nc, s.H, s.W, t.weight_a + map_off, t.alpha_a + map_off,
-                    t.beta_a + map_off, s.kernel_size, s.dilation, i, j, oa);
-                if (t.frame_b)
+                direction_row8(t.frame_b + frame_off, plane, s, t.weight_b + map_off, t.alpha_b + map_off,
+                    t.beta_b + map_off, i, steps, ob.data());
+            }
+            float const* occ = t.occlusion ? t.occlusion + static_cast<size_t>(b) * plane + row_off : nullptr;
+            for (int c = 0; c < s.C; ++c)
+            {
+                size_t const at = frame_off + static_cast<size_t>(c) * plane + row_off;
+                float const* a_c = oa.data() + static_cast<size_t>(c) * static_cast<size_t>(s.W);
+                float const* b_c = t.frame_b ? ob.data() + static_cast<size_t>(c) * static_cast<size_t>(s.W) : nullptr;
+                for (int j = 0; j < tail; j += 8)
                 {
-                    accumulate8(t.frame_b + planes_off, plane, nc, s.H, s.W, t.weight_b + map_off,
-                        t.alpha_b + map_off, t.beta_b + map_off, s.kernel_size, s.dilation, i, j, ob);
-                }
-                for (int c = 0; c < nc; ++c)
-                {
-                    size_t const at = planes_off + static_cast<size_t>(c) * plane + row_off + static_cast<size_t>(j);
-                    __m256 px = oa[c];
-                    // blend: v * o1 + (1 - v) * o2
-                    if (t.frame_b)
+                    __m256 px = _mm256_loadu_ps(a_c + j);
+                    if (occ)
                     {
-                        px = _mm256_add_ps(_mm256_mul_ps(v, oa[c]), _mm256_mul_ps(gv, ob[c]));
+                        // blend: v * o1 + (1 - v) * o2
+                        __m256 const v = _mm256_loadu_ps(occ + j);
+                        __m256 const gv = _mm256_sub_ps(one, v);
+                        px = b_c ? _mm256_add_ps(_mm256_mul_ps(v, px), _mm256_mul_ps(gv, _mm256_loadu_ps(b_c + j)))
+                                 : _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(t.first + at + j)),
+                                     _mm256_mul_ps(gv, px));
                     }
-                    else if (t.first)
-                    {
-                        px = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(t.first + at)), _mm256_mul_ps(gv, oa[c]));
-                    }
-                    _mm256_storeu_ps(t.out + at, px);
+                    _mm256_storeu_ps(t.out + at + j, px);
                 }
             }
         }
