@@ -63,6 +63,21 @@ def _as_f32(name: str, x) -> np.ndarray:
     return arr
 
 
+def _output(out, shape: tuple[int, ...]) -> np.ndarray:
+    """A new output array, or the caller's `out` when it can be written as one."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
+            and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {shape}")
+    return out
+
+
+def _check(lib, function: str, status: int) -> None:
+    if status != 0:
+        raise RuntimeError(f"{function} failed: {lib.sfadacof_cpu_status_string(status).decode()}")
+
+
 def adacof_synthesis_cpu(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2, beta2, occlusion,
                          kernel_size: int, dilation: int = 1, num_threads: int = 0, out=None) -> np.ndarray:
     """The fused op (see module doc). num_threads <= 0 uses every hardware thread. `out`: a C-contiguous float32
@@ -83,18 +98,12 @@ def adacof_synthesis_cpu(frame0, frame2, weight1, alpha1, beta1, weight2, alpha2
         if arr.shape != expected[name]:
             raise ValueError(f"{name} has shape {arr.shape}, expected {expected[name]} "
                              f"(frame0 {f0.shape}, kernel_size {k})")
-    if out is None:
-        out = np.empty((b, c, h, w), dtype=np.float32)
-    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (b, c, h, w)
-              and out.flags.c_contiguous and out.flags.writeable):
-        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {(b, c, h, w)}")
+    out = _output(out, (b, c, h, w))
     if out.size == 0:
         return out
     lib = _lib()
     ptrs = [a.ctypes.data_as(_FLOAT_P) for a in arrays] + [out.ctypes.data_as(_FLOAT_P)]
-    status = lib.sfadacof_cpu_synthesis_f32(*ptrs, b, c, h, w, k, d, int(num_threads))
-    if status != 0:
-        raise RuntimeError(f"sfadacof_cpu_synthesis_f32 failed: {lib.sfadacof_cpu_status_string(status).decode()}")
+    _check(lib, "sfadacof_cpu_synthesis_f32", lib.sfadacof_cpu_synthesis_f32(*ptrs, b, c, h, w, k, d, int(num_threads)))
     return out
 
 
@@ -117,17 +126,11 @@ def adacof_direction_cpu(frame, weight, alpha, beta, kernel_size: int, dilation:
         extra = [_as_f32("first", first), _as_f32("occlusion", occlusion)]
         if extra[0].shape != f.shape or extra[1].shape != (b, 1, h, w):
             raise ValueError(f"first {extra[0].shape} / occlusion {extra[1].shape} do not fit frame {f.shape}")
-    if out is None:
-        out = np.empty((b, c, h, w), dtype=np.float32)
-    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (b, c, h, w)
-              and out.flags.c_contiguous and out.flags.writeable):
-        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {(b, c, h, w)}")
+    out = _output(out, (b, c, h, w))
     if out.size == 0:
         return out
     lib = _lib()
     ptrs = [a.ctypes.data_as(_FLOAT_P) for a in arrays] + [
         None if x is None else x.ctypes.data_as(_FLOAT_P) for x in extra] + [out.ctypes.data_as(_FLOAT_P)]
-    status = lib.sfadacof_cpu_direction_f32(*ptrs, b, c, h, w, k, d, int(num_threads))
-    if status != 0:
-        raise RuntimeError(f"sfadacof_cpu_direction_f32 failed: {lib.sfadacof_cpu_status_string(status).decode()}")
+    _check(lib, "sfadacof_cpu_direction_f32", lib.sfadacof_cpu_direction_f32(*ptrs, b, c, h, w, k, d, int(num_threads)))
     return out
