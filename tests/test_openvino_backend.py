@@ -101,7 +101,7 @@ def test_fp32_batch_equals_onnx_runtime_on_the_same_graph(shipped):
 
 @pytest.mark.slow  # the module's TorchScript exports (shipped, moving)
 def test_kernel_and_gather_synthesis_equal_the_export_lowering_with_large_offsets(cpu_op, moving):
-    """The default synthesis (the C++ kernel as an OpenVINO node) and OpenVINO's Gather form (openvino_synthesis.py)
+    """The default synthesis (the C++ kernel as two OpenVINO nodes) and OpenVINO's Gather form (openvino_synthesis.py)
     against PyTorch and against the export's own standard-op lowering, batch 2, with offsets of several pixels both
     ways (reads across the edges, clamped corners)."""
     f0, f2 = real_pair(101, 70, batch=2)

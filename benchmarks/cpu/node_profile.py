@@ -38,7 +38,8 @@ def main() -> int:
     p.add_argument("model", type=Path)
     p.add_argument("hint", choices=("f32", "bf16"), help="INFERENCE_PRECISION_HINT (int8 IRs: of the float parts)")
     p.add_argument("--synthesis", choices=("ops", "kernel"), default="ops",
-                   help="the export's standard ops (default) or the C++ kernel nodes (runtime/backends/openvino_synthesis.py)")
+                   help="the export's standard ops (default) or the C++ kernel nodes "
+                        "(runtime/backends/openvino_synthesis.py)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import openvino as ov

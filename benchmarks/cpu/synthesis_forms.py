@@ -5,7 +5,7 @@ process, on real 960x507 frames, with eager PyTorch as the baseline of every rat
 
 Configurations: eager PyTorch fp32 (the project's model, the baseline), then for each precision this CPU offers
 (bf16 only where it is native; int8: the shipped INT8 model) OpenVINO with synthesis="ops" (the export's lowering,
-the CPU default before issue 26) and synthesis="kernel" (the C++ kernel as an OpenVINO node, the default now).
+the CPU default before issue 26) and synthesis="kernel" (the C++ kernel as two OpenVINO nodes, the default now).
 Each is warmed up once (compile, first-run allocations), then the configurations are called in turn, round by
 round (--iters rounds), so that load from elsewhere falls on all alike; a configuration's figure is the median of
 its calls. The outputs of the two forms of one precision are compared (max |difference|: float32 summation order).

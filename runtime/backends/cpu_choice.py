@@ -222,7 +222,8 @@ def cache_key(cands: list[Candidate], checkpoint_sha: str) -> dict:
     from .openvino_synthesis import kernel_library
 
     lib = kernel_library()  # the synthesis the candidates run: the C++ kernel node (this build of it) or the ops
-    return {"synthesis": f"kernel {file_sha256(lib)}" if lib else "ops", "cpu": f["model"], "family_model_stepping": f["family_model_stepping"],
+    return {"synthesis": f"kernel {file_sha256(lib)}" if lib else "ops",
+            "cpu": f["model"], "family_model_stepping": f["family_model_stepping"],
             "flags": f["effective_flags"], "isa_cap": f["isa_cap"], "cores": f["cores"],
             "openvino": ov.__version__, "checkpoint_sha256": checkpoint_sha,
             "candidates": {c.name: _file_digest(c.model) for c in cands},

@@ -5,7 +5,7 @@
 Without `--onnx`, the registry exports the checkpoint in the standard-op form
 (export.cache.onnx_for_checkpoint(..., synthesis="onnx"), cached): OpenVINO has no use for the plugin form's
 custom node. The synthesis (synthesis=):
-  * "kernel": the project's C++ CPU kernel as an OpenVINO node put in place of the export's lowering at compile
+  * "kernel": the project's C++ CPU kernel as two OpenVINO nodes put in place of the export's lowering at compile
     time (openvino_synthesis.py), fp32 whatever the precision; "auto" (the default) takes it where the kernel
     library is built (pip install builds it), else
   * "ops": the export's standard-op lowering as it is (the graph's own GatherElements);
@@ -38,7 +38,7 @@ float runs in bf16 where the CPU has native bf16, else fp32; the offset heads' l
 synthesis reads) and the synthesis are marked fp32 as above and checked on every compiled graph (their convolutions
 f32, and the model must execute int8 convolutions at all). An INT8 IR run with `--precision fp32/bf16` (the earlier
 way) still runs, that hint for what stayed float; describe() says precision "int8" either way.
-Interrupts: Ctrl-C during a frame arrives when the C++ call returns (with the kernel node, OpenVINO calls Python
+Interrupts: Ctrl-C during a frame arrives when the C++ call returns (with the kernel nodes, OpenVINO calls Python
 back: the signals are held during infer, sfadacof.interrupts.deferred_sigint).
 """
 
@@ -57,7 +57,7 @@ from .base import Backend, available_cores, cpu_flags, reported_metadata
 
 PRECISIONS = ("fp32", "bf16", "int8")
 SYNTHESIS_FORMS = ("auto", "kernel", "ops", "gather")
-_SYNTHESIS_TEXT = {"kernel": "the C++ CPU kernel (plugins/adacof_cpu.cpp) as an OpenVINO node, fp32",
+_SYNTHESIS_TEXT = {"kernel": "the C++ CPU kernel (plugins/adacof_cpu.cpp) as two OpenVINO nodes, fp32",
                    "ops": "standard ops (the export's lowering)",
                    "gather": "OpenVINO Gather(batch_dims=1), one per tap (openvino_synthesis.py)"}
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
@@ -279,7 +279,7 @@ class OpenVINOBackend(Backend):
             if problem:
                 raise UserError(f"{self.onnx_path}: not an SF-AdaCoF graph: {problem}")
         self.metadata = meta
-        # The synthesis form (module docstring). The kernel node goes into a clone at compile time (_compile), so
+        # The synthesis form (module docstring). The kernel nodes go into a clone at compile time (_request), so
         # self.model keeps the export's ops: calib.openvino_int8 quantizes and saves it, and the fp32 marks of
         # keep_fp32 below (which round-trip the model through an IR) must see the plain graph.
         if synthesis not in SYNTHESIS_FORMS:
@@ -411,7 +411,7 @@ class OpenVINOBackend(Backend):
         feed = {0: np.ascontiguousarray(frame0, dtype=np.float32), 1: np.ascontiguousarray(frame2, dtype=np.float32)}
         if self.synthesis_form != "kernel":
             request.infer(feed)
-        else:  # the kernel node calls back into Python (openvino_synthesis.py)
+        else:  # the kernel nodes call back into Python (openvino_synthesis.py)
             from .openvino_synthesis import infer_with_kernel
 
             infer_with_kernel(request, feed, self._kernel_errors)

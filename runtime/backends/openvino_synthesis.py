@@ -1,10 +1,10 @@
-"""The AdaCoF synthesis on OpenVINO: the fused op as a node that runs the project's C++ CPU kernel (the default),
-or an OpenVINO-native subgraph, either put in place of the standard-op export's lowering.
+"""The AdaCoF synthesis on OpenVINO: two nodes that run the project's C++ CPU kernel (the default), or an
+OpenVINO-native subgraph, either put in place of the standard-op export's lowering.
 
     replace_synthesis(model, input_tensors, output_tensor, kernel_size, dilation, form="kernel") -> bool
     infer_with_kernel(request, feed, errors)         # infer, signals held, the node's error raised here
 
-Why a kernel node (form "kernel", the CPU default's since issue 26): the export's lowering runs 50 taps x 4
+Why kernel nodes (form "kernel", the CPU default's since issue 26): the export's lowering runs 50 taps x 4
 bilinear corners as GatherElements with Expand-ed indices, reference (non-JIT) kernels on OpenVINO's CPU plugin:
 per-node profiles (benchmarks/cpu/node_profile_*.json) put it at 73% of the INT8 default's time on AMX and ~27% of
 the fp32 model's under an AVX2 cap. The C++ kernel (plugins/adacof_cpu.cpp, the arithmetic the CUDA kernels and
@@ -15,11 +15,11 @@ output buffer to the kernel (plugins.cpu_op, ctypes: the GIL is released while i
 to the fused op), so that only one direction's three (B, K*K, H, W) maps are alive at a time (one node
 holding all six peaked at 2.51 GB at 1920x1080 in fp32, against 1.91 GB for the two and 1.78 GB for the ops).
 The CPU plugin runs such a node as a "Reference" node in the precision of its declared types, f32, also in bf16 or
-int8 models (the backend checks that on every compiled graph). It exists only in memory: OpenVINOBackend swaps it into a clone of
-its model right before each compile, so the model it holds (what calib.openvino_int8 quantizes and saves as IR)
-keeps the export's standard ops.
+int8 models (the backend checks that on every compiled graph). The nodes exist only in memory: OpenVINOBackend swaps
+them into a clone of its model right before each compile, so the model it holds (what calib.openvino_int8 quantizes
+and saves as IR) keeps the export's standard ops.
 Errors and signals: evaluate() is called from C++ inside infer(); a Python exception must not unwind through
-OpenVINO, so the node records it and returns False, and raise_errors() re-raises it after infer returns. Ctrl-C,
+OpenVINO, so the node records it and returns False, and infer_with_kernel() re-raises it after infer returns. Ctrl-C,
 SIGTERM and SIGHUP are held during infer (sfadacof.interrupts.deferred_sigint: a signal delivered inside the
 callback would otherwise be raised there).
 
@@ -130,7 +130,7 @@ def build_synthesis(f0, f2, w1, a1, b1, w2, a2, b2, occ, kernel_size: int, dilat
 
 
 def raise_errors(errors: list) -> None:
-    """Re-raise (and clear) what a KernelSynthesis node recorded in `errors` during the last infer:
+    """Re-raise (and clear) what a kernel node recorded in `errors` during the last infer:
     KeyboardInterrupt as is, anything else as one RuntimeError line."""
     if not errors:
         return
