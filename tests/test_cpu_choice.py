@@ -202,7 +202,7 @@ def test_a_shipped_model_validated_on_one_class_is_offered_there_only(shipped_ex
 
     rec = json.loads(oi.sidecar_of(real).read_text())
     form = synthesis_form_here() if same_form else {"kernel": "ops", "ops": "kernel"}[synthesis_form_here()]
-    full = {"passed": True, "max_triplets": None, "synthesis": form}
+    full = {"passed": True, "max_triplets": None, "synthesis": form, "gaps": [1, 2]}
     rec["validations"] = {"bf16+vnni": full, "fp32+vnni": {**full, "passed": False}}
     (tmp_path / oi.sidecar_of(real).name).write_text(json.dumps(rec))
     monkeypatch.setattr(oi, "SHIPPED_INT8", tmp_path / real.name)
@@ -217,14 +217,14 @@ def test_a_shipped_model_validated_on_one_class_is_offered_there_only(shipped_ex
 
 
 def test_validated_numerics_counts_full_validations_that_met_the_rule(tmp_path):
-    """A sidecar's class counts only with passed true on every triplet: a failed one, a sample (max_triplets) or a
-    malformed entry does not."""
+    """A sidecar's class counts only with passed true on every triplet of the rule's gaps with this synthesis form:
+    a failed one, a sample (max_triplets), one of gap 1 alone, one of the other form or a malformed entry does not."""
     from runtime.backends.openvino_int8 import validated_numerics
 
     xml = tmp_path / "m.int8.xml"
     xml.write_text("<net/>")
     assert validated_numerics(xml) == []  # no sidecar
-    full = {"passed": True, "max_triplets": None, "synthesis": "kernel"}
+    full = {"passed": True, "max_triplets": None, "synthesis": "kernel", "gaps": [1, 2]}
     (tmp_path / "m.int8.json").write_text(json.dumps({"weights_sha256": "0" * 64, "files": {}, "validations": {
         "bf16+vnni": full, "fp32+vnni": {**full, "passed": False}, "fp32+novnni": {**full, "max_triplets": 5},
         "x": "passed"}}))
@@ -232,7 +232,12 @@ def test_validated_numerics_counts_full_validations_that_met_the_rule(tmp_path):
     # a validation counts only for the synthesis form it ran; a record without one ran the export's ops
     assert validated_numerics(xml, "ops") == []
     (tmp_path / "m.int8.json").write_text(json.dumps({"weights_sha256": "0" * 64, "files": {}, "validations": {
-        "bf16+vnni": {"passed": True, "max_triplets": None}, "fp32+vnni": full}}))
+        "bf16+vnni": {"passed": True, "max_triplets": None, "gaps": [1, 2]}, "fp32+vnni": full}}))
     assert validated_numerics(xml, "ops") == ["bf16+vnni"] and validated_numerics(xml, "kernel") == ["fp32+vnni"]
+    # and only when it covered the rule's gaps (1 and 2): gap 1 alone, or no gaps recorded, does not count
+    (tmp_path / "m.int8.json").write_text(json.dumps({"weights_sha256": "0" * 64, "files": {}, "validations": {
+        "bf16+vnni": {**full, "gaps": [1]}, "fp32+vnni": {k: v for k, v in full.items() if k != "gaps"},
+        "fp32+novnni": {**full, "gaps": [2, 1, 3]}}}))
+    assert validated_numerics(xml, "kernel") == ["fp32+novnni"]
 
 
