@@ -3,13 +3,14 @@ of calib.shipped_int8's scope, quantize again (same calibration pairs), and scor
 only -- never the held-aside shots the rule is validated on.
 
     ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python benchmarks/cpu/int8_sensitivity.py --json R.json [--groups a,b]
+                                        [--small] [--gaps 1,2]
 
 With --small, also 4 triplets per train segment scaled to a small frame (bigbuckbunny x0.25 = 320x180, bikes x0.5
 = 320x136), where the held-aside carphone clip (176x144) showed the int8 error a 640-wide frame did not.
 
 Scope of the base: calib.shipped_int8.KEEP_FLOAT less the groups below (each group is taken out of it first, so
-"base" is the model without any of them). Triplets: 4 evenly spaced gap-1 triplets per train segment and scale of
-sfadacof/weights/split.json at its own size (24 in all). Per group: the worst and mean PSNR against OpenVINO fp32
+"base" is the model without any of them). Triplets: 4 evenly spaced triplets per gap (--gaps, default 1) per train segment and
+scale of sfadacof/weights/split.json at its own size (24 per gap). Per group: the worst and mean PSNR against OpenVINO fp32
 (clipped float outputs) and the worst and mean change of PSNR against the true middle frame (8-bit outputs, as the
 rule scores it). The INT8 model runs with fp32 float parts (INFERENCE_PRECISION_HINT f32): run it under an ISA
 cap without bf16 (as above) to score the class an AVX2-only or VNNI-only CPU computes (runtime/cpu_info.py).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +48,19 @@ GROUPS: dict[str, list[str]] = {
 GROUPS["weight_and_offset_heads_first"] = GROUPS["weight_heads"] + GROUPS["offset_heads_first"]
 GROUPS["occlusion_and_offset_heads_first"] = GROUPS["occlusion"] + GROUPS["offset_heads_first"]
 GROUPS["decoder2_and_offset_heads_first"] = GROUPS["decoder2"] + GROUPS["offset_heads_first"]
+# Larger float sets, within what an AVX2-only CPU can afford (issue 26: int8 saves ~0.5 s of its ~2.0 s fp32 call
+# there -- offset heads ~0.20 s, weight and occlusion heads ~0.22 s, decoder ~0.08 s; 2x eager needs ~0.13 s of it)
+DECODER = [m for n in (5, 4, 3, 2) for m in GROUPS[f"decoder{n}"]]
+GROUPS["decoder"] = DECODER
+GROUPS["offset_heads_inner_and_decoder"] = GROUPS["offset_heads_inner"] + DECODER
+GROUPS["weight_occlusion_heads"] = GROUPS["weight_heads"] + GROUPS["occlusion"]
+GROUPS["weight_occlusion_heads_and_decoder"] = GROUPS["weight_occlusion_heads"] + DECODER
+# the last convolutions of the heads whose maps the synthesis reads besides the offsets: kernel weights, occlusion
+GROUPS["weight_occlusion_heads_last"] = ["get_kernel.moduleWeight1.7", "get_kernel.moduleWeight2.7",
+                                         "get_kernel.moduleOcclusion.7"]
+GROUPS["offset_heads_inner_and_heads_last"] = GROUPS["offset_heads_inner"] + GROUPS["weight_occlusion_heads_last"]
+GROUPS["offset_heads_inner_decoder_heads_last"] = (GROUPS["offset_heads_inner_and_decoder"]
+                                                   + GROUPS["weight_occlusion_heads_last"])
 SMALL = {"bigbuckbunny.mp4": 0.25, "bikes.mp4": 0.5}  # extra small-frame triplets of the same train segments
 
 
@@ -60,6 +75,7 @@ def main() -> int:
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--groups", default=",".join(GROUPS))
     p.add_argument("--small", action="store_true", help="also score each train segment scaled small (see SMALL)")
+    p.add_argument("--gaps", default="1", help="triplet gaps scored (comma-separated; the rule's are 1,2)")
     args = p.parse_args()
     import logging
 
@@ -77,14 +93,15 @@ def main() -> int:
     from sfadacof.split import footage_path, load_split
 
     nncf.set_log_level(logging.WARNING)
+    gaps = tuple(int(g) for g in args.gaps.split(","))
     split = load_split()
     footage = footage_path(None, split)
     triplets = []
     for seg in split.train.segments:
         # the train segments at their own scales, and once more small (a carphone-sized frame: 320x180, 320x136)
         for sc in (*seg.scales, SMALL[seg.clip]) if args.small else seg.scales:
-            src = open_source(seg.spec(footage, sc), (1,))
-            for i, (f0, f1, f2) in iter_eval_triplets(src, 4):
+            src = open_source(seg.spec(footage, sc), gaps)
+            for i, (f0, f1, f2) in iter_eval_triplets(src, 4 * len(gaps)):
                 triplets.append((f"{src.name}#{i}", nchw(f0.astype(np.float32) / 255),
                                  nchw(f2.astype(np.float32) / 255), f1.astype(np.float64) / 255))
     onnx = onnx_for_checkpoint(None, synthesis="onnx", precision="fp32")
@@ -94,8 +111,10 @@ def main() -> int:
     pairs, _ = S.calibration_pairs(footage)
     every = {m for g in GROUPS.values() for m in g}
     base = {k: v for k, v in S.KEEP_FLOAT.items() if k not in every}
-    core, result = ov.Core(), {"command": "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python benchmarks/cpu/"
-                                          "int8_sensitivity.py --json R.json", "numerics": int8_numerics(),
+    argv = ["R.json" if a == str(args.json) else a for a in sys.argv[1:]]  # no path of the machine it ran on
+    cap = [f"ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}"] if "ONEDNN_MAX_CPU_ISA" in os.environ else []
+    core, result = ov.Core(), {"command": " ".join([*cap, "python benchmarks/cpu/int8_sensitivity.py", *argv]),
+                               "gaps": list(gaps), "numerics": int8_numerics(),
                                "cpu": facts(), "triplets": [t[0] for t in triplets], "groups": {}}
     for g in args.groups.split(","):
         t = time.perf_counter()
