@@ -57,7 +57,8 @@ def main() -> int:
         for form in args.forms.split(","):
             configs[f"openvino {prec} {form}"] = OpenVINOBackend(model, precision=prec, synthesis=form)
     for ir in args.int8_ir:
-        configs[f"openvino int8 kernel {ir.parent.name}/{ir.name}"] = OpenVINOBackend(ir, precision="int8", synthesis="kernel")
+        name = f"openvino int8 kernel {ir.parent.name}/{ir.name}"
+        configs[name] = OpenVINOBackend(ir, precision="int8", synthesis="kernel")
     outputs = {name: be.infer(f0, f2) for name, be in configs.items()}  # warm-up
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.iters):
