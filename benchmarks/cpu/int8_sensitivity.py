@@ -13,8 +13,8 @@ Scope of the base: calib.shipped_int8.KEEP_FLOAT less the groups below (each gro
 train segment and scale of sfadacof/weights/split.json at its own size (24 per gap). Per group: the worst and mean
 PSNR against OpenVINO fp32 (clipped float outputs) and the worst and mean change of PSNR against the true middle
 frame (8-bit outputs, as the rule scores it). The INT8 model runs with fp32 float parts (INFERENCE_PRECISION_HINT
-f32): run it under an ISA cap without bf16 (as above) to score the class an AVX2-only or VNNI-only CPU computes (runtime/cpu_info.py).
-About 2-4 minutes per group on 2 cores.
+f32): run it under an ISA cap without bf16 (as above) to score the class an AVX2-only or VNNI-only CPU computes
+(runtime/cpu_info.py). About 2-4 minutes per group on 2 cores.
 """
 
 from __future__ import annotations
