@@ -61,6 +61,9 @@ GROUPS["weight_occlusion_heads_last"] = ["get_kernel.moduleWeight1.7", "get_kern
 GROUPS["offset_heads_inner_and_heads_last"] = GROUPS["offset_heads_inner"] + GROUPS["weight_occlusion_heads_last"]
 GROUPS["offset_heads_inner_decoder_heads_last"] = (GROUPS["offset_heads_inner_and_decoder"]
                                                    + GROUPS["weight_occlusion_heads_last"])
+# which of the weight and occlusion heads' inner layers carries the int8 error left with the scope above
+GROUPS["all_but_occlusion_inner"] = GROUPS["offset_heads_inner_decoder_heads_last"] + GROUPS["weight_heads"]
+GROUPS["all_but_weight_heads_inner"] = GROUPS["offset_heads_inner_decoder_heads_last"] + GROUPS["occlusion"]
 SMALL = {"bigbuckbunny.mp4": 0.25, "bikes.mp4": 0.5}  # extra small-frame triplets of the same train segments
 
 
