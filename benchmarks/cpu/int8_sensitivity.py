@@ -64,6 +64,11 @@ GROUPS["offset_heads_inner_decoder_heads_last"] = (GROUPS["offset_heads_inner_an
 # which of the weight and occlusion heads' inner layers carries the int8 error left with the scope above
 GROUPS["all_but_occlusion_inner"] = GROUPS["offset_heads_inner_decoder_heads_last"] + GROUPS["weight_heads"]
 GROUPS["all_but_weight_heads_inner"] = GROUPS["offset_heads_inner_decoder_heads_last"] + GROUPS["occlusion"]
+# Scopes that replace the base instead of adding to it: every head float (the offsets, the kernel weights and the
+# occlusion map the synthesis reads all come from float layers), the trunk -- encoder and decoder -- int8
+HEADS = GROUPS["offset_heads_inner"] + GROUPS["weight_heads"] + GROUPS["occlusion"]
+REPLACING: dict[str, list[str]] = {"trunk_int8": HEADS}
+GROUPS["trunk_int8"] = []
 SMALL = {"bigbuckbunny.mp4": 0.25, "bikes.mp4": 0.5}  # extra small-frame triplets of the same train segments
 
 
@@ -121,7 +126,7 @@ def main() -> int:
                                "cpu": facts(), "triplets": [t[0] for t in triplets], "groups": {}}
     for g in args.groups.split(","):
         t = time.perf_counter()
-        keep = {**base, **{m: g for m in GROUPS[g]}}
+        keep = {m: g for m in REPLACING[g]} if g in REPLACING else {**base, **{m: g for m in GROUPS[g]}}
         names, scope = S.ignored_nodes(fp32.model, keep)
         q, _ = quantize(fp32, pairs, names)
         compiled = core.compile_model(q, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
