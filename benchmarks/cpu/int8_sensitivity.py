@@ -67,8 +67,11 @@ GROUPS["all_but_weight_heads_inner"] = GROUPS["offset_heads_inner_decoder_heads_
 # Scopes that replace the base instead of adding to it: every head float (the offsets, the kernel weights and the
 # occlusion map the synthesis reads all come from float layers), the trunk -- encoder and decoder -- int8
 HEADS = GROUPS["offset_heads_inner"] + GROUPS["weight_heads"] + GROUPS["occlusion"]
-REPLACING: dict[str, list[str]] = {"trunk_int8": HEADS}
-GROUPS["trunk_int8"] = []
+ENCODER_1_3 = ([f"get_kernel.moduleConv{n}.{i}" for n in (1, 2, 3) for i in (0, 2, 4)]
+               + [f"get_kernel.modulePool{n}" for n in (1, 2, 3)]
+               + [f"get_kernel.flowconv{n}_{k}.{i}" for n in (1, 2, 3) for k in ("pr", "FD", "ne") for i in (0, 2)])
+REPLACING: dict[str, list[str]] = {"trunk_int8": HEADS, "deep_trunk_int8": HEADS + ENCODER_1_3}
+GROUPS["trunk_int8"] = GROUPS["deep_trunk_int8"] = []
 SMALL = {"bigbuckbunny.mp4": 0.25, "bikes.mp4": 0.5}  # extra small-frame triplets of the same train segments
 
 
