@@ -57,17 +57,18 @@ def main() -> int:
         finally:
             ob.fp32_regions = original_regions
 
-    result = {"command": "python benchmarks/cpu/bf16_offset_heads_inner.py" + (" --reference-cache DIR" if
-                                                                               args.reference_cache else ""),
+    cache = " --reference-cache DIR" if args.reference_cache else ""
+    result = {"command": "python benchmarks/cpu/bf16_offset_heads_inner.py" + cache,
               "cpu": facts(), "configurations": {}}
     footage = footage_path(None, load_split())
     for name, lean in (("offset heads fp32 (the default)", False), ("offset heads' inner layers bf16", True)):
-        S_backend = ob.OpenVINOBackend
-        ob.OpenVINOBackend = lambda xml, precision="int8", lean=lean, **kw: backend(lean)  # validate() builds one
+        # validate() builds its backend from the IR it is given; here it gets this configuration instead. Its print
+        # names the class as an INT8 model's (bf16+vnni: float parts bf16), which is what this CPU computes
+        ob.OpenVINOBackend = lambda xml, precision="int8", lean=lean, **kw: backend(lean)
         try:
             v = S.validate(Path("unused.xml"), footage, (1, 2), None, args.reference_cache)
         finally:
-            ob.OpenVINOBackend = S_backend
+            ob.OpenVINOBackend = Backend
         S.print_validation(v)
         result["configurations"][name] = {"passed": v["passed"], "clips": [
             {k: c[k] for k in ("clip", "triplets", "min_psnr_vs_fp32", "worst_delta_gt", "mean_delta_gt")}
